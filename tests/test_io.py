@@ -1,0 +1,327 @@
+"""camlens.io: every image mode to 8-bit RGB, clear errors, samples, inputs, atomic writes."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import camlens.io as cio
+from camlens.io import (
+    SAMPLE_IMAGES,
+    ImageError,
+    atomic_path,
+    atomic_write_bytes,
+    load_image,
+    resolve_inputs,
+    sample_image,
+)
+
+
+def _pixels(img: Image.Image) -> list[tuple[int, int, int]]:
+    assert img.mode == "RGB"
+    return [tuple(int(v) for v in px) for px in np.asarray(img).reshape(-1, 3)]
+
+
+def _save(img: Image.Image, path: Path, **kwargs: object) -> Path:
+    img.save(path, **kwargs)
+    return path
+
+
+def _noise(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+# --------------------------------------------------------------------------- modes
+
+
+def test_rgb_png_round_trips_exactly(tmp_path: Path) -> None:
+    src = _noise()
+    img = load_image(_save(src, tmp_path / "a.png"))
+    assert img.size == (64, 48)
+    np.testing.assert_array_equal(np.asarray(img), np.asarray(src))
+    assert getattr(img, "fp", None) is None  # fully decoded, detached from the file
+
+
+def test_grayscale_l(tmp_path: Path) -> None:
+    src = Image.fromarray(np.array([[0, 77, 255]], dtype=np.uint8), mode="L")
+    assert _pixels(load_image(_save(src, tmp_path / "g.png"))) == [(0, 0, 0), (77, 77, 77), (255,) * 3]
+
+
+def test_one_bit(tmp_path: Path) -> None:
+    src = Image.new("1", (2, 1))
+    src.putpixel((1, 0), 1)
+    assert _pixels(load_image(_save(src, tmp_path / "b.png"))) == [(0, 0, 0), (255, 255, 255)]
+
+
+def test_rgba_transparent_pixels_become_white(tmp_path: Path) -> None:
+    arr = np.array([[[10, 20, 30, 0], [10, 20, 30, 255], [0, 0, 0, 128]]], dtype=np.uint8)
+    img = load_image(_save(Image.fromarray(arr, mode="RGBA"), tmp_path / "t.png"))
+    got = _pixels(img)
+    assert got[0] == (255, 255, 255)
+    assert got[1] == (10, 20, 30)
+    assert all(abs(v - 127) <= 1 for v in got[2])  # half-transparent black on white
+
+
+def test_la_transparent_pixels_become_white(tmp_path: Path) -> None:
+    arr = np.array([[[40, 0], [40, 255]]], dtype=np.uint8)
+    img = load_image(_save(Image.fromarray(arr, mode="LA"), tmp_path / "la.png"))
+    assert _pixels(img) == [(255, 255, 255), (40, 40, 40)]
+
+
+def test_palette_with_and_without_transparency(tmp_path: Path) -> None:
+    pal = Image.new("P", (2, 1))
+    pal.putpalette([200, 0, 0, 0, 0, 200] + [0] * (256 * 3 - 6))
+    pal.putpixel((0, 0), 0)
+    pal.putpixel((1, 0), 1)
+    assert _pixels(load_image(_save(pal, tmp_path / "p.gif"))) == [(200, 0, 0), (0, 0, 200)]
+    assert _pixels(load_image(_save(pal, tmp_path / "pt.png", transparency=0))) == [
+        (255, 255, 255),
+        (0, 0, 200),
+    ]
+
+
+def test_rgb_with_transparent_colour_key(tmp_path: Path) -> None:
+    arr = np.array([[[1, 2, 3], [9, 9, 9]]], dtype=np.uint8)
+    path = _save(Image.fromarray(arr), tmp_path / "key.png", transparency=(1, 2, 3))
+    assert _pixels(load_image(path)) == [(255, 255, 255), (9, 9, 9)]
+
+
+def test_cmyk(tmp_path: Path) -> None:
+    src = Image.new("CMYK", (3, 1))
+    src.putpixel((0, 0), (0, 0, 0, 0))
+    src.putpixel((1, 0), (0, 0, 0, 255))
+    src.putpixel((2, 0), (255, 0, 0, 0))
+    img = load_image(_save(src, tmp_path / "c.tif"))
+    assert _pixels(img) == [(255, 255, 255), (0, 0, 0), (0, 255, 255)]
+
+
+def test_sixteen_bit_scales_full_range(tmp_path: Path) -> None:
+    arr = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)
+    src = Image.fromarray(arr)
+    assert src.mode.startswith("I;16")
+    img = load_image(_save(src, tmp_path / "s16.png"))
+    assert _pixels(img) == [(0, 0, 0), (1, 1, 1), (128, 128, 128), (255, 255, 255)]
+
+
+def test_sixteen_bit_small_values_are_not_stretched(tmp_path: Path) -> None:
+    # 0..1000 in a 16-bit file is dark: scaled by 65535, not by the data maximum
+    src = Image.fromarray(np.array([[0, 1000]], dtype=np.uint16))
+    img = load_image(_save(src, tmp_path / "dark.png"))
+    assert _pixels(img) == [(0, 0, 0), (4, 4, 4)]
+
+
+def test_int32_mode_i(tmp_path: Path) -> None:
+    src = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.int32), mode="I")
+    assert _pixels(load_image(_save(src, tmp_path / "i.tif"))) == [(0,) * 3, (128,) * 3, (255,) * 3]
+    wide = Image.fromarray(np.array([[-100, 0, 100_000]], dtype=np.int32), mode="I")
+    got = _pixels(load_image(_save(wide, tmp_path / "iw.tif")))
+    assert got[0] == (0, 0, 0) and got[2] == (255, 255, 255)
+
+
+def test_float_mode_f(tmp_path: Path) -> None:
+    unit = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F")
+    assert _pixels(load_image(_save(unit, tmp_path / "f.tif"))) == [(0,) * 3, (128,) * 3, (255,) * 3]
+    wide = Image.fromarray(np.array([[-2.0, 0.0, 2.0, np.nan]], dtype=np.float32), mode="F")
+    got = _pixels(load_image(_save(wide, tmp_path / "fw.tif")))
+    assert got[:3] == [(0,) * 3, (128,) * 3, (255,) * 3]
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    src = Image.new("RGB", (40, 20), (255, 0, 0))
+    src.paste((0, 0, 255), (0, 0, 10, 20))  # blue band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = _save(src, tmp_path / "rot.jpg", exif=exif, quality=95)
+    img = load_image(path)
+    assert img.size == (20, 40)
+    top_left = np.asarray(img)[2, 10]
+    assert top_left[2] > 200 and top_left[0] < 60  # the left band is now on top
+
+
+def test_first_frame_of_animated_gif(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (4, 4), c) for c in ((255, 0, 0), (0, 255, 0))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert _pixels(load_image(path))[0] == (255, 0, 0)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_folder_is_not_an_image(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="is a folder"):
+        load_image(tmp_path)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty \(0 bytes\)"):
+        load_image(path)
+
+
+def test_garbage_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.png"
+    path.write_bytes(b"this is not an image at all" * 20)
+    with pytest.raises(ImageError, match="not an image") as info:
+        load_image(path)
+    assert "\n" not in str(info.value)
+    assert "PNG" in str(info.value)  # says what would be right
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated_files(tmp_path: Path, suffix: str) -> None:
+    full = _save(_noise(128, 96), tmp_path / f"full{suffix}")
+    data = full.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="truncated or corrupt") as info:
+        load_image(cut)
+    assert str(cut) in str(info.value)
+
+
+def test_decompression_bomb_limit(tmp_path: Path) -> None:
+    path = _save(Image.new("L", (2000, 2000)), tmp_path / "big.png")
+    with pytest.raises(ImageError) as info:
+        load_image(path, max_pixels=1_000_000)
+    message = str(info.value)
+    assert "4000000 pixels" in message
+    assert "1000000" in message
+    assert "max_pixels" in message and "--max-pixels" in message
+    assert load_image(path, max_pixels=4_000_000).size == (2000, 2000)
+    assert load_image(path, max_pixels=None).size == (2000, 2000)
+
+
+def test_limit_does_not_depend_on_pil_global(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _save(Image.new("L", (300, 200)), tmp_path / "mid.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow alone would refuse this file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(path).size == (300, 200)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # restored
+    with pytest.raises(ImageError, match="limit of 50000 pixels"):
+        load_image(path, max_pixels=50_000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # nor would a disabled global loosen ours
+    with pytest.raises(ImageError, match="limit of 50000 pixels"):
+        load_image(path, max_pixels=50_000)
+
+
+def test_bad_max_pixels(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_pixels"):
+        load_image(tmp_path / "x.png", max_pixels=0)
+
+
+# --------------------------------------------------------------------------- samples
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_IMAGES))
+def test_samples_resolve_offline(name: str) -> None:
+    package = SAMPLE_IMAGES[name][0]
+    pytest.importorskip(package)
+    path = sample_image(name)
+    assert path.is_file()
+    assert sample_image(f"sample:{name}") == path
+    img = load_image(path)
+    assert img.mode == "RGB" and min(img.size) >= 256
+
+
+def test_unknown_sample_lists_names() -> None:
+    with pytest.raises(ImageError) as info:
+        sample_image("dog")
+    for name in SAMPLE_IMAGES:
+        assert name in str(info.value)
+
+
+def test_sample_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cio.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImageError, match=r"pip install \"camlens\[samples\]\""):
+        sample_image("chelsea")
+    with pytest.raises(ImageError, match=r"camlens\[viz\]"):
+        sample_image("grace_hopper")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_resolve_inputs_expands_folders(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    for rel in ["b.png", "A.JPG", "sub/c.Tiff", "sub/deeper/d.webp", "notes.txt", ".e.png", ".hidden/f.png"]:
+        (root / rel).write_bytes(b"x")
+    single = tmp_path / "single.bin"
+    single.write_bytes(b"x")
+    got = resolve_inputs([str(root), str(single), str(root / "b.png")])
+    rel = [p.relative_to(tmp_path).as_posix() for p in got]
+    assert rel == [
+        "photos/A.JPG",
+        "photos/b.png",
+        "photos/sub/c.Tiff",
+        "photos/sub/deeper/d.webp",
+        "single.bin",  # named explicitly: kept whatever its extension
+    ]
+    only_png = resolve_inputs([str(root)], extensions=["PNG"])
+    assert [p.name for p in only_png] == ["b.png"]
+
+
+def test_resolve_inputs_samples() -> None:
+    pytest.importorskip("skimage")
+    assert resolve_inputs(["sample:coffee"]) == [sample_image("coffee")]
+
+
+def test_resolve_inputs_errors(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="no such file or folder"):
+        resolve_inputs([str(tmp_path / "missing.jpg")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match="no images"):
+        resolve_inputs([str(tmp_path / "empty")])
+    with pytest.raises(ImageError, match="unknown sample"):
+        resolve_inputs(["sample:nothing"])
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def test_atomic_write_bytes(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "result.bin"
+    atomic_write_bytes(target, b"first")
+    atomic_write_bytes(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.bin"]
+
+
+def test_atomic_path_keeps_suffix_and_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "img.png"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".png" and not tmp.exists()
+        Image.new("RGB", (3, 2)).save(tmp)
+    assert Image.open(target).size == (3, 2)
+    assert [p.name for p in tmp_path.iterdir()] == ["img.png"]
+
+
+def test_atomic_path_failure_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "keep.txt"
+    target.write_bytes(b"original")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer crashed")
+    assert target.read_bytes() == b"original"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+    fresh = tmp_path / "new.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(fresh):
+            raise RuntimeError("before writing anything")
+    assert not fresh.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
