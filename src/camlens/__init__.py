@@ -1,3 +1,20 @@
-"""camlens: Grad-CAM and its family of visual explanations."""
+"""camlens: Grad-CAM and its family of visual explanations.
+
+>>> ex = camlens.explain(model, x, layer="layer4", target=281, method="gradcam")
+"""
+
+from camlens.api import explain
+from camlens.errors import ExplainError, InputError, LayerError, TargetError
+from camlens.explanation import Explanation
+from camlens.methods import METHODS
 
 __version__ = "0.1.0"
+__all__ = [
+    "METHODS",
+    "ExplainError",
+    "Explanation",
+    "InputError",
+    "LayerError",
+    "TargetError",
+    "explain",
+]

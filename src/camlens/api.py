@@ -1,0 +1,93 @@
+"""The orchestrator: validate, keep the model untouched, dispatch to a registered method."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Literal, Sequence
+
+import torch
+from torch import nn
+
+from camlens.errors import ExplainError, InputError, LayerError
+from camlens.explanation import Explanation
+from camlens.guided import RULES
+from camlens.layers import LayerSpec, resolve_layers
+from camlens.methods import METHODS, Job
+from camlens.targets import TargetSpec
+
+
+def explain(
+    model: nn.Module,
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    method: str = "gradcam",
+    layer: LayerSpec | Sequence[LayerSpec] | None = None,
+    target: TargetSpec = None,
+    top_k: int | None = None,
+    image_index: int = 0,
+    rectifiers: Literal["functions", "modules"] = "functions",
+    **options: Any,
+) -> Explanation:
+    """Explain ``model``'s decision on ``inputs`` with ``method`` (a key of ``camlens.METHODS``).
+
+    ``inputs``: the image batch (B, C, H, W), or a tuple of inputs (``image_index`` says which
+    is the image, e.g. image + question). ``layer``: a dotted name, a module, or a list of them
+    (maps fused). ``target``: None (top-1 class), an int, one int per sample, a (B, K) tensor, or
+    a callable from the output to (B,) or (B, K) scores; or ``top_k=K`` instead. ``options`` are
+    the method's keywords (e.g. ``counterfactual=True``, ``pooling="gmp"``, ``relu=False``,
+    ``backward="guided"``; ``window``/``stride`` for occlusion).
+
+    The model is left as it was: no hooks, same modules, flags, ``requires_grad`` and ``.grad``.
+    """
+    if method not in METHODS:
+        raise ExplainError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    spec = METHODS[method]
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ExplainError(
+            f"method {method!r} takes no option(s) {unknown}; its options are "
+            f"{list(spec.options) or 'none'}"
+        )
+    if options.get("backward", "normal") not in RULES:
+        raise ExplainError(f"backward must be one of {list(RULES)}, got {options['backward']!r}")
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if model.training:
+        warnings.warn(
+            f"{type(model).__name__} is in training mode: BatchNorm mixes the samples of a batch "
+            "and dropout is random, so explanations depend on the batch; call model.eval() first",
+            stacklevel=2,
+        )
+    seq = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    if not seq or not all(isinstance(t, torch.Tensor) for t in seq):
+        raise InputError("inputs must be a tensor or a sequence of tensors")
+    if not 0 <= image_index < len(seq):
+        raise InputError(f"image_index {image_index} is out of range for {len(seq)} input(s)")
+    device = next((p.device for p in model.parameters()), seq[image_index].device)
+    seq = tuple(t.detach().to(device) for t in seq)
+    image = seq[image_index]
+    if (spec.pixel_space or method == "occlusion") and image.dim() != 4:
+        raise InputError(
+            f"{method} needs an image batch (B, C, H, W), got shape {tuple(image.shape)}"
+        )
+    if spec.needs_layer:
+        if layer is None:
+            raise LayerError(f"{method} needs layer=...: {_layer_hint(model)}")
+        layers = resolve_layers(model, layer)
+    elif layer is not None:
+        raise ExplainError(f"{method} works on the input and takes no layer; drop layer=")
+    else:
+        layers = []
+    job = Job(model, seq, layers, target, top_k, image_index, rectifiers)
+    return spec.run(job, **options)
+
+
+def _layer_hint(model: nn.Module) -> str:
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return "pass the dotted name of a layer whose output is (B, C, h, w)"
+    last = convs[-1]
+    parents = [".".join(last.split(".")[:i]) for i in range(1, last.count(".") + 1)]
+    return "the usual choice is the last convolutional block, e.g. " + ", ".join(
+        repr(p) for p in parents[::-1][:2] + [last]
+    )

@@ -1,0 +1,19 @@
+"""Errors camlens raises: each says what was wrong and what would be right."""
+
+from __future__ import annotations
+
+
+class ExplainError(ValueError):
+    """Base class for every error camlens raises about its inputs."""
+
+
+class LayerError(ExplainError):
+    """An unknown layer, or a layer that cannot be explained (runs twice, returns no tensor)."""
+
+
+class TargetError(ExplainError):
+    """A target that is out of range, has the wrong shape, or does not depend on the layer."""
+
+
+class InputError(ExplainError):
+    """An input the model cannot take, or one of the wrong rank for the method."""

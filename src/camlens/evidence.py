@@ -1,0 +1,101 @@
+"""Gather the evidence the methods work on: one forward pass, then batched partial backwards."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import torch
+from torch import nn
+
+from camlens.capture import capture, forward
+from camlens.errors import TargetError
+from camlens.guided import RuleState, rectifiers
+from camlens.targets import TargetSpec, class_indices, scores_of
+
+
+@dataclass
+class Evidence:
+    """What one forward pass recorded.
+
+    ``scores`` (B, K) still carries the autograd graph; ``activations[i]`` is the (B, C, h, w)
+    output of layer i; ``image`` is the input leaf (B, 3, H, W) when gradients to it are wanted.
+    """
+
+    output: Any
+    indices: torch.Tensor | None
+    scores: torch.Tensor
+    activations: list[torch.Tensor]
+    image: torch.Tensor | None = None
+
+
+def gather(
+    model: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    layers: Sequence[tuple[str, nn.Module]],
+    target: TargetSpec,
+    top_k: int | None,
+    *,
+    grad: Literal["none", "from-layer", "from-input"],
+    image_index: int = 0,
+    rules: RuleState | None = None,
+    via: Literal["functions", "modules"] = "functions",
+) -> Evidence:
+    """Run the model once and resolve the target scores.
+
+    ``grad="from-layer"``: no autograd before the first layer (the layer's output is a leaf);
+    ``"from-input"``: the image input becomes a leaf and autograd runs throughout (pixel-space
+    methods); ``"none"``: no autograd at all. With ``rules``, rectifier backwards follow it.
+    """
+    inputs = list(inputs)
+    image = None
+    if grad == "from-input":
+        image = inputs[image_index].detach().requires_grad_(True)
+        inputs[image_index] = image
+    with ExitStack() as stack:
+        cap = stack.enter_context(capture(layers, grad_from_layer=grad == "from-layer"))
+        if rules is not None:
+            stack.enter_context(rectifiers(model, rules, via))
+        output = forward(model, inputs, grad=grad == "from-input")
+        activations = cap.require_all()
+    batch = inputs[image_index].shape[0]
+    indices = class_indices(output, target, top_k, batch)
+    with torch.set_grad_enabled(grad != "none"):
+        scores = scores_of(output, target, indices)
+    if scores.shape[0] != batch:
+        raise TargetError(f"the target gave {scores.shape[0]} scores for a batch of {batch}")
+    return Evidence(output, indices, scores, activations, image)
+
+
+def gradients(
+    scores: torch.Tensor, wrt: Sequence[torch.Tensor], *, retain_graph: bool = False,
+    what: str = "the layer",
+) -> list[torch.Tensor]:
+    """dy^c/dwrt for each of the K scores: (B, K) x [(B, *s)] -> [(B, K, *s)].
+
+    One batched backward (``is_grads_batched``) for K > 1; samples are independent, so the
+    gradient of the batch sum gives every sample's gradient at once.
+    """
+    if not scores.requires_grad:
+        raise TargetError(
+            f"the explained scores do not depend on {what}: they carry no gradient; make the "
+            "target a differentiable function of the model's output"
+        )
+    k = scores.shape[1]
+    if k == 1:
+        grads = torch.autograd.grad(scores.sum(), list(wrt), retain_graph=retain_graph,
+                                    allow_unused=True)
+        out = [g.unsqueeze(1) if g is not None else None for g in grads]
+    else:
+        basis = torch.eye(k, dtype=scores.dtype, device=scores.device)[:, None, :]
+        basis = basis.expand(k, scores.shape[0], k)
+        grads = torch.autograd.grad(scores, list(wrt), grad_outputs=basis, is_grads_batched=True,
+                                    retain_graph=retain_graph, allow_unused=True)
+        out = [g.movedim(0, 1) if g is not None else None for g in grads]
+    if any(g is None for g in out):
+        raise TargetError(
+            f"the explained scores do not depend on {what}: choose a layer on the path from "
+            "the input to the explained output"
+        )
+    return out  # type: ignore[return-value]

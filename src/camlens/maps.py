@@ -1,0 +1,52 @@
+"""Pure tensor functions shared by the methods: pooling, weighted sums, scaling, upsampling."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+
+Pooling = Literal["gap", "gmp"]
+
+
+def pool_gradients(grads: torch.Tensor, pooling: Pooling = "gap") -> torch.Tensor:
+    """Neuron importances from gradients (..., C, h, w) -> (..., C).
+
+    ``gap`` is Eq. 1, alpha_k^c = 1/Z sum_i sum_j dy^c/dA^k_ij; ``gmp`` takes the maximum
+    instead (the paper's pooling ablation, Table 3).
+    """
+    if pooling == "gap":
+        return grads.mean(dim=(-2, -1))
+    if pooling == "gmp":
+        return grads.amax(dim=(-2, -1))
+    raise ValueError(f"pooling must be 'gap' or 'gmp', got {pooling!r}")
+
+
+def weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """Eq. 2 before the ReLU: sum_k alpha_k^c A^k, weights (B, K, C) x acts (B, C, h, w) -> (B, K, h, w)."""
+    return torch.einsum("bkc,bchw->bkhw", weights, activations)
+
+
+def minmax(maps: torch.Tensor, dims: int = 2) -> torch.Tensor:
+    """Scale each map (the last ``dims`` dimensions) to [0, 1]; a constant map becomes zeros."""
+    flat = maps.flatten(start_dim=maps.dim() - dims)
+    lo = flat.amin(dim=-1, keepdim=True)
+    span = flat.amax(dim=-1, keepdim=True) - lo
+    scaled = torch.where(span > 0, (flat - lo) / torch.where(span > 0, span, 1), 0)
+    return scaled.view_as(maps)
+
+
+def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear upsampling (align_corners=False) of (B, K, h, w) maps to ``size`` = (H, W)."""
+    size = tuple(int(s) for s in size)
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+def fuse(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Fuse same-size [0, 1] maps of several layers: their mean, scaled to [0, 1] again."""
+    if len(maps) == 1:
+        return maps[0]
+    return minmax(torch.stack(list(maps)).mean(dim=0))

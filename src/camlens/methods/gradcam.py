@@ -1,0 +1,87 @@
+"""Grad-CAM (Eq. 1-2) and CAM (Zhou et al.), of which Grad-CAM is the generalisation (Sec. 3.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from camlens import maps
+from camlens.errors import LayerError
+from camlens.evidence import Evidence, gradients
+
+
+def gradcam_maps(
+    activations: torch.Tensor,
+    grads: torch.Tensor,
+    *,
+    pooling: maps.Pooling = "gap",
+    relu: bool = True,
+    counterfactual: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM from a layer's activations A (B, C, h, w) and gradients dy^c/dA (B, K, C, h, w).
+
+    alpha_k^c = 1/Z sum_ij dy^c/dA^k_ij (Eq. 1; ``gmp``: max_ij), L^c = ReLU(sum_k alpha_k^c A^k)
+    (Eq. 2). ``counterfactual`` negates the gradients (Sec. 3.3). Returns (L (B, K, h, w),
+    alpha (B, K, C)).
+    """
+    if counterfactual:
+        grads = -grads
+    weights = maps.pool_gradients(grads, pooling)
+    cam = maps.weighted_sum(weights, activations)
+    return (cam.clamp(min=0) if relu else cam), weights
+
+
+def layer_gradients(ev: Evidence, retain_graph: bool = False) -> list[torch.Tensor]:
+    """dy^c/dA for every captured layer: [(B, K, C, h, w)]."""
+    return gradients(ev.scores, ev.activations, retain_graph=retain_graph, what="the layer")
+
+
+def classifier_weights(
+    model: nn.Module, channels: int, classifier: str | nn.Module | None
+) -> torch.Tensor:
+    """The (N, C) weight of the linear classifier that follows global average pooling.
+
+    Default: the last ``nn.Linear`` in ``model`` with ``in_features == C``.
+    """
+    if classifier is None:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        fits = [m for m in linears if m.in_features == channels]
+        if not fits:
+            raise LayerError(
+                f"CAM needs a global-average-pooling + linear head whose input has the layer's "
+                f"{channels} channels, and the model has no such nn.Linear; pass "
+                "classifier=<name or module>, or use method='gradcam', which works on any head"
+            )
+        module: nn.Module = fits[-1]
+    elif isinstance(classifier, str):
+        named = dict(model.named_modules())
+        if classifier not in named:
+            from camlens.layers import nearest_names
+
+            hint = ", ".join(nearest_names(classifier, [n for n in named if n]))
+            raise LayerError(f"no classifier named {classifier!r}; nearest names: {hint}")
+        module = named[classifier]
+    else:
+        module = classifier
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[1] != channels:
+        raise LayerError(
+            f"the CAM classifier must be linear with a (classes, {channels}) weight, got "
+            f"{type(module).__name__} with weight shape "
+            f"{tuple(weight.shape) if isinstance(weight, torch.Tensor) else None}"
+        )
+    return weight.detach()
+
+
+def cam_maps(
+    activations: torch.Tensor, fc_weight: torch.Tensor, indices: torch.Tensor, *, relu: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CAM: M_c = sum_k w_k^c A^k with w the linear classifier's weights (no gradients).
+
+    On a GAP + linear head w_k^c = Z alpha_k^c, so CAM = Z x Grad-CAM (Sec. 3.1). Returns
+    (M (B, K, h, w), w (B, K, C)).
+    """
+    weights = fc_weight.to(activations.dtype)[indices]
+    cam = maps.weighted_sum(weights, activations)
+    return (cam.clamp(min=0) if relu else cam), weights
+

@@ -1,0 +1,110 @@
+"""Targets: what is explained. One normaliser turns every accepted form into scores.
+
+A target is anything that picks, from the model's output, one differentiable score y^c per
+sample and explained item: class indices (an int, one per sample, a (B, K) tensor), the top-k
+classes, or a callable ``f(output) -> (B,) or (B, K)`` for tuple, dict and Hugging Face style
+outputs, caption log-probabilities, VQA answers or policy actions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, Union
+
+import torch
+
+from camlens.errors import TargetError
+
+TargetFn = Callable[[Any], torch.Tensor]
+TargetSpec = Union[None, int, Sequence[int], Sequence[Sequence[int]], torch.Tensor, TargetFn]
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The (B, N) class-score tensor of ``output``, or a :class:`TargetError` saying what to do."""
+    logits = getattr(output, "logits", output)  # Hugging Face style outputs carry .logits
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        kind = (f"a tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor)
+                else type(output).__name__)
+        raise TargetError(
+            f"class-index targets need a (batch, classes) output, but the model returned {kind}; "
+            "pass target=callable(output) -> (B,) or (B, K) scores instead"
+        )
+    return logits
+
+
+def class_indices(
+    output: Any, target: TargetSpec, top_k: int | None, batch: int
+) -> torch.Tensor | None:
+    """Resolve ``target``/``top_k`` to (B, K) class indices, or None for a callable target."""
+    if callable(target) and not isinstance(target, torch.Tensor):
+        if top_k is not None:
+            raise TargetError("give either a callable target or top_k, not both")
+        return None
+    if top_k is not None:
+        if target is not None:
+            raise TargetError(f"give either target or top_k, not both (got target={target!r})")
+        logits = logits_of(output)
+        if not 1 <= top_k <= logits.shape[1]:
+            raise TargetError(f"top_k must be between 1 and {logits.shape[1]}, got {top_k}")
+        return logits.detach().topk(top_k, dim=1).indices
+    logits = logits_of(output)
+    if target is None:
+        return logits.detach().argmax(dim=1, keepdim=True)
+    idx = _as_index_tensor(target, batch)
+    n = logits.shape[1]
+    bad = (idx < 0) | (idx >= n)
+    if bad.any():
+        raise TargetError(
+            f"class index {int(idx[bad][0])} is out of range: the model has {n} classes, "
+            f"so indices run from 0 to {n - 1}"
+        )
+    return idx.to(logits.device)
+
+
+def _as_index_tensor(target: TargetSpec, batch: int) -> torch.Tensor:
+    if isinstance(target, bool) or isinstance(target, float):
+        raise TargetError(f"a class index must be an int, got {target!r}")
+    if isinstance(target, int):
+        return torch.full((batch, 1), target, dtype=torch.long)
+    try:
+        idx = torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TargetError(
+            f"target must be an int, a list of ints, a (B, K) tensor or a callable, not {target!r}"
+        ) from err
+    if idx.is_floating_point() or idx.dtype == torch.bool:
+        raise TargetError(f"class indices must be integers, got dtype {idx.dtype}")
+    idx = idx.long()
+    if idx.dim() == 0:
+        return idx.expand(batch, 1).clone()
+    if idx.dim() == 1:
+        if idx.numel() == batch:
+            return idx[:, None]
+        if batch == 1:  # a single sample: the list is its K targets
+            return idx[None, :]
+        raise TargetError(
+            f"got {idx.numel()} class indices for a batch of {batch}: give one per sample, "
+            f"or a ({batch}, K) tensor to explain K classes of every sample"
+        )
+    if idx.dim() == 2 and idx.shape[0] in (batch, 1):
+        return idx.expand(batch, -1).clone()
+    raise TargetError(
+        f"a target tensor must be (B, K) = ({batch}, K), got shape {tuple(idx.shape)}"
+    )
+
+
+def scores_of(output: Any, target: TargetSpec, indices: torch.Tensor | None) -> torch.Tensor:
+    """The (B, K) scores y^c to explain (pre-softmax class scores for class targets)."""
+    if indices is not None:
+        return logits_of(output).gather(1, indices)
+    scores = target(output)  # type: ignore[operator]
+    if not isinstance(scores, torch.Tensor):
+        raise TargetError(
+            f"a callable target must return a tensor of scores, got {type(scores).__name__}"
+        )
+    if scores.dim() == 1:
+        scores = scores[:, None]
+    if scores.dim() != 2:
+        raise TargetError(
+            f"a callable target must return (B,) or (B, K) scores, got shape {tuple(scores.shape)}"
+        )
+    return scores
