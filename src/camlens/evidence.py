@@ -83,16 +83,18 @@ def gradients(
             "target a differentiable function of the model's output"
         )
     k = scores.shape[1]
-    if k == 1:
-        grads = torch.autograd.grad(scores.sum(), list(wrt), retain_graph=retain_graph,
-                                    allow_unused=True)
-        out = [g.unsqueeze(1) if g is not None else None for g in grads]
-    else:
-        basis = torch.eye(k, dtype=scores.dtype, device=scores.device)[:, None, :]
-        basis = basis.expand(k, scores.shape[0], k)
-        grads = torch.autograd.grad(scores, list(wrt), grad_outputs=basis, is_grads_batched=True,
-                                    retain_graph=retain_graph, allow_unused=True)
-        out = [g.movedim(0, 1) if g is not None else None for g in grads]
+    with torch.enable_grad():  # also under a caller's no_grad()
+        if k == 1:
+            grads = torch.autograd.grad(scores.sum(), list(wrt), retain_graph=retain_graph,
+                                        allow_unused=True)
+            out = [g.unsqueeze(1) if g is not None else None for g in grads]
+        else:
+            basis = torch.eye(k, dtype=scores.dtype, device=scores.device)[:, None, :]
+            basis = basis.expand(k, scores.shape[0], k)
+            grads = torch.autograd.grad(scores, list(wrt), grad_outputs=basis,
+                                        is_grads_batched=True, retain_graph=retain_graph,
+                                        allow_unused=True)
+            out = [g.movedim(0, 1) if g is not None else None for g in grads]
     if any(g is None for g in out):
         raise TargetError(
             f"the explained scores do not depend on {what}: choose a layer on the path from "
