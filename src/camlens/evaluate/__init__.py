@@ -1,0 +1,59 @@
+"""Evaluation of visual explanations, as in the Grad-CAM paper (Selvaraju et al., ICCV 2017 /
+IJCV 2019): weakly-supervised localisation (Sec. 4.1), the pointing game (Sec. 4.3), faithfulness
+by rank correlation (Sec. 5.3), RISE deletion / insertion curves.
+
+Pure functions over numpy arrays (torch tensors are accepted and converted). Boxes are
+inclusive, 0-based ``(x0, y0, x1, y1)``; connected components default to 8-connectivity.
+"""
+
+from camlens.evaluate.curves import auc, deletion_curve, gaussian_blur, insertion_curve
+from camlens.evaluate.faithfulness import inside_outside_ratio, rank_correlation, rankdata, resize_map
+from camlens.evaluate.localization import (
+    Box,
+    ImageLocalization,
+    LocalizationResult,
+    bbox_from_map,
+    box_to_mask,
+    connected_components,
+    iou,
+    largest_component,
+    localization_error,
+    localization_table,
+    mask_to_box,
+)
+from camlens.evaluate.pointing import (
+    PointingResult,
+    PointingTrial,
+    choose_rejection_threshold,
+    max_locations,
+    pointing_game,
+    pointing_hit,
+)
+
+__all__ = [
+    "Box",
+    "ImageLocalization",
+    "LocalizationResult",
+    "PointingResult",
+    "PointingTrial",
+    "auc",
+    "bbox_from_map",
+    "box_to_mask",
+    "choose_rejection_threshold",
+    "connected_components",
+    "deletion_curve",
+    "gaussian_blur",
+    "inside_outside_ratio",
+    "insertion_curve",
+    "iou",
+    "largest_component",
+    "localization_error",
+    "localization_table",
+    "mask_to_box",
+    "max_locations",
+    "pointing_game",
+    "pointing_hit",
+    "rank_correlation",
+    "rankdata",
+    "resize_map",
+]
