@@ -91,8 +91,10 @@ class Conv2dSame(nn.Conv2d):
         height, width = int(x.shape[-2]), int(x.shape[-1])
         top, bottom = tf_same_padding(height, self.kernel_size[0], self.stride[0], self.dilation[0])
         left, right = tf_same_padding(width, self.kernel_size[1], self.stride[1], self.dilation[1])
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
+        if top == bottom and left == right:  # symmetric: the convolution pads, no copy
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation,
+                            self.groups)
+        x = F.pad(x, (left, right, top, bottom))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
