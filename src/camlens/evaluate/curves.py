@@ -87,7 +87,9 @@ def _baseline(img: torch.Tensor, baseline: Baseline) -> torch.Tensor:
     try:
         return torch.broadcast_to(base, img.shape)
     except RuntimeError as err:
-        raise ValueError(f"baseline of shape {tuple(base.shape)} does not broadcast to {tuple(img.shape)}") from err
+        raise ValueError(
+            f"baseline of shape {tuple(base.shape)} does not broadcast to {tuple(img.shape)}"
+        ) from err
 
 
 def _curve(

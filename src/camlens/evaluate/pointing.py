@@ -166,7 +166,8 @@ def pointing_game(trials: Iterable[PointingTrial], threshold: Optional[float] = 
     hits = sum(t.present and t.hit and t.evidence >= threshold for t in items)
     rejections = sum((not t.present) and t.evidence < threshold for t in items)
     n = len(items)
-    return PointingResult((hits + rejections) / n, hits, rejections, n - hits - rejections, n, float(threshold))
+    misses = n - hits - rejections
+    return PointingResult((hits + rejections) / n, hits, rejections, misses, n, float(threshold))
 
 
 def choose_rejection_threshold(held_out: Iterable[PointingTrial]) -> float:
