@@ -54,9 +54,9 @@ def gather(
         image = inputs[image_index].detach().requires_grad_(True)
         inputs[image_index] = image
     with ExitStack() as stack:
-        cap = stack.enter_context(capture(layers, grad_from_layer=grad == "from-layer"))
-        if rules is not None:
+        if rules is not None:  # first: a hooked rectifier layer then feeds the capture hook
             stack.enter_context(rectifiers(model, rules, via))
+        cap = stack.enter_context(capture(layers, grad_from_layer=grad == "from-layer"))
         output = forward(model, inputs, grad=grad == "from-input")
         activations = cap.require_all()
     batch = inputs[image_index].shape[0]

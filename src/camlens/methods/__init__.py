@@ -175,7 +175,9 @@ def _fused_pixel(job: Job, method: str, rule: Rule, pooling: maps.Pooling, relu:
     grads = layer_gradients(ev, retain_graph=True)
     pairs = [gradcam_maps(a, g, pooling=pooling, relu=relu, counterfactual=counterfactual)
              for a, g in zip(ev.activations, grads)]
-    heat, _ = _heatmaps(job, [p[0] for p in pairs])
+    heat, fused = _heatmaps(job, [p[0] for p in pairs])
+    # Sec. 3.2: L^c is bilinearly upsampled to the input, then multiplied point-wise.
+    heat = maps.upsample(pairs[0][0], heat.shape[-2:]) if len(pairs) == 1 else fused
     state.rule = rule
     (pixel,) = gradients(ev.scores, [ev.image], what="the input")  # type: ignore[list-item]
     raw = pixel * heat.to(pixel.dtype).unsqueeze(2)
