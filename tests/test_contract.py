@@ -337,3 +337,8 @@ def test_grad_mode_and_user_input_untouched() -> None:
         assert not torch.is_grad_enabled()
     assert torch.equal(x.detach(), x_before) and x.grad is None
     assert ex.maps.shape == (1, 1, 3, 8, 8)
+
+
+def test_layer_without_spatial_maps_is_rejected() -> None:
+    with pytest.raises(LayerError, match=r"outputs shape \(2, 16\), but the map needs"):
+        camlens.explain(prepared_model(), torch.randn(2, 3, 8, 8), layer="head.0")

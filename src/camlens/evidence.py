@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from camlens.capture import capture, forward
-from camlens.errors import TargetError
+from camlens.errors import LayerError, TargetError
 from camlens.guided import RuleState, rectifiers
 from camlens.targets import TargetSpec, class_indices, scores_of
 
@@ -59,6 +59,12 @@ def gather(
         cap = stack.enter_context(capture(layers, grad_from_layer=grad == "from-layer"))
         output = forward(model, inputs, grad=grad == "from-input")
         activations = cap.require_all()
+    for name, act in zip(cap.names, activations):
+        if act.dim() != 4:
+            raise LayerError(
+                f"layer {name!r} outputs shape {tuple(act.shape)}, but the map needs (B, C, h, w) "
+                "feature maps; choose a convolutional layer (`camlens layers` shows the shapes)"
+            )
     batch = inputs[image_index].shape[0]
     indices = class_indices(output, target, top_k, batch)
     with torch.set_grad_enabled(grad != "none"):
