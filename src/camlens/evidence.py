@@ -76,12 +76,14 @@ def gather(
 
 def gradients(
     scores: torch.Tensor, wrt: Sequence[torch.Tensor], *, retain_graph: bool = False,
-    what: str = "the layer",
+    what: str = "the layer", batched: bool = True,
 ) -> list[torch.Tensor]:
     """dy^c/dwrt for each of the K scores: (B, K) x [(B, *s)] -> [(B, K, *s)].
 
-    One batched backward (``is_grads_batched``) for K > 1; samples are independent, so the
-    gradient of the batch sum gives every sample's gradient at once.
+    Samples are independent, so the gradient of the batch sum gives every sample's gradient at
+    once. ``batched``: one vmapped backward (``is_grads_batched``) for all K; otherwise K
+    backwards over the same graph, which is faster for full backwards to the input (measured on
+    EfficientNet-Lite0, K=5: 0.18 s looped vs 0.34 s vmapped).
     """
     if not scores.requires_grad:
         raise TargetError(
@@ -90,10 +92,12 @@ def gradients(
         )
     k = scores.shape[1]
     with torch.enable_grad():  # also under a caller's no_grad()
-        if k == 1:
-            grads = torch.autograd.grad(scores.sum(), list(wrt), retain_graph=retain_graph,
-                                        allow_unused=True)
-            out = [g.unsqueeze(1) if g is not None else None for g in grads]
+        if k == 1 or not batched:
+            per_k = [torch.autograd.grad(scores[:, i].sum(), list(wrt), allow_unused=True,
+                                         retain_graph=retain_graph or i < k - 1)
+                     for i in range(k)]
+            out = [None if per_k[0][j] is None else torch.stack([g[j] for g in per_k], dim=1)
+                   for j in range(len(wrt))]
         else:
             basis = torch.eye(k, dtype=scores.dtype, device=scores.device)[:, None, :]
             basis = basis.expand(k, scores.shape[0], k)

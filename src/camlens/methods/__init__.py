@@ -147,7 +147,7 @@ def run_cam(job: Job, *, classifier: str | nn.Module | None = None,
 def _pixel(job: Job, method: str, rule: Rule) -> Explanation:
     ev = gather(job.model, job.inputs, (), job.target, job.top_k, grad="from-input",
                 image_index=job.image_index, rules=RuleState(rule), via=job.rectifiers)
-    (grads,) = gradients(ev.scores, [ev.image], what="the input")  # type: ignore[list-item]
+    (grads,) = gradients(ev.scores, [ev.image], what="the input", batched=False)
     return _result(job, ev, method, maps.minmax(grads, dims=3).float(), grads, None)
 
 
@@ -179,7 +179,7 @@ def _fused_pixel(job: Job, method: str, rule: Rule, pooling: maps.Pooling, relu:
     # Sec. 3.2: L^c is bilinearly upsampled to the input, then multiplied point-wise.
     heat = maps.upsample(pairs[0][0], heat.shape[-2:]) if len(pairs) == 1 else fused
     state.rule = rule
-    (pixel,) = gradients(ev.scores, [ev.image], what="the input")  # type: ignore[list-item]
+    (pixel,) = gradients(ev.scores, [ev.image], what="the input", batched=False)
     raw = pixel * heat.to(pixel.dtype).unsqueeze(2)
     weights = pairs[0][1] if len(pairs) == 1 else None
     return _result(job, ev, method, maps.minmax(raw, dims=3).float(), raw, weights,
