@@ -106,10 +106,23 @@ def test_overlay_resizes_heatmap_like_torch_interpolate() -> None:
 def test_pixel_space_image_accepts_both_layouts() -> None:
     m = torch.zeros(3, 2, 4)
     m[0, 0, 0], m[1, 1, 3], m[2] = 1.0, 0.5, 2.0  # 2.0 is clipped
-    a = np.asarray(viz.pixel_space_image(m))
-    b = np.asarray(viz.pixel_space_image(m.permute(1, 2, 0).numpy()))
+    a = np.asarray(viz.pixel_space_image(m, percentile=None))
+    b = np.asarray(viz.pixel_space_image(m.permute(1, 2, 0).numpy(), percentile=None))
     assert a.shape == (2, 4, 3) and np.array_equal(a, b)
     assert a[0, 0].tolist() == [255, 0, 255] and a[1, 3].tolist() == [0, 128, 255]
+
+
+def test_pixel_space_image_stretches_around_grey() -> None:
+    # 0.5 is "no contribution"; one outlier must not flatten the rest to grey.
+    m = np.full((10, 10, 3), 0.5)
+    m[0, 0] = 1.0  # the outlier, deviation 0.5
+    m[1:, :] = 0.51  # 90 of 100 pixels deviate by 0.01: that is the 90th percentile
+    out = np.asarray(viz.pixel_space_image(m, percentile=90.0)).astype(int)
+    assert out[0, 0].tolist() == [255, 255, 255]  # clipped
+    assert out[5, 5].tolist() == [255, 255, 255]  # 0.5 + 0.01 * (0.5 / 0.01) = 1.0
+    assert out[0, 5].tolist() == [128, 128, 128]  # zero stays grey
+    plain = np.asarray(viz.pixel_space_image(m, percentile=None)).astype(int)
+    assert plain[5, 5].tolist() == [130, 130, 130]
     with pytest.raises(ValueError):
         viz.pixel_space_image(np.zeros((4, 4)))
 

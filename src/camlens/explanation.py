@@ -15,8 +15,8 @@ class Explanation:
     Shapes (B samples, K targets per sample, input H x W, layer h x w, C channels):
 
     - ``maps``: (B, K, H, W) heatmaps in [0, 1] (each map min-max scaled), or (B, K, 3, H, W)
-      for pixel-space methods (Guided Backprop, Deconvnet and their Grad-CAM products),
-      scaled to [0, 1] per map with 0.5 meaning "no contribution" only where ``signed`` is True.
+      for pixel-space methods (Guided Backprop, Deconvnet and their Grad-CAM products), scaled
+      per map as 0.5 + 0.5 * raw / max|raw|, so 0.5 means "no contribution".
     - ``raw``: (B, K, h, w) the map before upsampling and scaling (for Grad-CAM: Eq. 2 as is),
       or (B, K, 3, H, W) raw input gradients for pixel-space methods.
     - ``weights``: (B, K, C) neuron importances alpha_k^c (Eq. 1), or None where a method has none.

@@ -37,6 +37,15 @@ def minmax(maps: torch.Tensor, dims: int = 2) -> torch.Tensor:
     return scaled.view_as(maps)
 
 
+def signed_scale(maps: torch.Tensor, dims: int = 3) -> torch.Tensor:
+    """Scale signed maps (the last ``dims`` dimensions) to [0, 1] keeping zero at 0.5:
+    0.5 + 0.5 * m / max|m|. A zero map becomes 0.5 everywhere (no contribution), never NaN."""
+    flat = maps.flatten(start_dim=maps.dim() - dims)
+    peak = flat.abs().amax(dim=-1, keepdim=True)
+    scaled = 0.5 + 0.5 * flat / torch.where(peak > 0, peak, 1)
+    return scaled.view_as(maps)
+
+
 def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear upsampling (align_corners=False) of (B, K, h, w) maps to ``size`` = (H, W)."""
     size = tuple(int(s) for s in size)

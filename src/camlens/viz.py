@@ -213,10 +213,12 @@ def heatmap_image(heatmap: ArrayLike, colormap: str = "jet") -> Image.Image:
     return Image.fromarray(apply_colormap(h, colormap), "RGB")
 
 
-def pixel_space_image(map: ArrayLike) -> Image.Image:
-    """A pixel-space map, (3, H, W) or (H, W, 3) in [0, 1], as an RGB image.
+def pixel_space_image(map: ArrayLike, percentile: float | None = 99.0) -> Image.Image:
+    """A pixel-space map, (3, H, W) or (H, W, 3) in [0, 1] with 0.5 = no contribution, as RGB.
 
-    For Guided Backprop / Guided Grad-CAM maps, which camlens already scales to [0, 1].
+    For Guided Backprop / Guided Grad-CAM maps (``Explanation.maps`` of pixel-space methods).
+    A few extreme gradients would leave everything else flat grey, so the deviation from 0.5 is
+    stretched until its ``percentile``-th percentile reaches the ends (None: no stretch).
     A (3, H, 3) array is read channels-first.
     """
     m = _as_float_array(map)
@@ -226,7 +228,12 @@ def pixel_space_image(map: ArrayLike) -> Image.Image:
         raise ValueError(f"pixel-space map must be (3, H, W) or (H, W, 3), got shape {m.shape}")
     if m.shape[0] == 3:
         m = np.moveaxis(m, 0, 2)
-    return Image.fromarray(_to_uint8(np.nan_to_num(m, nan=0.0)), "RGB")
+    m = np.nan_to_num(m, nan=0.5)
+    if percentile is not None:
+        spread = float(np.percentile(np.abs(m - 0.5), percentile))
+        if spread > 0:
+            m = np.clip(0.5 + (m - 0.5) * (0.5 / spread), 0.0, 1.0)
+    return Image.fromarray(_to_uint8(m), "RGB")
 
 
 # --------------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def _pixel(job: Job, method: str, rule: Rule) -> Explanation:
     ev = gather(job.model, job.inputs, (), job.target, job.top_k, grad="from-input",
                 image_index=job.image_index, rules=RuleState(rule), via=job.rectifiers)
     (grads,) = gradients(ev.scores, [ev.image], what="the input", batched=False)
-    return _result(job, ev, method, maps.minmax(grads, dims=3).float(), grads, None)
+    return _result(job, ev, method, maps.signed_scale(grads).float(), grads, None)
 
 
 @register("guided-backprop", needs_layer=False, pixel_space=True,
@@ -182,7 +182,7 @@ def _fused_pixel(job: Job, method: str, rule: Rule, pooling: maps.Pooling, relu:
     (pixel,) = gradients(ev.scores, [ev.image], what="the input", batched=False)
     raw = pixel * heat.to(pixel.dtype).unsqueeze(2)
     weights = pairs[0][1] if len(pairs) == 1 else None
-    return _result(job, ev, method, maps.minmax(raw, dims=3).float(), raw, weights,
+    return _result(job, ev, method, maps.signed_scale(raw).float(), raw, weights,
                    pooling=pooling, relu=relu, counterfactual=counterfactual, backward=backward)
 
 
