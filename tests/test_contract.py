@@ -342,3 +342,21 @@ def test_grad_mode_and_user_input_untouched() -> None:
 def test_layer_without_spatial_maps_is_rejected() -> None:
     with pytest.raises(LayerError, match=r"outputs shape \(2, 16\), but the map needs"):
         camlens.explain(prepared_model(), torch.randn(2, 3, 8, 8), layer="head.0")
+
+
+def test_layers_before_the_target_run_without_autograd() -> None:
+    # "A single forward and a partial backward pass": nothing below the layer is recorded.
+    model = prepared_model()
+    seen: dict[str, bool] = {}
+    hooks = [model.features[i].register_forward_hook(
+        lambda m, i, o, k=str(i): seen.__setitem__(k, o.requires_grad)) for i in (0, 2, 3)]
+    hooks.append(model.head[0].register_forward_hook(
+        lambda m, i, o: seen.__setitem__("head", o.requires_grad)))
+    try:
+        camlens.explain(model, torch.randn(1, 3, 8, 8), layer="features.2", top_k=3)
+    finally:
+        for h in hooks:
+            h.remove()
+    # The layer's own output is computed without autograd too: camlens makes it a leaf.
+    assert seen == {"0": False, "2": False, "3": True, "head": True}
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "features.0.weight")
