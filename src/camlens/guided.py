@@ -52,22 +52,26 @@ class _Rectifier(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:  # type: ignore[override]
         x, hi, inplace, state = inputs
-        # After an in-place clamp x holds the output; 0 < y < hi selects the same elements.
-        mask = (output > 0) & (output < hi) if not math.isinf(hi) else output > 0
         if inplace:
             ctx.mark_dirty(x)
-        ctx.save_for_backward(mask)
+        # The output selects the same elements as the input (0 < y < hi iff 0 < x < hi), and the
+        # next layer keeps it alive anyway: no extra mask tensor.
+        ctx.save_for_backward(output)
+        ctx.hi = hi
         ctx.state = state
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:  # type: ignore[override]
-        (mask,) = ctx.saved_tensors
+        (out,) = ctx.saved_tensors
         rule = ctx.state.rule
         if rule == "deconv":
             return grad.clamp(min=0), None, None, None
-        passed = grad * mask
         if rule == "guided":
-            passed = passed.clamp(min=0)
+            grad = grad.clamp(min=0)
+        if math.isinf(ctx.hi):
+            passed = torch.ops.aten.threshold_backward(grad, out, 0)
+        else:
+            passed = torch.ops.aten.hardtanh_backward(grad, out, 0.0, ctx.hi)
         return passed, None, None, None
 
 
