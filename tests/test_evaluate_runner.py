@@ -1,0 +1,408 @@
+"""Dataset-scale evaluation runner: CSV rows, resume after a crash, hand-checked summaries,
+oracle and deliberately wrong models, box scaling, the synthetic dataset format."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from camlens.evaluate import load_dataset
+from camlens.evaluate.runner import (
+    ArraySample,
+    evaluate,
+    evaluate_faithfulness,
+    evaluate_localization,
+    evaluate_pointing,
+    run_cli,
+    scale_box,
+    to_unit_tensor,
+)
+from camlens.evaluate.datasets import AnnotatedObject, dataset_formats
+from camlens.synthetic import GAPNet, make_dataset, save_dataset
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a loaded machine two OpenMP threads are many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- hand-built models
+
+
+class MeanHead(nn.Module):
+    """logits[c] = mean of feature channel c: the explained layer is ``features``."""
+
+    def __init__(self, features: nn.Module) -> None:
+        super().__init__()
+        self.features = features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x).mean(dim=(2, 3))
+
+
+class Scale(nn.Module):
+    """Identity up to a factor (a module whose output Grad-CAM can read)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1.0
+
+
+class Flip(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flip(x, dims=[-1])
+
+
+def oracle() -> nn.Module:
+    """Grad-CAM of class c at ``features`` is relu(x_c) / HW: exactly the object's mask."""
+    return MeanHead(Scale()).eval()
+
+
+def wrong() -> nn.Module:
+    """Classifies like the oracle, but its feature maps are mirrored left-right, so every map
+    lies on the far side of the image from its object."""
+    return MeanHead(Flip()).eval()
+
+
+def painted(n: int = 9, h: int = 24, w: int = 40) -> list[ArraySample]:
+    """One rectangle per image in the left third, painted 255 in the channel of its class."""
+    rng = np.random.default_rng(7)
+    out = []
+    for i in range(n):
+        c = i % 3
+        x0, y0 = int(rng.integers(1, 5)), int(rng.integers(1, 8))
+        x1, y1 = x0 + int(rng.integers(3, 8)), y0 + int(rng.integers(3, 12))
+        pixels = np.zeros((h, w, 3), dtype=np.uint8)
+        pixels[y0:y1 + 1, x0:x1 + 1, c] = 255
+        mask = pixels[..., c] > 0
+        obj = AnnotatedObject(label=c, box=(x0, y0, x1, y1), mask=mask)
+        out.append(ArraySample(image_path=None, width=w, height=h, objects=(obj,),
+                               image_id=f"img{i}", pixels=pixels))
+    return out
+
+
+class SimulatedCrash(Exception):
+    """Not one of the errors camlens re-raises as InputError: it propagates like a kill."""
+
+
+class Crash(nn.Module):
+    """Wraps a net and raises on its ``limit``-th forward call (a simulated crash)."""
+
+    def __init__(self, net: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.net = net
+        self.calls = 0
+        self.limit = limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls >= self.limit:
+            raise SimulatedCrash("simulated crash")
+        return self.net(x)
+
+
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return GAPNet(widths=(4, 8, 8)).eval()
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return make_dataset(10, seed=777)
+
+
+def read_csv(path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+# --------------------------------------------------------------------------- oracle and wrong
+
+
+def test_oracle_localization_error_is_zero():
+    s = evaluate_localization(oracle(), painted(), method="gradcam", layer="features",
+                              progress=False, top_k=5)
+    assert s.k == 5 and s.n == 9
+    assert s.top1_loc_error == 0.0 and s.topk_loc_error == 0.0
+    assert s.top1_cls_error == 0.0 and s.topk_cls_error == 0.0
+    for rec in s.records:
+        assert rec.pred_boxes[0] == rec.gt[0][1]  # the exact box
+
+
+def test_wrong_maps_localization_error_is_one():
+    s = evaluate_localization(wrong(), painted(), method="gradcam", layer="features",
+                              progress=False)
+    assert s.top1_loc_error == 1.0 and s.topk_loc_error == 1.0
+    assert s.top1_cls_error == 0.0  # it classifies perfectly: only the maps are wrong
+
+
+def test_oracle_occlusion_localizes():
+    # the score drop is positive exactly where a window overlaps the object (a 1 px dilation)
+    s = evaluate_localization(oracle(), painted(), method="occlusion",
+                              options={"window": 2, "stride": 1}, progress=False)
+    assert s.top1_loc_error == 0.0
+
+
+def test_all_boxes_gives_the_same_errors(scenes):
+    a = evaluate_localization(tiny_net(), scenes, progress=False)
+    b = evaluate_localization(tiny_net(), scenes, progress=False, all_boxes=True)
+    assert (a.top1_loc_error, a.topk_loc_error) == (b.top1_loc_error, b.topk_loc_error)
+    assert any(box is not None for rec in b.records for box in rec.pred_boxes[1:])
+
+
+def test_boxes_are_scaled_back_when_preprocess_resizes():
+    def twice(img: Image.Image) -> torch.Tensor:
+        return to_unit_tensor(img.resize((img.width * 2, img.height * 2), Image.Resampling.NEAREST))
+
+    s = evaluate_localization(oracle(), painted(), layer="features", preprocess=twice,
+                              progress=False)
+    assert s.top1_loc_error == 0.0
+    for rec in s.records:
+        assert rec.pred_boxes[0] == rec.gt[0][1]
+
+
+def test_scale_box():
+    assert scale_box((0, 0, 9, 9), (10, 10), (10, 10)) == (0, 0, 9, 9)
+    assert scale_box((2, 4, 5, 7), (10, 10), (20, 30)) == (6, 8, 17, 15)
+    assert scale_box((0, 0, 0, 0), (3, 3), (10, 10)) == (0, 0, 3, 3)  # [0, 3.33) -> 0..3
+    assert scale_box((2, 2, 2, 2), (3, 3), (10, 10)) == (6, 6, 9, 9)
+
+
+# --------------------------------------------------------------------------- CSV and resume
+
+
+def _iou(a, b):
+    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    area = lambda r: (r[2] - r[0] + 1) * (r[3] - r[1] + 1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def test_csv_rows_and_summary_recomputed_by_hand(tmp_path, scenes):
+    path = tmp_path / "loc.csv"
+    s = evaluate_localization(tiny_net(), scenes, method="gradcam", csv_path=path,
+                              progress=False, all_boxes=True, batch_size=4)
+    rows = read_csv(path)
+    assert [r["image_id"] for r in rows] == [f"{i:05d}" for i in range(len(scenes))]
+    errs = {"top1_loc": [], "topk_loc": [], "top1_cls": [], "topk_cls": []}
+    for r, scene in zip(rows, scenes):
+        gt = [(c, tuple(b)) for c, b in json.loads(r["gt"])]
+        assert gt == [(o.label, tuple(o.box)) for o in scene.objects]
+        classes = json.loads(r["pred_classes"])
+        boxes = json.loads(r["pred_boxes"])
+        assert len(classes) == len(boxes) == 5
+        # by hand, from the CSV's own columns
+        def ok(k: int) -> tuple[bool, bool]:
+            cls = any(c in {g for g, _ in gt} for c in classes[:k])
+            loc = any(b is not None and any(g == c and _iou(b, gb) >= 0.5 for g, gb in gt)
+                      for c, b in zip(classes[:k], boxes[:k]))
+            return cls, loc
+        (c1, l1), (c5, l5) = ok(1), ok(5)
+        assert (r["top1_cls_ok"], r["top1_loc_ok"]) == (str(int(c1)), str(int(l1)))
+        assert (r["topk_cls_ok"], r["topk_loc_ok"]) == (str(int(c5)), str(int(l5)))
+        for key, v in (("top1_loc", l1), ("topk_loc", l5), ("top1_cls", c1), ("topk_cls", c5)):
+            errs[key].append(not v)
+    assert s.top1_loc_error == pytest.approx(np.mean(errs["top1_loc"]))
+    assert s.topk_loc_error == pytest.approx(np.mean(errs["topk_loc"]))
+    assert s.top1_cls_error == pytest.approx(np.mean(errs["top1_cls"]))
+    assert s.topk_cls_error == pytest.approx(np.mean(errs["topk_cls"]))
+    assert s.n == len(scenes) and s.resumed == 0
+
+
+def _crash_then_resume(run, tmp_path, name, limit=5):
+    """Run uninterrupted; run again crashing part-way; resume; return the three summaries and
+    the CSV row counts."""
+    full = run(tiny_net(), tmp_path / f"{name}_full.csv")
+    path = tmp_path / f"{name}_crash.csv"
+    with pytest.raises(SimulatedCrash):
+        run(Crash(tiny_net(), limit=limit), path)
+    partial = {r["image_id"] for r in read_csv(path)}
+    resumed = run(Crash(tiny_net(), limit=10**9), path)
+    return full, resumed, partial, path
+
+
+def test_localization_resume_after_crash_equals_uninterrupted(tmp_path, scenes):
+    def run(model, path):
+        return evaluate_localization(model, scenes, layer=None if isinstance(model, GAPNet)
+                                     else "net.features.13", csv_path=path, progress=False,
+                                     batch_size=3)
+
+    full, resumed, partial, path = _crash_then_resume(run, tmp_path, "loc")
+    assert 0 < len(partial) < len(scenes)
+    assert resumed.resumed == len(partial)
+    for key in ("top1_loc_error", "topk_loc_error", "top1_cls_error", "topk_cls_error", "n"):
+        assert getattr(resumed, key) == getattr(full, key)
+    assert resumed.records == full.records
+    a = read_csv(tmp_path / "loc_full.csv")
+    b = read_csv(path)
+    assert sorted(r["image_id"] for r in b) == sorted(r["image_id"] for r in a)
+    def strip(rows):
+        return sorted((r["image_id"], r["gt"], r["pred_classes"], r["pred_boxes"]) for r in rows)
+    assert strip(a) == strip(b)
+
+
+def test_pointing_resume_after_crash_equals_uninterrupted(tmp_path, scenes):
+    def run(model, path):
+        return evaluate_pointing(model, scenes, layer=None if isinstance(model, GAPNet)
+                                 else "net.features.13", csv_path=path, progress=False,
+                                 batch_size=2, held_out=0.3)
+
+    full, resumed, partial, _ = _crash_then_resume(run, tmp_path, "pt")
+    assert 0 < len(partial) < len(scenes)
+    for key in ("accuracy", "accuracy_rejection", "accuracy_topk", "threshold", "trials",
+                "trials_topk", "n_images", "n_held_out"):
+        assert getattr(resumed, key) == getattr(full, key)
+
+
+def test_faithfulness_resume_after_crash_equals_uninterrupted(tmp_path, scenes):
+    def run(model, path):
+        layer = None if isinstance(model, GAPNet) else "net.features.13"
+        return evaluate_faithfulness(model, scenes[:6], method=[("gc", "gradcam", {}, layer),
+                                                                "gradient"],
+                                     window=16, stride=16, csv_path=path, progress=False,
+                                     batch_size=2)
+
+    # about six forwards per batch: logits, occlusion (base + windows), Grad-CAM, gradient
+    full, resumed, partial, _ = _crash_then_resume(run, tmp_path, "fa", limit=10)
+    assert 0 < len(partial) < 6
+    assert resumed.mean_rho == full.mean_rho and resumed.n == full.n == 6
+
+
+def test_a_row_cut_short_is_dropped_and_redone(tmp_path, scenes):
+    path = tmp_path / "loc.csv"
+    full = evaluate_localization(tiny_net(), scenes, csv_path=path, progress=False)
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]) + lines[-1][:25])  # the last row, half written
+    again = evaluate_localization(tiny_net(), scenes, csv_path=path, progress=False)
+    assert again.resumed == len(scenes) - 1
+    assert again.records == full.records
+    assert path.read_text() == text
+
+
+def test_resume_refuses_a_csv_of_another_configuration(tmp_path, scenes):
+    path = tmp_path / "loc.csv"
+    evaluate_localization(tiny_net(), scenes[:2], csv_path=path, progress=False)
+    with pytest.raises(ValueError, match="resume=False"):
+        evaluate_localization(tiny_net(), scenes[:2], csv_path=path, progress=False,
+                              options={"relu": False})
+    s = evaluate_localization(tiny_net(), scenes[:2], csv_path=path, progress=False,
+                              options={"relu": False}, resume=False)
+    assert s.resumed == 0 and len(read_csv(path)) == 2
+
+
+# --------------------------------------------------------------------------- pointing, faithfulness
+
+
+def test_oracle_pointing_and_rejection_are_perfect():
+    s = evaluate_pointing(oracle(), painted(12), layer="features", progress=False, held_out=0.25)
+    assert s.n_held_out == 3 and s.n_images == 9
+    assert s.accuracy == 1.0
+    assert s.accuracy_rejection == 1.0  # absent classes' maps are all zero: evidence 0
+    assert s.accuracy_topk == pytest.approx(1 / 3)  # 3 classes ranked, one present
+    assert 0.0 < s.threshold
+
+
+def test_wrong_model_never_points_at_the_object():
+    s = evaluate_pointing(wrong(), painted(12), layer="features", progress=False, tolerance=2)
+    assert s.accuracy == 0.0
+
+
+def test_pointing_with_separate_held_out_samples():
+    data = painted(12)
+    s = evaluate_pointing(oracle(), data[4:], layer="features", progress=False,
+                          held_out=data[:4])
+    assert (s.n_held_out, s.n_images) == (4, 8) and s.accuracy_rejection == 1.0
+
+
+def test_occlusion_is_perfectly_faithful_to_itself():
+    occ = {"window": 4, "stride": 2, "fill": 0.0}
+    s = evaluate_faithfulness(oracle(), painted(), method=[("occ", "occlusion", occ), "gradient"],
+                              window=4, stride=2, progress=False)
+    assert s.mean_rho["occ"] == pytest.approx(1.0)
+    # the oracle's input gradient is constant over the image: rank correlation undefined
+    assert s.n_nan["gradient"] == 9 and math.isnan(s.mean_rho["gradient"]) and s.n == 9
+
+
+# --------------------------------------------------------------------------- data, CLI, progress
+
+
+def test_synthetic_format_registered_and_folder_equals_memory(tmp_path, scenes):
+    assert "synthetic" in dataset_formats()
+    mem = load_dataset("synthetic:seed=777,n=10")
+    assert [s.image_id for s in mem[:2]] == ["777/00000", "777/00001"]
+    save_dataset(scenes, tmp_path / "ds")
+    disk = load_dataset(f"synthetic:{tmp_path / 'ds'}")
+    assert len(disk) == 10 and disk[0].image_path.is_file()
+    a = evaluate_localization(tiny_net(), mem, progress=False)
+    b = evaluate_localization(tiny_net(), disk, progress=False)
+    assert a.records == b.records
+    with pytest.raises(ValueError, match="seed"):
+        load_dataset("synthetic:n=3")
+
+
+def test_evaluate_and_run_cli(capsys):
+    ns = argparse.Namespace(task="localization", data="synthetic:seed=777,n=4", model=oracle(),
+                            method="gradcam", layer="features", option=["relu=true"], csv=None,
+                            progress=False, top_k=3)
+    with pytest.raises(ValueError):  # labels 0..7 exceed the oracle's 3 classes
+        run_cli(ns)
+    ns.data = "synthetic:seed=777,n=4"
+    ns.model = tiny_net()
+    ns.layer = None
+    assert run_cli(ns) == 0
+    out = capsys.readouterr().out
+    assert "| Method | Top-1 loc error | Top-3 loc error |" in out
+    s = evaluate("pointing", "synthetic:seed=777,n=8", model=tiny_net(), progress=False, limit=6)
+    assert s.n_images + s.n_held_out == 6
+
+
+def test_progress_bar_on_stderr(capsys, scenes):
+    evaluate_localization(tiny_net(), scenes[:3], progress=True)
+    err = capsys.readouterr().err
+    assert "localization gradcam" in err and "3/3" in err
+
+
+def test_method_errors():
+    with pytest.raises(ValueError, match="unknown method"):
+        evaluate_localization(oracle(), painted(), method="nope", progress=False)
+    with pytest.raises(ValueError, match="label_map"):
+        bad = [ArraySample(image_path=None, width=4, height=4, image_id="x",
+                           objects=(AnnotatedObject(label="cat", box=(0, 0, 1, 1)),),
+                           pixels=np.zeros((4, 4, 3), np.uint8))]
+        evaluate_localization(oracle(), bad, layer="features", progress=False)
+
+
+def test_module_entry_point_with_a_resizing_model_spec(tmp_path, capsys):
+    from camlens.evaluate.__main__ import main
+
+    (tmp_path / "net.py").write_text(
+        "import torch\nfrom camlens.synthetic import GAPNet\n\n"
+        "def build():\n    torch.manual_seed(0)\n    return GAPNet(widths=(4, 8, 8))\n"
+    )
+    csv_file = tmp_path / "rows.csv"
+    code = main(["localization", "--data", "synthetic:seed=777,n=3", "--model",
+                 f"{tmp_path / 'net.py'}:build", "--layer", "features.13", "--csv", str(csv_file),
+                 "--no-progress", "--top-k", "2"])
+    assert code == 0
+    assert "| Method | Top-1 loc error | Top-2 loc error |" in capsys.readouterr().out
+    rows = read_csv(csv_file)
+    assert len(rows) == 3
+    for r in rows:
+        # the bundled preprocessing resizes 64 -> 224; boxes come back in 64x64 pixels
+        assert (r["input_h"], r["input_w"], r["width"]) == ("224", "224", "64")
+        for box in json.loads(r["pred_boxes"]):
+            assert box is None or (0 <= box[0] <= box[2] <= 63 and 0 <= box[1] <= box[3] <= 63)
