@@ -394,3 +394,33 @@ def test_python_dash_m(capsys: pytest.CaptureFixture[str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "camlens", "methods"], capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0 and "gradcam" in proc.stdout
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_localization_table_csv_and_resume(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    csv_file = tmp_path / "loc.csv"
+    args = ("evaluate", "localization", "--data", "synthetic:seed=12345,n=6", "--model",
+            "synthetic:gapnet", "--csv", csv_file, "--no-progress")
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert "| Method | Top-1 loc error | Top-5 loc error | Top-1 cls error | Top-5 cls error |" in out
+    rows = csv_file.read_text().splitlines()
+    assert len(rows) == 1 + 6  # header + one row per image
+    code, again, _ = run(capsys, *args)  # resumed: nothing recomputed, same table
+    assert code == 0 and again == out
+    assert csv_file.read_text().splitlines() == rows
+
+
+@pytest.mark.parametrize("argv,message", [
+    (("--data", "kitti:/x", "--model", "synthetic:gapnet"), "unknown dataset spec 'kitti:/x'"),
+    (("--data", "synthetic:seed=1,n=2", "--model", "synthetic:nope"),
+     "unknown synthetic net 'nope'"),
+])
+def test_evaluate_bad_input_is_one_line_exit_2(argv: tuple[str, ...], message: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "evaluate", "localization", *argv, "--no-progress")
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

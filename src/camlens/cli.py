@@ -241,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(ly)
     ly.set_defaults(func=cmd_layers)
 
+    ev = sub.add_parser("evaluate", help="the paper's evaluations over a dataset",
+                        description="Weakly-supervised localisation (Table 1), the pointing game "
+                                    "(with top-5 + rejection) or faithfulness (rank correlation "
+                                    "with occlusion) over a dataset; per-image CSV rows, "
+                                    "resumable, and a summary table.")
+    from camlens.evaluate.runner import add_evaluate_arguments
+
+    add_evaluate_arguments(ev)
+    ev.add_argument("--debug", action="store_true", help="show tracebacks")
+    ev.set_defaults(func=cmd_evaluate)
+
     me = sub.add_parser("methods", help="list the explanation methods",
                         description="List the explanation methods and their options.")
     _common_options(me)
@@ -626,6 +637,24 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {summary}{default}")
         print(f"{'':<{width}}    {detail}")
     return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``camlens evaluate``: the library's dataset errors (a bad spec, a missing folder, an
+    unreadable annotation, an unknown net) are the user's input, so they become one-line
+    errors with exit code 2."""
+    from camlens.evaluate.runner import run_cli
+
+    try:
+        return run_cli(args)
+    except (ValueError, LookupError, OSError) as exc:
+        if isinstance(exc, ExplainError):
+            raise
+        message = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
+        raise CliError(str(message)) from exc
 
 
 # --------------------------------------------------------------------------- entry point
