@@ -93,6 +93,7 @@ def test_report_has_the_papers_rows(report, results):
                  "## Pointing game (Sec. 4.3)", "## Faithfulness", "CAM == Z * Grad-CAM",
                  "## The paper's claims, checked on our numbers",
                  "## Where and why we disagree with the paper",
+                 "## Why the boxes succeed or fail", "30% of the maximum",
                  "n/a: vggstyle has fully-connected layers", "without ReLU", "GMP gradients",
                  "block 1 (features.3, 64x64)", "Occlusion (first 6 images)", "pytest"):
         assert text in report, text

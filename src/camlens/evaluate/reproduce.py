@@ -147,6 +147,7 @@ class ReproduceConfig:
     occlusion_window: int = 16
     occlusion_stride: int = 8
     occlusion_fill: float = 0.5
+    threshold_sweep: tuple[float, ...] = (0.3, 0.5)  # Grad-CAM's boxes at other thresholds
     batch_size: int = 50
     threads: Optional[int] = 1
     nets: tuple[str, ...] = NETS
@@ -161,6 +162,7 @@ class NetResults:
     default_layer: str
     table1: dict[str, LocalizationSummary] = field(default_factory=dict)
     table3: dict[str, LocalizationSummary] = field(default_factory=dict)
+    sweep: dict[float, LocalizationSummary] = field(default_factory=dict)
     pointing: dict[str, PointingSummary] = field(default_factory=dict)
     faithfulness: Optional[FaithfulnessSummary] = None
     identity: Optional[dict[str, float]] = None
@@ -212,12 +214,19 @@ def _csv(cfg: ReproduceConfig, net: str, key: str) -> Optional[Path]:
 
 def cam_gradcam_identity(model: nn.Module, x: torch.Tensor, layer: str, top_k: int,
                          batch_size: int = 100) -> dict[str, float]:
-    """max |CAM - Z * Grad-CAM| / max |CAM| over every (image, class) map (Sec. 3.1)."""
+    """max |CAM - Z * Grad-CAM| / max |CAM| over every (image, class) map (Sec. 3.1).
+
+    Compared before the ReLU (``relu=False`` for both): the ReLU is then applied to equal maps.
+    After it, a class whose map is almost all negative keeps a tiny positive part, and the
+    ratio to that tiny maximum measures float32 cancellation rather than the identity.
+    """
     worst, z = 0.0, None
     for s in range(0, x.shape[0], batch_size):
         xb = x[s:s + batch_size]
-        gc = camlens.explain(model, xb, method="gradcam", layer=layer, top_k=top_k).raw.double()
-        cam = camlens.explain(model, xb, method="cam", layer=layer, top_k=top_k).raw.double()
+        gc = camlens.explain(model, xb, method="gradcam", layer=layer, top_k=top_k,
+                             relu=False).raw.double()
+        cam = camlens.explain(model, xb, method="cam", layer=layer, top_k=top_k,
+                              relu=False).raw.double()
         z = gc.shape[-1] * gc.shape[-2]
         diff = (cam - z * gc).abs().amax(dim=(-2, -1))
         scale = cam.abs().amax(dim=(-2, -1)).clamp_min(1e-30)
@@ -289,6 +298,10 @@ def _reproduce(cfg: ReproduceConfig, progress: bool, command: str) -> Results:
                 model, samples, method="gradcam", layer=lay, top_k=cfg.top_k,
                 threshold=cfg.threshold, csv_path=_csv(cfg, name, f"abl_{lay}"), label=row,
                 **common)
+        for thr in cfg.threshold_sweep:
+            res.sweep[thr] = evaluate_localization(
+                model, samples, method="gradcam", layer=layer, top_k=cfg.top_k, threshold=thr,
+                csv_path=_csv(cfg, name, f"thr_{thr}"), label=f"Grad-CAM at {thr:.0%}", **common)
         res.seconds["table3"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for row, method in POINTING_ROWS:
@@ -435,6 +448,67 @@ def _faithfulness(res: Results) -> str:
     return "\n".join(lines)
 
 
+def box_stats(summary: LocalizationSummary) -> dict[str, float]:
+    """Top-1 boxes of correctly classified images against the best ground-truth box of that
+    class: median IoU, median area ratio (predicted / ground truth), and the fraction of boxes
+    that contain the ground-truth box."""
+    from camlens.evaluate.localization import iou
+
+    def area(b: Sequence[int]) -> int:
+        return (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
+
+    ious, ratios, contains = [], [], 0
+    for rec in summary.records:
+        c, box = rec.pred_classes[0], rec.pred_boxes[0]
+        boxes = [g for gc, g in rec.gt if gc == c]
+        if box is None or not boxes:
+            continue
+        g = max(boxes, key=lambda b: iou(box, b))
+        ious.append(iou(box, g))
+        ratios.append(area(box) / area(g))
+        contains += box[0] <= g[0] and box[1] <= g[1] and box[2] >= g[2] and box[3] >= g[3]
+    if not ious:
+        return {"iou": math.nan, "ratio": math.nan, "contains": math.nan, "n": 0}
+    return {"iou": float(np.median(ious)), "ratio": float(np.median(ratios)),
+            "contains": contains / len(ious), "n": len(ious)}
+
+
+def _box_table(res: Results) -> str:
+    nets = list(res.nets.values())
+    head = "| Map | " + " | ".join(f"{n.name}: median IoU / area ratio / contains gt"
+                                  for n in nets) + " |"
+    lines = [head, "|---|" + "---:|" * len(nets)]
+    rows = [(r, lambda n, r=r: n.table1.get(r)) for r, _, _, _ in TABLE1_ROWS]
+    rows += [(f"Grad-CAM {r}", lambda n, r=r: n.table3.get(r)) for r, _ in EARLIER_LAYERS]
+    for name, get in rows:
+        cells = []
+        for n in nets:
+            summ = get(n)
+            if summ is None:
+                cells.append("n/a")
+                continue
+            b = box_stats(summ)
+            cells.append(f"{b['iou']:.2f} / {b['ratio']:.2f} / {100 * b['contains']:.0f}%")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _sweep_table(res: Results) -> str:
+    nets = list(res.nets.values())
+    k = res.config.top_k
+    lines = ["| Grad-CAM binarised at | " + " | ".join(f"{n.name} top-1 / top-{k}" for n in nets)
+             + " |", "|---|" + "---:|" * len(nets)]
+    thresholds = [res.config.threshold] + list(res.config.threshold_sweep)
+    for thr in thresholds:
+        cells = []
+        for n in nets:
+            summ = n.table1["Grad-CAM"] if thr == res.config.threshold else n.sweep[thr]
+            cells.append(f"{_pct(summ.top1_loc_error)} / {_pct(summ.topk_loc_error)}")
+        mark = " (the paper's)" if thr == res.config.threshold else ""
+        lines.append(f"| {thr:.0%} of the maximum{mark} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _claims(res: Results) -> list[str]:
     """The paper's qualitative claims, checked on our numbers."""
     out = []
@@ -467,7 +541,9 @@ def _claims(res: Results) -> list[str]:
         base, gmp = n.table3["Grad-CAM"], n.table3["GMP gradients"]
         close = abs(gmp.top1_loc_error - base.top1_loc_error) <= 0.05
         say("Max-pooling the gradients is about as good as averaging them (Table 3, within 5 "
-            "points)", n, close, f"{_pct(gmp.top1_loc_error)} vs {_pct(base.top1_loc_error)}")
+            "points)", n, close, f"{_pct(gmp.top1_loc_error)} vs {_pct(base.top1_loc_error)}"
+            + ("; equal by construction: this net's gradient is the same at every position"
+               if n.name == "gapnet" else ""))
     for n in res.nets.values():
         gc, gb = n.pointing.get("Grad-CAM"), n.pointing.get("Guided Backprop")
         if gc and gb:
@@ -501,8 +577,8 @@ def render(res: Results) -> str:
         "```",
         "",
         f"- Evaluation images: `make_dataset({cfg.n_images}, seed={cfg.eval_seed})` (64x64, 1-3 "
-        "objects of 8 classes, exact boxes and masks; the held-out seed the nets' accuracies "
-        "were measured on, never used in training).",
+        "objects of 8 classes, exact boxes and masks; the held-out seed the nets' recorded "
+        "accuracies in weights/accuracy.json were measured on, never used in training).",
         f"- Pointing game on {_which(cfg.n_pointing, cfg)}; its rejection threshold chosen on a "
         f"separate split: `make_dataset({cfg.n_threshold}, seed={cfg.threshold_seed})`.",
         f"- Faithfulness, and the occlusion row of Table 1, on {_which(cfg.n_faithfulness, cfg)}"
@@ -569,45 +645,126 @@ def render(res: Results) -> str:
         parts += ["## CAM == Z * Grad-CAM on the GAP net (Sec. 3.1)", "",
                   f"Over {int(ident['maps'])} maps (top-{k} classes of every evaluation image) at "
                   f"`{gap.default_layer}` (Z = {int(ident['Z'])}): max |CAM - Z * Grad-CAM| / "
-                  f"max |CAM| = **{ident['max_relative_difference']:.2e}** (float32 nets, "
-                  "compared in float64). Because the localisation threshold is relative to the "
-                  "map's maximum, CAM and Grad-CAM give identical boxes on this net.", ""]
+                  f"max |CAM| = **{ident['max_relative_difference']:.2e}**, comparing the maps "
+                  "before their (identical) final ReLU, in float64 from float32 nets. Because "
+                  "the localisation threshold is relative to the map's maximum, CAM and "
+                  "Grad-CAM give the same boxes on this net.", ""]
+    parts += ["## Why the boxes succeed or fail (not in the paper)", "",
+              "Top-1 boxes of correctly classified images against the best-matching "
+              "ground-truth box: median IoU, median area ratio (predicted / ground truth) and "
+              "how often the predicted box contains the whole ground-truth box.", "",
+              _box_table(res), "",
+              "Grad-CAM at the default layer with other binarisation thresholds (top-1 / top-"
+              f"{k} localisation error, %):", "", _sweep_table(res), ""]
     parts += ["## The paper's claims, checked on our numbers", ""] + _claims(res) + [""]
-    parts += ["## Where and why we disagree with the paper", "", DISCUSSION, ""]
+    parts += ["## Where and why we disagree with the paper", "", _discussion(res), ""]
     return "\n".join(parts)
 
 
-DISCUSSION = """\
-Our numbers are not comparable in absolute terms with the paper's and are not meant to be: the
-paper evaluates VGG-16 (and AlexNet, GoogLeNet) on 224x224 ILSVRC-15 validation photos (and
-PASCAL VOC / COCO for the pointing game and faithfulness), we evaluate two ~100k-parameter
-nets on 64x64 synthetic scenes of flat textured shapes on cluttered backgrounds. The
-differences that matter:
+def _ablation_bullet(res: Results) -> str:
+    vgg = res.nets.get("vggstyle")
+    text = ("- **Backward-rule and pooling ablations.** On the GAP net they are identical to "
+            "Grad-CAM by construction (no ReLU after the layer; its gradients are the same at "
+            "every position, so max = mean).")
+    if vgg is None:
+        return text
+    t3 = vgg.table3
+    base = t3["Grad-CAM"].top1_loc_error
 
-- **The task is easy and multi-label.** Objects are one of 8 classes with a unique colour,
-  shape and texture; top-5 of 8 classes nearly always contains a present class, so top-5
-  classification error is close to 0 and top-5 localisation is mostly a test of the maps, not
-  of the classifier. ILSVRC has 1000 classes and one labelled class per image.
-- **Objects are small and compact.** Radii of 7-12 px on a 64 px image: a box must be tight to
-  reach IoU 0.5, while ILSVRC objects often fill most of the photo (where a coarse map's box is
-  easily large enough). Coarse 16x16 Grad-CAM maps upsampled 4x, and the single largest
-  segment at 15% of the maximum, therefore matter more here, and a map that spreads over two
-  nearby objects of different classes fails.
-- **The pointing tolerance is the paper's 15 px, on 64 px images**, so hits are easy and the
-  standard game saturates; the top-5 + rejection variant is dominated by how well the map's
-  maximum separates present from absent classes, which for our multi-label nets trained with
-  one sigmoid per class differs from the paper's softmax VGG-16.
-- **Ablations depend on the architecture.** Our nets have three conv blocks; 'earlier layers'
-  means 32x32 and 64x64 maps of much less semantic features; the deconvnet rule here replaces
-  the backward of only the ReLUs between the output and the chosen layer (for the VGG-style
-  net, the classifier's ReLU only; for the GAP net, none, so 'Deconv/Guided ReLU backward'
-  equal plain Grad-CAM on gapnet by construction).
-- **Faithfulness** is measured against our own occlusion maps (16x16 window, stride 8, grey
-  fill) on 64x64 images; the paper used PASCAL VOC images and its own occlusion settings, and
-  compared the high-resolution maps.
+    def verb(row: str) -> str:
+        e = t3[row].top1_loc_error
+        return "did not change" if e == base else ("tightened" if e < base else "loosened")
 
-Numbers above are what the code produced; where a claim above 'does not hold', it does not on
-this data with these nets, and we report it as such."""
+    return text + (
+        " On the VGG-style net, with one ReLU between the Grad-CAM layer and the output (the "
+        "classifier's), the deconvnet rule passes gradient through hidden units the forward "
+        f"pass switched off, and here {verb('Deconv ReLU backward')} the boxes "
+        f"({_pct(t3['Deconv ReLU backward'].top1_loc_error)}% vs {_pct(base)}% top-1 error; "
+        "Table 3: much worse); the guided rule drops negative gradients there and "
+        f"{verb('Guided ReLU backward')} them ({_pct(t3['Guided ReLU backward'].top1_loc_error)}"
+        "%; Table 3: about the same); max-pooled gradients weight each channel by one "
+        f"position's gradient and {verb('GMP gradients')} them "
+        f"({_pct(t3['GMP gradients'].top1_loc_error)}%; Table 3: about the same).")
+
+
+def _discussion(res: Results) -> str:
+    """The disagreements, with the numbers of this run filled in."""
+    nets = list(res.nets.values())
+    gc = {n.name: box_stats(n.table1["Grad-CAM"]) for n in nets}
+    err = {n.name: n.table1["Grad-CAM"] for n in nets}
+    cls0 = all(n.table1["Grad-CAM"].top1_cls_error == 0 for n in nets)
+    best_sweep = {n.name: min(n.sweep.items(), key=lambda kv: kv[1].top1_loc_error)
+                  for n in nets if n.sweep}
+
+    def each(fmt: Any) -> str:
+        return ", ".join(f"{n.name} {fmt(n)}" for n in nets)
+
+    parts = [
+        "The paper evaluates VGG-16 on 224x224 ILSVRC-15 validation photos (1000 classes, one "
+        "labelled class per image, objects often filling most of the photo), and PASCAL VOC / "
+        "COCO for the pointing game and faithfulness. We evaluate two ~100k-parameter nets on "
+        "64x64 synthetic scenes: 1-3 objects of radius 7-12 px from 8 classes that differ in "
+        "colour, shape and texture, on low-contrast clutter. Absolute numbers are therefore "
+        "not comparable; what can be compared is the ordering of methods and the direction of "
+        "the ablations. Where they disagree:",
+        "",
+        "- **Classification is solved here.** "
+        + ("Both nets classify every evaluation image correctly (top-1 cls error 0), so "
+           "localisation errors come from the maps alone; in the paper 30.38% of the images "
+           "are misclassified at top-1, more than half of its 56.51% top-1 localisation "
+           "error." if cls0 else
+           "Classification errors are far lower than ILSVRC's, so localisation errors come "
+           "mostly from the maps."),
+        ("- **Grad-CAM localises worse than Backprop here, the opposite of Table 1.** Its "
+         if all(err[n.name].top1_loc_error > n.table1["Backprop"].top1_loc_error for n in nets)
+         else "- **Grad-CAM's boxes are too large here.** Its ")
+        + "16x16 map, upsampled 4x and binarised at 15% of its maximum, gives a box around a "
+        "halo of the object: median predicted/true box area "
+        + each(lambda n: f"{gc[n.name]['ratio']:.2f}") + ", the box contains the whole object "
+        + each(lambda n: f"{100 * gc[n.name]['contains']:.0f}%") + " of the time, and the "
+        "median IoU (" + each(lambda n: f"{gc[n.name]['iou']:.2f}") + ") sits just below the "
+        "0.5 needed. For objects 14-24 px across, a halo of one 4 px cell on each side is "
+        "enough to fail; on ILSVRC's mostly large objects the same halo costs little. "
+        "Backprop's boxes are tighter here (median area ratio "
+        + each(lambda n: f"{box_stats(n.table1['Backprop'])['ratio']:.2f}") + "); why the "
+        "gradient localises so much worse on ILSVRC photos (61.12%) the paper does not "
+        "analyse, and we cannot test it on this data. The paper's 15% threshold is the other "
+        "half of the story: "
+        + ", ".join(f"{name} reaches {_pct(s.top1_loc_error)}% top-1 error at {thr:.0%}"
+                    for name, (thr, s) in best_sweep.items())
+        + f" (against {each(lambda n: _pct(err[n.name].top1_loc_error) + '%')} at 15%), and "
+        "Grad-CAM one block earlier (32x32 maps) or combined with Guided Backprop (Guided "
+        "Grad-CAM) localises almost perfectly.",
+        "- **CAM equals Grad-CAM on the GAP net**, exactly as Sec. 3.1 derives (same boxes), "
+        "where the paper's 0.7-point gap comes from comparing two different networks "
+        "(VGG-16 vs. the re-trained VGG-16-GAP).",
+        "- **Removing the ReLU changes (almost) nothing here**, where Table 3 reports a large "
+        "loss. Our boxes threshold the raw map at 15% of its maximum, so negative values never "
+        "pass, with or without the ReLU; a difference appears only when a map has no positive "
+        "part. We suspect the paper's maps were min-max normalised before thresholding (which "
+        "lifts negative regions once the ReLU is gone); we could not check its code here.",
+        _ablation_bullet(res),
+        "- **Occlusion** with 16 px windows (a quarter of the image side) gives the coarsest "
+        "maps and the worst boxes; in the paper it is the reference of Sec. 5.3, not a "
+        "row of Table 1.",
+        "- **The pointing game is easy here.** The paper's 15 px tolerance on 64 px images and "
+        "perfectly classified, well separated classes saturate the standard game, and "
+        "Grad-CAM's top-5 + rejection accuracy ("
+        + each(lambda n: f"{_pct(n.pointing['Grad-CAM'].accuracy_rejection)}%"
+               if "Grad-CAM" in n.pointing else "n/a")
+        + ") is not comparable with the paper's 70.58%. Sec. 4.3 compares Grad-CAM with "
+        "c-MWP, which we do not implement; against the pixel-space maps we have, see the "
+        "claims above.",
+        "- **Faithfulness** keeps the paper's ordering (Guided Grad-CAM above Guided Backprop) "
+        "with much higher correlations: our occlusion maps (16 px windows, stride 8, grey "
+        "fill) are coarse like Grad-CAM's, the scenes are simple, and we correlate all 4096 "
+        "pixels of 64x64 maps; the paper used PASCAL VOC photos and its own occlusion "
+        "settings.",
+        "",
+        "Numbers above are what the code produced; where a claim 'does not hold', it does not "
+        "on this data with these nets, and we report it as such.",
+    ]
+    return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------------------------

@@ -547,7 +547,8 @@ class Progress:
         self.done += n
         now = time.perf_counter()
         every = 0.2 if self.tty else 10.0
-        if self.enabled and (self.done >= self.total or now - self._last >= every):
+        if self.enabled and self.done > 0 and (self.done >= self.total
+                                               or now - self._last >= every):
             self._last = now
             self._draw(now)
 
