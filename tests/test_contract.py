@@ -360,3 +360,23 @@ def test_layers_before_the_target_run_without_autograd() -> None:
     # The layer's own output is computed without autograd too: camlens makes it a leaf.
     assert seen == {"0": False, "2": False, "3": True, "head": True}
     assert all(p.grad is None for n, p in model.named_parameters() if n != "features.0.weight")
+
+
+def test_cam_refuses_a_classifier_that_does_not_follow_the_pooling() -> None:
+    class Deep(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(3)
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.hidden = nn.Linear(4, 4)
+            self.out = nn.Linear(4, 3)  # in_features == channels, but not after the pooling
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(F.relu(self.hidden(self.conv(x).mean((2, 3)))))
+
+    model, x = Deep().eval(), torch.randn(2, 3, 6, 6)
+    with pytest.raises(LayerError, match="does not reproduce the model's scores"):
+        camlens.explain(model, x, method="cam", layer="conv")
+    with pytest.raises(LayerError, match="does not reproduce"):
+        camlens.explain(model, x, method="cam", layer="conv", classifier="hidden")
+    assert camlens.explain(model, x, method="gradcam", layer="conv").maps.shape == (2, 1, 6, 6)

@@ -406,3 +406,12 @@ def test_module_entry_point_with_a_resizing_model_spec(tmp_path, capsys):
         assert (r["input_h"], r["input_w"], r["width"]) == ("224", "224", "64")
         for box in json.loads(r["pred_boxes"]):
             assert box is None or (0 <= box[0] <= box[2] <= 63 and 0 <= box[1] <= box[3] <= 63)
+
+
+def test_runner_leaves_a_training_mode_model_in_training_mode() -> None:
+    from camlens.synthetic import load_pretrained, make_dataset
+
+    model = load_pretrained("gapnet").train()
+    with pytest.warns(UserWarning, match="training mode"):
+        evaluate_localization(model, make_dataset(2, seed=3), method="gradcam", progress=False)
+    assert model.training and all(m.training for m in model.modules())

@@ -91,3 +91,13 @@ __all__ = [
     "rle_encode",
     "wnid_to_index",
 ]
+
+# Dataset-scale runs; importing the runner also registers the "synthetic:" dataset format.
+from camlens.evaluate.runner import (  # noqa: E402
+    evaluate,
+    evaluate_faithfulness,
+    evaluate_localization,
+    evaluate_pointing,
+)
+
+__all__ += ["evaluate", "evaluate_faithfulness", "evaluate_localization", "evaluate_pointing"]

@@ -273,9 +273,7 @@ def resolve_model(
     if preprocess is not None or default_layer is not None:
         res = ResolvedModel(res.model, preprocess or res.preprocess,
                             default_layer or res.default_layer, res.labels, res.name)
-    if res.model.training:
-        res.model.eval()
-    return res
+    return res  # a model in training mode is left so: camlens.explain warns about it
 
 
 def _samples(data: SamplesLike) -> list[Sample]:

@@ -19,6 +19,7 @@ from camlens.explanation import Explanation
 from camlens.guided import Rule, RuleState
 from camlens.methods.gradcam import (
     cam_maps,
+    check_gap_linear_head,
     classifier_weights,
     gradcam_maps,
     layer_gradients,
@@ -137,8 +138,11 @@ def run_cam(job: Job, *, classifier: str | nn.Module | None = None,
 
         raise TargetError("CAM explains class indices only; use method='gradcam' for a "
                           "callable target")
-    pairs = [cam_maps(a, classifier_weights(job.model, a.shape[1], classifier), ev.indices,
-                      relu=relu) for a in ev.activations]
+    pairs = []
+    for name, act in zip(job.layer_names, ev.activations):
+        weight, bias = classifier_weights(job.model, act.shape[1], classifier)
+        check_gap_linear_head(act, weight, bias, ev.indices, ev.scores, name)
+        pairs.append(cam_maps(act, weight, ev.indices, relu=relu))
     heat, raw = _heatmaps(job, [p[0] for p in pairs])
     weights = pairs[0][1] if len(pairs) == 1 else None
     return _result(job, ev, "cam", heat, raw, weights, relu=relu)

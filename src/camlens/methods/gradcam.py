@@ -38,10 +38,9 @@ def layer_gradients(ev: Evidence, retain_graph: bool = False) -> list[torch.Tens
 
 def classifier_weights(
     model: nn.Module, channels: int, classifier: str | nn.Module | None
-) -> torch.Tensor:
-    """The (N, C) weight of the linear classifier that follows global average pooling.
-
-    Default: the last ``nn.Linear`` in ``model`` with ``in_features == C``.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (N, C) weight and (N,) bias of the linear classifier that follows global average
+    pooling. Default: the last ``nn.Linear`` in ``model`` with ``in_features == C``.
     """
     if classifier is None:
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -70,7 +69,29 @@ def classifier_weights(
             f"{type(module).__name__} with weight shape "
             f"{tuple(weight.shape) if isinstance(weight, torch.Tensor) else None}"
         )
-    return weight.detach()
+    bias = getattr(module, "bias", None)
+    return weight.detach(), (bias.detach() if isinstance(bias, torch.Tensor) else None)
+
+
+def check_gap_linear_head(
+    activations: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+    indices: torch.Tensor, scores: torch.Tensor, layer: str,
+) -> None:
+    """CAM is only defined when y^c = sum_k w_k^c GAP(A^k) + b_c: check that identity on the
+    scores the model produced, so a classifier that does not follow the layer directly is an
+    error rather than a meaningless map."""
+    pooled = activations.mean(dim=(-2, -1)).to(weight.dtype)  # (B, C)
+    predicted = torch.einsum("bc,bkc->bk", pooled, weight[indices])
+    if bias is not None:
+        predicted = predicted + bias[indices]
+    scale = scores.abs().amax().clamp(min=1.0)
+    err = float((predicted - scores.to(predicted.dtype)).abs().amax() / scale)
+    if err > 1e-3:
+        raise LayerError(
+            f"CAM needs layer {layer!r} to be followed directly by global average pooling and the "
+            f"linear classifier, but W . GAP(A) + b does not reproduce the model's scores "
+            f"(relative error {err:.2g}); use method='gradcam', which works on any head"
+        )
 
 
 def cam_maps(
