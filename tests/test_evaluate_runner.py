@@ -103,6 +103,7 @@ class Crash(nn.Module):
         self.net = net
         self.calls = 0
         self.limit = limit
+        self.train(net.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
