@@ -117,7 +117,9 @@ def test_rle_round_trip():
     for m in (rng.random((7, 5)) > 0.5, np.ones((4, 3), bool), np.zeros((3, 4), bool)):
         assert np.array_equal(rle_decode(rle_encode(m)), m)
     # COCO convention: column-major, first run counts zeros
-    assert rle_encode(np.array([[1, 0], [1, 1]], bool))["counts"] == [0, 2, 1, 1]
+    m = np.array([[1, 0], [1, 1]], bool)  # column-major runs: 0 zeros, 2 ones, 1 zero, 1 one
+    assert np.array_equal(rle_decode({"size": [2, 2], "counts": [0, 2, 1, 1]}), m)
+    assert np.array_equal(rle_decode(rle_encode(m)), m)  # the compressed string form
 
 
 def test_save_load_round_trip(tmp_path):

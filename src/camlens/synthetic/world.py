@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from camlens.evaluate.datasets import rle_decode, rle_encode  # COCO RLE, one implementation
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -417,27 +419,6 @@ def to_tensors(scenes: Sequence[Scene]) -> tuple["torch.Tensor", "torch.Tensor"]
 
 
 # --------------------------------------------------------------------------- files
-
-
-def rle_encode(mask: np.ndarray) -> dict:
-    """COCO-style uncompressed RLE: column-major run lengths, starting with a run of zeros."""
-    flat = np.asarray(mask, dtype=bool).ravel(order="F")
-    change = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0]:
-        counts = [0] + counts
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
-
-
-def rle_decode(rle: dict) -> np.ndarray:
-    """Inverse of :func:`rle_encode`: boolean (H, W)."""
-    h, w = rle["size"]
-    counts = np.asarray(rle["counts"], dtype=np.int64)
-    if counts.sum() != h * w:
-        raise ValueError(f"RLE counts sum to {counts.sum()}, expected {h * w}")
-    values = np.arange(counts.size) % 2 == 1
-    return np.repeat(values, counts).reshape((h, w), order="F")
 
 
 ANNOTATIONS = "annotations.json"
