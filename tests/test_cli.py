@@ -414,6 +414,18 @@ def test_evaluate_localization_table_csv_and_resume(tmp_path: Path,
     assert csv_file.read_text().splitlines() == rows
 
 
+def test_evaluate_threshold_relative_to_the_range(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    csv_file = tmp_path / "loc.csv"
+    args = ("evaluate", "localization", "--data", "synthetic:seed=12345,n=3", "--model",
+            "synthetic:gapnet", "--option", "relu=false", "--csv", csv_file, "--no-progress")
+    code, _, err = run(capsys, *args, "--relative-to", "range")
+    assert code == 0, err
+    assert '"relative_to":"range"' in csv_file.read_text().replace('""', '"')
+    code, _, err = run(capsys, *args)  # the same CSV under the paper's convention: refused
+    assert code == 2 and "resume=False" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("argv,message", [
     (("--data", "kitti:/x", "--model", "synthetic:gapnet"), "unknown dataset spec 'kitti:/x'"),
     (("--data", "synthetic:seed=1,n=2", "--model", "synthetic:nope"),

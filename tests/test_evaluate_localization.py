@@ -154,6 +154,26 @@ def test_no_box_for_empty_maps():
         bbox_from_map(np.ones((4, 4)), threshold=1.5)
 
 
+def test_threshold_relative_to_the_range():
+    # A bump of 1.0 on a floor of -1.0. Of the maximum: cut 0.15, only the bump's core.
+    # Of the range: cut -1 + 0.15 * 2 = -0.7, so the -0.6 shoulder joins the segment.
+    hm = np.full((10, 12), -1.0)
+    hm[3:8, 2:9] = -0.6  # shoulder, x 2..8, y 3..7
+    hm[4:7, 4:7] = 1.0   # bump, x 4..6, y 4..6
+    assert bbox_from_map(hm) == (4, 4, 6, 6)
+    assert bbox_from_map(hm, relative_to="range") == (2, 3, 8, 7)
+    # A non-negative map with minimum 0 gives the same box both ways.
+    blob = gaussian((40, 40), 20, 20, 5.0)
+    blob -= blob.min()
+    assert bbox_from_map(blob, relative_to="range") == bbox_from_map(blob)
+    # All negative: nothing of the maximum; of the range, the top of the map still stands out.
+    assert bbox_from_map(hm - 5) is None
+    assert bbox_from_map(hm - 5, relative_to="range") == (2, 3, 8, 7)
+    assert bbox_from_map(np.full((4, 4), -2.0), relative_to="range") is None
+    with pytest.raises(ValueError, match="'max', 'range'"):
+        bbox_from_map(hm, relative_to="min")
+
+
 # ---------------------------------------------------------------- IoU
 
 

@@ -305,6 +305,49 @@ def test_resume_refuses_a_csv_of_another_configuration(tmp_path, scenes):
     assert s.resumed == 0 and len(read_csv(path)) == 2
 
 
+class Shift(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - 0.5
+
+
+def shouldered(n: int = 3) -> list[ArraySample]:
+    """A 4x4 object (1.0 in its class's channel) on a 16x16 shoulder (0.35) on black."""
+    out = []
+    for i in range(n):
+        pixels = np.zeros((24, 40, 3), dtype=np.uint8)
+        pixels[2:18, 4 + i:20 + i, i] = round(0.35 * 255)
+        pixels[8:12, 10 + i:14 + i, i] = 255
+        obj = AnnotatedObject(label=i, box=(10 + i, 8, 13 + i, 11))
+        out.append(ArraySample(image_path=None, width=40, height=24, objects=(obj,),
+                               image_id=f"s{i}", pixels=pixels))
+    return out
+
+
+def test_threshold_relative_to_the_range_lets_the_negative_shoulder_in(tmp_path):
+    # Grad-CAM of class c without the ReLU is x_c - 0.5: -0.5 on black, -0.15 on the shoulder,
+    # 0.5 on the object. 15% of the max (0.075) keeps the object: exact boxes. 15% of the
+    # range (-0.5 + 0.15) takes the shoulder too: IoU 16 / 256, every box wrong.
+    model = MeanHead(Shift()).eval()
+    common = dict(method="gradcam", layer="features", progress=False, top_k=1)
+    norelu = {"relu": False}
+    assert evaluate_localization(model, shouldered(), options=norelu,
+                                 **common).top1_loc_error == 0.0
+    path = tmp_path / "loc.csv"
+    s = evaluate_localization(model, shouldered(), options=norelu, relative_to="range",
+                              csv_path=path, **common)
+    assert s.top1_loc_error == 1.0 and s.top1_cls_error == 0.0 and s.relative_to == "range"
+    assert [r.pred_boxes[0] for r in s.records] == [(4 + i, 2, 19 + i, 17) for i in range(3)]
+    # with the ReLU the shoulder is 0 like the background: the range changes nothing
+    assert evaluate_localization(model, shouldered(), relative_to="range",
+                                 **common).top1_loc_error == 0.0
+    with pytest.raises(ValueError, match="resume=False"):  # a CSV of the other convention
+        evaluate_localization(model, shouldered(), options=norelu, csv_path=path, **common)
+    # a bad value is refused before any forward pass
+    with pytest.raises(ValueError, match="relative_to"):
+        evaluate_localization(Crash(model, 1), shouldered(), options=norelu,
+                              relative_to="mean", **common)
+
+
 # --------------------------------------------------------------------------- pointing, faithfulness
 
 

@@ -28,7 +28,7 @@ def test_structure(results):
     rows = ["Backprop", "Guided Backprop", "Grad-CAM", "Guided Grad-CAM", "Occlusion"]
     assert list(vgg.table1) == rows  # CAM does not apply to a net with FC layers
     assert set(gap.table1) == set(rows) | {"CAM"}
-    ablations = [r for r, _ in rp.TABLE3_ROWS] + [r for r, _ in rp.EARLIER_LAYERS]
+    ablations = [r for r, _, _ in rp.TABLE3_ROWS] + [r for r, _ in rp.EARLIER_LAYERS]
     for net in (vgg, gap):
         assert list(net.table3) == ablations
         assert net.table1["Grad-CAM"].n == 16

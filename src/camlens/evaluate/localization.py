@@ -26,6 +26,11 @@ Label = Hashable
 """A class label: an integer index or a name such as an ImageNet wnid."""
 
 
+RELATIVE_TO = ("max", "range")
+"""What :func:`bbox_from_map`'s threshold is a fraction of: the map's maximum (the paper's
+15% of max) or its range (the map min-max scaled first)."""
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """``x`` as a numpy array; torch tensors are detached and moved to the CPU first."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
@@ -168,25 +173,39 @@ def box_to_mask(box: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
     return m
 
 
-def bbox_from_map(heatmap: Any, threshold: float = 0.15, connectivity: int = 8) -> Optional[Box]:
+def bbox_from_map(heatmap: Any, threshold: float = 0.15, connectivity: int = 8,
+                  relative_to: str = "max") -> Optional[Box]:
     """Box around the largest segment of a thresholded heatmap (Sec. 4.1).
 
     The paper binarises the map at 15% of its maximum and draws a box around the single
-    largest segment. Here: ``mask = heatmap >= threshold * max(heatmap)``; the largest
-    connected segment (``connectivity`` 8 or 4) is kept, ties going to the segment holding the
-    highest map value (so the one containing the maximum), then to the first in raster order.
-    Returns the inclusive ``(x0, y0, x1, y1)`` box, or None when the map has no positive value
-    (an all-zero or non-positive map localises nothing).
+    largest segment. Here, with ``relative_to="max"``: ``mask = heatmap >= threshold *
+    max(heatmap)``, and a map with no positive value localises nothing (None). With
+    ``relative_to="range"`` the map is min-max scaled first: ``mask = heatmap >= min +
+    threshold * (max - min)``, so negative values count (this is what differs once Eq. 2's
+    ReLU is removed); a constant map localises nothing. The largest connected segment
+    (``connectivity`` 8 or 4) is kept, ties going to the segment holding the highest map value
+    (so the one containing the maximum), then to the first in raster order. Returns the
+    inclusive ``(x0, y0, x1, y1)`` box, or None.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1] (a fraction of the maximum), got {threshold}")
+    if relative_to not in RELATIVE_TO:
+        raise ValueError(f"relative_to must be one of {', '.join(map(repr, RELATIVE_TO))}, "
+                         f"got {relative_to!r}")
     hm = as_map(heatmap)
     if hm.size == 0:
         return None
     peak = hm.max()
-    if peak <= 0:
-        return None
-    segment = largest_component(hm >= threshold * peak, connectivity, priority=hm)
+    if relative_to == "max":
+        if peak <= 0:
+            return None
+        cut = threshold * peak
+    else:
+        low = hm.min()
+        if peak <= low:
+            return None
+        cut = low + threshold * (peak - low)
+    segment = largest_component(hm >= cut, connectivity, priority=hm)
     return mask_to_box(segment)
 
 

@@ -73,6 +73,7 @@ from camlens.evaluate.faithfulness import rank_correlation, resize_map
 from camlens.evaluate.localization import (
     Box,
     ImageLocalization,
+    RELATIVE_TO,
     bbox_from_map,
     localization_error,
     localization_table,
@@ -726,6 +727,7 @@ class LocalizationSummary:
     topk_cls_error: float
     threshold: float
     iou_threshold: float
+    relative_to: str = "max"
     resumed: int = 0
     skipped: int = 0
     seconds: float = 0.0
@@ -775,6 +777,7 @@ def evaluate_localization(
     top_k: int = 5,
     threshold: float = 0.15,
     iou_threshold: float = 0.5,
+    relative_to: str = "max",
     batch_size: int = 32,
     csv_path: Optional[Union[str, os.PathLike]] = None,
     resume: bool = True,
@@ -788,7 +791,8 @@ def evaluate_localization(
     """Weakly-supervised localisation error over ``samples`` (Sec. 4.1, Table 1).
 
     For each image: the model's ``top_k`` classes; for each, the method's map (see the module
-    docstring) -> :func:`bbox_from_map` at ``threshold`` of its maximum (the largest segment)
+    docstring) -> :func:`bbox_from_map` at ``threshold`` of its maximum (or of its range,
+    ``relative_to="range"``: the map min-max scaled first) -> the largest segment's box
     -> the box on the original image. An image is localised at top-k when one of its first k
     classes is a ground-truth class with a box of IoU >= ``iou_threshold`` against a box of
     that class (:func:`localization_error`).
@@ -801,6 +805,7 @@ def evaluate_localization(
     res = resolve_model(model, preprocess)
     options = dict(options or {})
     _check_method(method, options)
+    bbox_from_map(np.ones((1, 1)), threshold, relative_to=relative_to)  # bad values raise now
     layer = layer if layer is not None else res.default_layer
     if method == GRADIENT or not METHODS[method].needs_layer:
         layer = None
@@ -808,7 +813,8 @@ def evaluate_localization(
     ids = _sample_ids(items)
     to_index = _label_index(res.labels, label_map)
     config = _config(task="localization", method=method, layer=_layer_name(layer), options=options,
-                     top_k=top_k, threshold=threshold, iou=iou_threshold, all_boxes=all_boxes)
+                     top_k=top_k, threshold=threshold, relative_to=relative_to,
+                     iou=iou_threshold, all_boxes=all_boxes)
     log = _CsvLog(csv_path, _LOC_FIELDS, config, resume)
     resumed = sum(1 for i in ids if i in log.done)
     usable = [i for i, s in enumerate(items) if s.objects]
@@ -835,7 +841,8 @@ def evaluate_localization(
                 boxes: list[Optional[Box]] = []
                 for c in top[b].tolist():
                     if c in wanted[b]:
-                        box = bbox_from_map(maps[b][c], threshold)
+                        box = bbox_from_map(maps[b][c], threshold,
+                                            relative_to=relative_to)
                         boxes.append(None if box is None
                                      else scale_box(box, hw, (s.height, s.width)))
                     else:
@@ -863,7 +870,8 @@ def evaluate_localization(
         method=label or _method_label(method, options, layer), n=len(records), k=top_k,
         top1_loc_error=table[1].loc_error, topk_loc_error=table[top_k].loc_error,
         top1_cls_error=table[1].cls_error, topk_cls_error=table[top_k].cls_error,
-        threshold=threshold, iou_threshold=iou_threshold, resumed=resumed,
+        threshold=threshold, iou_threshold=iou_threshold, relative_to=relative_to,
+        resumed=resumed,
         skipped=len(items) - len(usable), seconds=time.perf_counter() - t0,
         csv_path=None if csv_path is None else str(csv_path), records=records,
     )
@@ -1250,6 +1258,7 @@ def evaluate(
     batch_size: int = 16,
     top_k: int = 5,
     threshold: float = 0.15,
+    relative_to: str = "max",
     tolerance: float = 15,
     held_out: Union[float, SamplesLike] = 0.25,
     window: int = 16,
@@ -1273,8 +1282,8 @@ def evaluate(
     common = dict(csv_path=csv_path, resume=resume, progress=progress, label_map=label_map)
     if task == "localization":
         return evaluate_localization(model, items, method=method, layer=layer, options=options,
-                                     top_k=top_k, threshold=threshold, batch_size=batch_size,
-                                     **common)
+                                     top_k=top_k, threshold=threshold,
+                                     relative_to=relative_to, batch_size=batch_size, **common)
     if task == "pointing":
         return evaluate_pointing(model, items, method=method, layer=layer, options=options,
                                  top_k=top_k, tolerance=tolerance, held_out=held_out,
@@ -1322,6 +1331,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--threshold", type=float, default=0.15,
                         help="localisation: binarise at this fraction of the map's maximum")
+    parser.add_argument("--relative-to", choices=RELATIVE_TO, default="max",
+                        help="localisation: the threshold is a fraction of the map's maximum "
+                             "(the paper's), or of its range (min-max scaled first)")
     parser.add_argument("--tolerance", type=float, default=15, help="pointing: pixels")
     parser.add_argument("--held-out", type=float, default=0.25,
                         help="pointing: fraction of images used to choose the rejection threshold")
@@ -1351,7 +1363,8 @@ def run_cli(args: argparse.Namespace, stdout: Optional[TextIO] = None) -> int:
         options=_parse_options(get("option", []) or []), csv_path=get("csv"),
         resume=get("resume", True), progress=get("progress", True),
         batch_size=get("batch_size", 16), top_k=get("top_k", 5),
-        threshold=get("threshold", 0.15), tolerance=get("tolerance", 15),
+        threshold=get("threshold", 0.15), relative_to=get("relative_to", "max"),
+        tolerance=get("tolerance", 15),
         held_out=get("held_out", 0.25), window=get("window", 16), stride=get("stride", 8),
         fill=get("fill", 0.0), limit=get("limit"), label_map=label_map,
         device=get("device", "cpu") or "cpu",
