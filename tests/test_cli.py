@@ -129,6 +129,12 @@ def test_full_run_maps_at_original_resolution(full_run: tuple[int, Path, str]) -
             assert a.dtype == np.float32
             assert np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0
         assert npz[f"gradcam/{classes[0]}"].max() > 0.9  # a real map, not a blank one
+        empty = {key for key in keys if npz[key].max() == npz[key].min()}
+    assert record["empty_maps"] == sorted(empty)
+    for key in keys:  # an empty map's picture says so in a black band at the bottom
+        with Image.open(folder / (key.replace("/", "_") + ".png")) as img:
+            bottom = np.asarray(img.convert("RGB"))[-1:]
+        assert (bottom.max() == 0) == (key in empty), key
 
 
 def test_full_run_explanation_json(full_run: tuple[int, Path, str]) -> None:

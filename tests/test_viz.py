@@ -228,3 +228,13 @@ def test_save_png_atomic(tmp_path: Path) -> None:
         viz.save_png(Image.new("CMYK", (3, 2)), dest)
     assert sorted(os.listdir(tmp_path)) == ["out.png"]  # no temp left behind
     assert dest.read_bytes() == before  # destination untouched
+
+
+def test_caption_draws_a_band_and_keeps_the_original() -> None:
+    base = Image.new("RGB", (120, 90), (200, 30, 30))
+    out = viz.caption(base, "no evidence: the map is zero")
+    a = np.asarray(out)
+    assert out.size == base.size and np.asarray(base).min() == 30  # the input is untouched
+    band = viz._font_size(90) * 3 // 2 + 6
+    assert (a[: 90 - band] == (200, 30, 30)).all()  # above the band: unchanged
+    assert (a[-1] == 0).all() and (a[90 - band:] > 200).sum() > 100  # black band, white text

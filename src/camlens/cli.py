@@ -437,6 +437,7 @@ def _write_outputs(item: Item, i: int, cfg: Settings, results: dict[str, torch.T
     folder.mkdir(parents=True, exist_ok=True)
 
     arrays: dict[str, np.ndarray] = {}
+    empty: list[str] = []
     panels: dict[int, dict[str, Image.Image]] = {k: {} for k in range(len(targets))}
     for name in cfg.methods:
         maps = _to_original(results[name][i], size)
@@ -446,6 +447,9 @@ def _write_outputs(item: Item, i: int, cfg: Settings, results: dict[str, torch.T
             arrays[f"{name}/{cls}"] = m
             pic = viz.pixel_space_image(m) if m.ndim == 3 else viz.overlay(
                 img, m, alpha=cfg.alpha, colormap=cfg.colormap)
+            if m.max() == m.min():  # e.g. counterfactual Grad-CAM where nothing speaks against
+                empty.append(f"{name}/{cls}")
+                pic = viz.caption(pic, "no evidence: the map is zero")
             viz.save_png(pic, folder / f"{name}_{cls}.png")
             panels[k][key] = pic
         del maps
@@ -476,6 +480,8 @@ def _write_outputs(item: Item, i: int, cfg: Settings, results: dict[str, torch.T
                     for c in targets],
         "methods": list(cfg.methods),
         "maps": sorted(f"{m}/{c}" for m in cfg.methods for c in targets),
+        "empty_maps": sorted(empty),
+        "empty_maps_note": "maps that are constant (no evidence for the method's question)",
         "timings": {m: round(s, 4) for m, s in seconds.items()},
         "timings_note": "seconds per image: each method's time on its batch / batch size",
     }

@@ -28,6 +28,7 @@ __all__ = [
     "GridLayout",
     "Row",
     "apply_colormap",
+    "caption",
     "colormap",
     "explanation_image",
     "explanation_png",
@@ -352,6 +353,22 @@ def figure1_layout(
     """The layout :func:`figure1` uses for an image of ``image_size`` = (w, h)."""
     pw = _panel_width(image_size, panel_height)
     return grid_layout(n_rows, len(columns), (pw, panel_height), pad=pad)
+
+
+def caption(image: ImageLike, text: str) -> Image.Image:
+    """A copy of ``image`` with ``text`` in white on a black band along its bottom edge (used to
+    mark a panel whose map is empty, e.g. "no evidence")."""
+    img = (image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image)))
+    img = img.convert("RGB")
+    draw = ImageDraw.Draw(img)
+    size = _font_size(img.height)
+    font = _font(size)
+    text = _fit_text(text, font, img.width - 4)
+    band = min(img.height, size * 3 // 2 + 6)  # room for descenders below the text
+    draw.rectangle((0, img.height - band, img.width, img.height), fill=(0, 0, 0))
+    x = max(0.0, (img.width - font.getlength(text)) / 2)
+    draw.text((x, img.height - band + 3), text, fill=(255, 255, 255), font=font)
+    return img
 
 
 def _fit_text(text: str, font: Any, width: int) -> str:
