@@ -287,6 +287,57 @@ def test_torchvision_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 2 and "pip install torchvision" in err and len(error_lines(err)) == 1
 
 
+def _fake_torchvision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in for torchvision (CI cannot install it): ``models.list_models`` and
+    ``models.get_model(name, weights=None)`` with one VGG-like net of 1000 classes."""
+
+    def vgg_tiny() -> torch.nn.Module:
+        torch.manual_seed(0)
+        net = torch.nn.Module()
+        net.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU(inplace=True),
+            torch.nn.MaxPool2d(2))
+        net.classifier = torch.nn.Linear(4, 1000)
+        net.forward = lambda x: net.classifier(net.features(x).mean(dim=(2, 3)))
+        return net
+
+    def get_model(name: str, weights: object = None) -> torch.nn.Module:
+        assert weights is None  # camlens never asks torchvision for (downloaded) weights
+        return vgg_tiny()
+
+    tv = type(sys)("torchvision")
+    tv.models = type(sys)("torchvision.models")  # type: ignore[attr-defined]
+    tv.models.list_models = lambda: ["vgg_tiny", "resnet18"]  # type: ignore[attr-defined]
+    tv.models.get_model = get_model  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchvision", tv)
+    monkeypatch.setitem(sys.modules, "torchvision.models", tv.models)  # type: ignore[attr-defined]
+
+
+def test_torchvision_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_torchvision(monkeypatch)
+    weights = tmp_path / "vgg_tiny.pt"
+    torch.save(sys.modules["torchvision"].models.get_model("vgg_tiny").state_dict(), weights)
+
+    code, _, err = run(capsys, "layers", "--model", "torchvision:vgg_tiny")
+    assert code == 2 and "never downloads" in err and "--weights" in err
+    code, _, err = run(capsys, "layers", "--model", "torchvision:vgg_tiyn", "--weights", weights)
+    assert code == 2 and "nearest names: vgg_tiny" in err and len(error_lines(err)) == 1
+
+    image = _noise(tmp_path / "photo.png", size=(40, 30))
+    code, _, err = run(capsys, "explain", image, "--model", "torchvision:vgg_tiny", "--weights",
+                       weights, "--method", "gradcam", "--input-size", "16",
+                       "--out", tmp_path / "o", "--quiet")
+    assert code == 0, err
+    record = json.loads((tmp_path / "o" / "photo" / "explanation.json").read_text())
+    # the last non-pooling layer of `features` (VGG-16: features.29, the paper's conv5_3), not the
+    # max-pool that ends it; 1000 classes get ImageNet's names
+    assert record["layer"] == "features.3"
+    assert record["predictions"][0]["name"] == camlens.models.imagenet_labels()[
+        record["predictions"][0]["index"]]
+
+
 # --------------------------------------------------------------------------- custom models
 
 

@@ -281,11 +281,21 @@ def _from_torchvision(spec: str, name: str) -> nn.Module:
     return tv_models.get_model(name, weights=None)
 
 
+_NOT_A_MAP = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout,
+              nn.Identity)
+
+
 def _torchvision_layer(model: nn.Module) -> str | None:
     """The usual Grad-CAM layer of common torchvision classifiers, else None."""
     if isinstance(getattr(model, "layer4", None), nn.Module):  # ResNet, ResNeXt, Wide ResNet
         return "layer4"
-    if isinstance(getattr(model, "features", None), nn.Module):  # VGG, MobileNet, EfficientNet...
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential):  # VGG, MobileNet, EfficientNet, DenseNet...
+        # the last layer that is not a pooling one: VGG-16's features.29 (the rectified conv5_3,
+        # 14x14, the paper's layer) rather than the 7x7 max-pool after it
+        names = [n for n, m in features.named_children() if not isinstance(m, _NOT_A_MAP)]
+        return f"features.{names[-1]}" if names else "features"
+    if isinstance(features, nn.Module):
         return "features"
     return None
 
