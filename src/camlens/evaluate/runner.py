@@ -54,7 +54,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TextIO, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, TextIO, Union
 
 import numpy as np
 import torch
@@ -687,6 +687,36 @@ def _batches(
         yield idx, torch.stack(xs)
 
 
+def _resolve_layer(method: str, layer: Any, res: ResolvedModel) -> Any:
+    """The layer a method runs at: none for methods without one, else ``layer`` or the model's
+    default."""
+    if method == GRADIENT or not METHODS[method].needs_layer:
+        return None
+    return layer if layer is not None else res.default_layer
+
+
+def _run_pending(items: Sequence[Sample], ids: Sequence[str], usable: Iterable[int],
+                 log: _CsvLog, res: ResolvedModel, batch_size: int,
+                 step: Callable[[list[int], torch.Tensor, list[str]], None],
+                 bar: Progress) -> int:
+    """Run ``step(positions, x, ids)`` on the ``usable`` images that ``log`` does not hold yet,
+    batch by batch on the model's device, then close ``bar`` and ``log`` (also on error, so
+    the rows written so far stay for a resume). Returns how many images were already done."""
+    usable = list(usable)
+    resumed = sum(1 for i in ids if i in log.done)
+    pending = [i for i in usable if ids[i] not in log.done]
+    bar.advance(len(usable) - len(pending))
+    dev = _device(res.model)
+    try:
+        for idx, x in _batches(pending, items, res.preprocess, batch_size):
+            step(idx, x.to(dev), [ids[i] for i in idx])
+            bar.advance(len(idx))
+    finally:
+        bar.close()
+        log.close()
+    return resumed
+
+
 def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
@@ -806,9 +836,7 @@ def evaluate_localization(
     options = dict(options or {})
     _check_method(method, options)
     bbox_from_map(np.ones((1, 1)), threshold, relative_to=relative_to)  # bad values raise now
-    layer = layer if layer is not None else res.default_layer
-    if method == GRADIENT or not METHODS[method].needs_layer:
-        layer = None
+    layer = _resolve_layer(method, layer, res)
     items = _samples(samples)
     ids = _sample_ids(items)
     to_index = _label_index(res.labels, label_map)
@@ -816,52 +844,39 @@ def evaluate_localization(
                      top_k=top_k, threshold=threshold, relative_to=relative_to,
                      iou=iou_threshold, all_boxes=all_boxes)
     log = _CsvLog(csv_path, _LOC_FIELDS, config, resume)
-    resumed = sum(1 for i in ids if i in log.done)
     usable = [i for i, s in enumerate(items) if s.objects]
-    pending = [i for i in usable if ids[i] not in log.done]
-    bar = Progress(len(usable), f"localization {method}", progress)
-    bar.advance(len(usable) - len(pending))
-    dev = _device(res.model)
-    try:
-        for idx, x in _batches(pending, items, res.preprocess, batch_size):
-            x = x.to(dev)
-            batch_ids = [ids[i] for i in idx]
-            logits, known = _predict(res.model, x, batch_ids, method, layer, options, top_k, cache)
-            _check_classes(items, idx, to_index, logits.shape[1])
-            k = min(int(top_k), logits.shape[1])
-            scores, top = logits.topk(k, dim=1)
-            gts = [[(to_index(o.label), tuple(o.box)) for o in items[i].objects] for i in idx]
-            wanted = [[int(c) for c in top[b] if all_boxes or int(c) in {g for g, _ in gts[b]}]
-                      for b in range(len(idx))]
-            maps = _class_maps(res.model, x, batch_ids, wanted, method, layer, options, cache,
-                               known)
-            hw = tuple(x.shape[-2:])
-            for b, i in enumerate(idx):
-                s = items[i]
-                boxes: list[Optional[Box]] = []
-                for c in top[b].tolist():
-                    if c in wanted[b]:
-                        box = bbox_from_map(maps[b][c], threshold,
-                                            relative_to=relative_to)
-                        boxes.append(None if box is None
-                                     else scale_box(box, hw, (s.height, s.width)))
-                    else:
-                        boxes.append(None)
-                rec = ImageLocalization(top[b].tolist(), boxes, gts[b])
-                one = localization_error([rec], 1, iou_threshold)
-                kk = localization_error([rec], k, iou_threshold)
-                log.add(ids[i], [{
-                    "width": s.width, "height": s.height, "input_h": hw[0], "input_w": hw[1],
-                    "gt": [[c, list(bx)] for c, bx in gts[b]], "pred_classes": top[b].tolist(),
-                    "pred_scores": [round(float(v), 6) for v in scores[b]],
-                    "pred_boxes": [None if bx is None else list(bx) for bx in boxes],
-                    "top1_cls_ok": one.cls_correct[0], "topk_cls_ok": kk.cls_correct[0],
-                    "top1_loc_ok": one.loc_correct[0], "topk_loc_ok": kk.loc_correct[0],
-                }])
-                bar.advance()
-    finally:
-        bar.close()
-        log.close()
+
+    def step(idx: list[int], x: torch.Tensor, batch_ids: list[str]) -> None:
+        logits, known = _predict(res.model, x, batch_ids, method, layer, options, top_k, cache)
+        _check_classes(items, idx, to_index, logits.shape[1])
+        k = min(int(top_k), logits.shape[1])
+        scores, top = logits.topk(k, dim=1)
+        gts = [[(to_index(o.label), tuple(o.box)) for o in items[i].objects] for i in idx]
+        wanted = [[int(c) for c in top[b] if all_boxes or int(c) in {g for g, _ in gts[b]}]
+                  for b in range(len(idx))]
+        maps = _class_maps(res.model, x, batch_ids, wanted, method, layer, options, cache, known)
+        hw = tuple(x.shape[-2:])
+        for b, i in enumerate(idx):
+            s = items[i]
+            boxes: list[Optional[Box]] = []
+            for c in top[b].tolist():
+                box = (bbox_from_map(maps[b][c], threshold, relative_to=relative_to)
+                       if c in wanted[b] else None)
+                boxes.append(None if box is None else scale_box(box, hw, (s.height, s.width)))
+            rec = ImageLocalization(top[b].tolist(), boxes, gts[b])
+            one = localization_error([rec], 1, iou_threshold)
+            kk = localization_error([rec], k, iou_threshold)
+            log.add(ids[i], [{
+                "width": s.width, "height": s.height, "input_h": hw[0], "input_w": hw[1],
+                "gt": [[c, list(bx)] for c, bx in gts[b]], "pred_classes": top[b].tolist(),
+                "pred_scores": [round(float(v), 6) for v in scores[b]],
+                "pred_boxes": [None if bx is None else list(bx) for bx in boxes],
+                "top1_cls_ok": one.cls_correct[0], "topk_cls_ok": kk.cls_correct[0],
+                "top1_loc_ok": one.loc_correct[0], "topk_loc_ok": kk.loc_correct[0],
+            }])
+
+    resumed = _run_pending(items, ids, usable, log, res, batch_size, step,
+                           Progress(len(usable), f"localization {method}", progress))
     records = [_loc_record(log.done[ids[i]][0]) for i in usable if ids[i] in log.done]
     if not records:
         raise ValueError("no image with ground truth to evaluate")
@@ -973,9 +988,7 @@ def evaluate_pointing(
     res = resolve_model(model, preprocess)
     options = dict(options or {})
     _check_method(method, options)
-    layer = layer if layer is not None else res.default_layer
-    if method == GRADIENT or not METHODS[method].needs_layer:
-        layer = None
+    layer = _resolve_layer(method, layer, res)
     items = _samples(samples)
     if isinstance(held_out, (int, float)) and not isinstance(held_out, bool):
         hold = _held_out_positions(len(items), float(held_out))
@@ -991,51 +1004,43 @@ def evaluate_pointing(
     config = _config(task="pointing", method=method, layer=_layer_name(layer), options=options,
                      top_k=top_k, tolerance=tolerance, held_out=held_desc, ties=ties)
     log = _CsvLog(csv_path, _POINT_FIELDS, config, resume)
-    resumed = sum(1 for i in ids if i in log.done)
-    pending = [i for i in range(len(items)) if ids[i] not in log.done]
-    bar = Progress(len(items), f"pointing {method}", progress)
-    bar.advance(len(items) - len(pending))
-    dev = _device(res.model)
-    try:
-        for idx, x in _batches(pending, items, res.preprocess, batch_size):
-            x = x.to(dev)
-            batch_ids = [ids[i] for i in idx]
-            logits, known = _predict(res.model, x, batch_ids, method, layer, options, top_k, cache)
-            _check_classes(items, idx, to_index, logits.shape[1])
-            k = min(int(top_k), logits.shape[1])
-            top = logits.topk(k, dim=1).indices.tolist()
-            masks: list[dict[int, np.ndarray]] = []
-            for i in idx:
-                s = items[i]
-                per: dict[int, np.ndarray] = {}
-                for lab in s.labels:
-                    c = to_index(lab)
-                    m = s.gt_mask(lab)
-                    per[c] = per[c] | m if c in per else m
-                masks.append(per)
-            classes = [top[b] + [c for c in masks[b] if c not in top[b]] for b in range(len(idx))]
-            maps = _class_maps(res.model, x, batch_ids, classes, method, layer, options, cache,
-                               known)
-            for b, i in enumerate(idx):
-                s = items[i]
-                rows = []
-                for c in classes[b]:
-                    m = maps[b][c].astype(np.float64)
-                    evidence = float(m.max())
-                    if m.shape != (s.height, s.width):
-                        m = resize_map(m, (s.height, s.width))
-                    gt = masks[b].get(c)
-                    present = gt is not None and bool(gt.any())
-                    hit = present and pointing_hit(m, gt, tolerance, ties)  # type: ignore[arg-type]
-                    rows.append({"split": split[i], "class_index": c,
-                                 "rank": top[b].index(c) + 1 if c in top[b] else "",
-                                 "in_topk": c in top[b], "is_gt": c in masks[b], "present": present,
-                                 "hit": hit, "evidence": evidence})
-                log.add(ids[i], rows)
-                bar.advance()
-    finally:
-        bar.close()
-        log.close()
+
+    def step(idx: list[int], x: torch.Tensor, batch_ids: list[str]) -> None:
+        logits, known = _predict(res.model, x, batch_ids, method, layer, options, top_k, cache)
+        _check_classes(items, idx, to_index, logits.shape[1])
+        k = min(int(top_k), logits.shape[1])
+        top = logits.topk(k, dim=1).indices.tolist()
+        masks: list[dict[int, np.ndarray]] = []
+        for i in idx:
+            s = items[i]
+            per: dict[int, np.ndarray] = {}
+            for lab in s.labels:
+                c = to_index(lab)
+                m = s.gt_mask(lab)
+                per[c] = per[c] | m if c in per else m
+            masks.append(per)
+        classes = [top[b] + [c for c in masks[b] if c not in top[b]] for b in range(len(idx))]
+        maps = _class_maps(res.model, x, batch_ids, classes, method, layer, options, cache,
+                           known)
+        for b, i in enumerate(idx):
+            s = items[i]
+            rows = []
+            for c in classes[b]:
+                m = maps[b][c].astype(np.float64)
+                evidence = float(m.max())
+                if m.shape != (s.height, s.width):
+                    m = resize_map(m, (s.height, s.width))
+                gt = masks[b].get(c)
+                present = gt is not None and bool(gt.any())
+                hit = present and pointing_hit(m, gt, tolerance, ties)  # type: ignore[arg-type]
+                rows.append({"split": split[i], "class_index": c,
+                             "rank": top[b].index(c) + 1 if c in top[b] else "",
+                             "in_topk": c in top[b], "is_gt": c in masks[b], "present": present,
+                             "hit": hit, "evidence": evidence})
+            log.add(ids[i], rows)
+
+    resumed = _run_pending(items, ids, range(len(items)), log, res, batch_size, step,
+                           Progress(len(items), f"pointing {method}", progress))
     done = {k: log.done[k] for k in ids if k in log.done}
     return _pointing_summary(done, label or _method_label(method, options, layer), top_k,
                              tolerance, resumed, time.perf_counter() - t0, csv_path)
@@ -1176,12 +1181,7 @@ def evaluate_faithfulness(
         specs = _method_specs(method)
     for _, m, o, _ in specs:
         _check_method(m, o)
-    resolved = []
-    for name, m, o, lay in specs:
-        lay = lay if lay is not None else res.default_layer
-        if m == GRADIENT or not METHODS[m].needs_layer:
-            lay = None
-        resolved.append((name, m, o, lay))
+    resolved = [(name, m, o, _resolve_layer(m, lay, res)) for name, m, o, lay in specs]
     if target not in ("top1", "gt"):
         raise ValueError(f"target must be 'top1' or 'gt', got {target!r}")
     items = _samples(samples)
@@ -1195,37 +1195,29 @@ def evaluate_faithfulness(
                      methods=[[n, m, o, _layer_name(lay)] for n, m, o, lay in resolved],
                      window=window, stride=stride, fill=fill, target=target)
     log = _CsvLog(csv_path, fields, config, resume)
-    resumed = sum(1 for i in ids if i in log.done)
-    pending = [i for i in range(len(items)) if ids[i] not in log.done]
-    bar = Progress(len(items), "faithfulness", progress)
-    bar.advance(len(items) - len(pending))
-    dev = _device(res.model)
     occ_opts = {"window": window, "stride": stride, "fill": fill}
     if occlusion_batch != 64:
         occ_opts["batch_size"] = occlusion_batch
-    try:
-        for idx, x in _batches(pending, items, res.preprocess, batch_size):
-            x = x.to(dev)
-            if target == "top1":
-                cls = _logits(res.model, x).argmax(dim=1).tolist()
-            else:
-                cls = [to_index(items[i].objects[0].label) for i in idx]
-            batch_ids = [ids[i] for i in idx]
-            one = [[c] for c in cls]
-            occ = _class_maps(res.model, x, batch_ids, one, "occlusion", None, occ_opts, cache)
-            rhos = {}
-            for name, m, o, lay in resolved:
-                maps = _class_maps(res.model, x, batch_ids, one, m, lay, o, cache)
-                rhos[name] = [rank_correlation(maps[b][cls[b]], occ[b][cls[b]])
-                              for b in range(len(idx))]
-            for b, i in enumerate(idx):
-                row: dict[str, Any] = {"class_index": cls[b]}
-                row.update({f"rho:{n}": rhos[n][b] for n in names})
-                log.add(ids[i], [row])
-                bar.advance()
-    finally:
-        bar.close()
-        log.close()
+
+    def step(idx: list[int], x: torch.Tensor, batch_ids: list[str]) -> None:
+        if target == "top1":
+            cls = _logits(res.model, x).argmax(dim=1).tolist()
+        else:
+            cls = [to_index(items[i].objects[0].label) for i in idx]
+        one = [[c] for c in cls]
+        occ = _class_maps(res.model, x, batch_ids, one, "occlusion", None, occ_opts, cache)
+        rhos = {}
+        for name, m, o, lay in resolved:
+            maps = _class_maps(res.model, x, batch_ids, one, m, lay, o, cache)
+            rhos[name] = [rank_correlation(maps[b][cls[b]], occ[b][cls[b]])
+                          for b in range(len(idx))]
+        for b, i in enumerate(idx):
+            row: dict[str, Any] = {"class_index": cls[b]}
+            row.update({f"rho:{n}": rhos[n][b] for n in names})
+            log.add(ids[i], [row])
+
+    resumed = _run_pending(items, ids, range(len(items)), log, res, batch_size, step,
+                           Progress(len(items), "faithfulness", progress))
     rows = [log.done[k][0] for k in ids if k in log.done]
     mean, nan = {}, {}
     for n in names:
