@@ -242,6 +242,55 @@ class TwoInputNet(nn.Module):
         return self.answer(torch.cat([pooled, question], dim=1))
 
 
+class TinyViT(nn.Module):
+    """A vision transformer in miniature: 4x4 patches of a 16x16 image (a 4x4 grid), a class
+    token, ``DEPTH`` pre-norm blocks (single-head attention written out, GELU MLP), the head
+    on the class token. Grad-CAM needs ``reshape="tokens"`` at ``LAYER``: its output is
+    (B, 17, 8) tokens. Not in :data:`ZOO`, whose models all have (B, C, h, w) layers.
+    """
+
+    LAYER = "blocks.1.norm1"  # the last block's input: its patch tokens still reach the head
+    INPUT = (3, 16, 16)
+    DIM = 8
+    DEPTH = 2
+
+    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
+        super().__init__()
+        d = self.DIM
+        self.patch = nn.Conv2d(3, d, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.5)
+        self.pos = nn.Parameter(torch.randn(1, 17, d) * 0.5)
+        self.blocks = nn.ModuleList(_ViTBlock(d) for _ in range(self.DEPTH))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.patch(x).flatten(2).transpose(1, 2)  # (B, 16, d), row-major patches
+        t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1) + self.pos
+        for block in self.blocks:
+            t = block(t)
+        return self.head(self.norm(t)[:, 0])
+
+
+class _ViTBlock(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(self.norm1(t)).chunk(3, dim=-1)
+        attn = (q @ k.transpose(1, 2) / q.shape[-1] ** 0.5).softmax(dim=-1)
+        t = t + self.proj(attn @ v)
+        return t + self.mlp(self.norm2(t))
+
+
+def make_vit(seed: int = 0, dtype: torch.dtype = DTYPE) -> TinyViT:
+    torch.manual_seed(seed)
+    return TinyViT().to(dtype).eval()
+
+
 ZOO: dict[str, Callable[[], nn.Module]] = {
     "vgg": VGGNet,
     "resnet": ResNetNet,

@@ -371,6 +371,26 @@ def test_file_factory_with_weights_labels_and_layer(
         assert npz["guided-backprop/1"].shape == (30, 40, 3)
 
 
+def test_vision_transformer_with_reshape_tokens(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    vit = tmp_path / "vit.py"  # tests/models.py is importable while the tests run
+    vit.write_text("import torch\nfrom models import make_vit\n\n\n"
+                   "def build():\n    return make_vit(dtype=torch.float32)\n")
+    image = _noise(tmp_path / "square.png", size=(20, 20))
+    common = ["explain", image, "--model", f"{vit}:build", "--layer", "blocks.1.norm1",
+              "--input-size", "16", "--method", "gradcam", "--method", "guided-gradcam",
+              "--out", tmp_path / "o", "--quiet"]
+    code, _, err = run(capsys, *common)
+    assert code != 0 and "(1, 17, 8)" in err and "--reshape tokens" in err
+    code, _, err = run(capsys, *common, "--reshape", "tokens")
+    assert code == 0, err
+    record = json.loads((tmp_path / "o" / "square" / "explanation.json").read_text())
+    assert record["reshape"] == "tokens" and record["layer"] == "blocks.1.norm1"
+    with np.load(tmp_path / "o" / "square" / "maps.npz") as npz:
+        cls = record["targets"][0]["index"]
+        assert npz[f"gradcam/{cls}"].shape == (20, 20) and npz[f"gradcam/{cls}"].max() > 0.9
+
+
 def test_weights_that_do_not_fit(tiny_file: Path, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     weights = tmp_path / "other.pt"

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from camlens.errors import ExplainError, InputError, LayerError
+from camlens.evidence import RESHAPES, Reshape, ReshapeSpec
 from camlens.explanation import Explanation
 from camlens.guided import RULES
 from camlens.layers import LayerSpec, resolve_layers
@@ -26,6 +27,7 @@ def explain(
     top_k: int | None = None,
     image_index: int = 0,
     rectifiers: Literal["functions", "modules"] = "functions",
+    reshape: ReshapeSpec = None,
     **options: Any,
 ) -> Explanation:
     """Explain ``model``'s decision on ``inputs`` with ``method`` (a key of ``camlens.METHODS``).
@@ -35,7 +37,10 @@ def explain(
     (maps fused). ``target``: None (top-1 class), an int, one int per sample, a (B, K) tensor, or
     a callable from the output to (B,) or (B, K) scores; or ``top_k=K`` instead. ``options`` are
     the method's keywords (e.g. ``counterfactual=True``, ``pooling="gmp"``, ``relu=False``,
-    ``backward="guided"``; ``window``/``stride`` for occlusion).
+    ``backward="guided"``; ``window``/``stride`` for occlusion). ``reshape``: how a layer's
+    output becomes (B, C, h, w) feature maps when it is not already: ``"tokens"`` for a vision
+    transformer's (B, N, C) tokens (leading class tokens dropped, patches on their square grid),
+    or a callable that only rearranges elements (it is applied to the gradients too).
 
     The model is left as it was: no hooks, same modules, flags, ``requires_grad`` and ``.grad``.
     """
@@ -78,8 +83,24 @@ def explain(
         raise ExplainError(f"{method} works on the input and takes no layer; drop layer=")
     else:
         layers = []
-    job = Job(model, seq, layers, target, top_k, image_index, rectifiers)
+    job = Job(model, seq, layers, target, top_k, image_index, rectifiers,
+              _reshape(reshape, method, spec.needs_layer))
     return spec.run(job, **options)
+
+
+def _reshape(reshape: ReshapeSpec, method: str, needs_layer: bool) -> Reshape | None:
+    if reshape is None:
+        return None
+    if not needs_layer:
+        raise ExplainError(f"{method} works on the input and takes no reshape; drop reshape=")
+    if isinstance(reshape, str):
+        if reshape not in RESHAPES:
+            raise ExplainError(f"unknown reshape {reshape!r}; choose one of {sorted(RESHAPES)} "
+                               "or pass a callable (B, N, C) -> (B, C, h, w)")
+        return RESHAPES[reshape]
+    if not callable(reshape):
+        raise ExplainError(f"reshape must be a name or a callable, got {type(reshape).__name__}")
+    return reshape
 
 
 def _layer_hint(model: nn.Module) -> str:

@@ -31,6 +31,7 @@ import camlens
 from camlens import io as cio
 from camlens import viz
 from camlens.errors import ExplainError, LayerError
+from camlens.evidence import RESHAPES
 from camlens.layers import resolve_layers
 from camlens.loading import CliError, LoadedModel, load_model
 from camlens.methods import METHODS
@@ -206,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--layer", metavar="NAME",
                    help="dotted layer name for Grad-CAM (default: the model's default layer; "
                         "`camlens layers` lists them)")
+    g.add_argument("--reshape", choices=sorted(RESHAPES), default=None,
+                   help="tokens: the layer outputs a vision transformer's (B, N, C) tokens; "
+                        "drop the class token(s), put the patches back on their square grid")
     g.add_argument("--target", action="append", metavar="CLASS",
                    help="class index or label name (case-insensitive); repeatable")
     g.add_argument("--top-k", type=_positive_int, default=None, metavar="K",
@@ -336,6 +340,7 @@ class Settings:
     max_pixels: int
     quiet: bool
     debug: bool = False
+    reshape: str | None = None
 
 
 @dataclass
@@ -404,9 +409,11 @@ def _explain_batch(items: list[Item], cfg: Settings, progress: Progress, tally: 
     for name in cfg.methods:
         base, options = _base_method(name)
         start = time.perf_counter()
+        with_layer = METHODS[base].needs_layer
         ex = camlens.explain(
-            model, x, method=base, layer=cfg.layer if METHODS[base].needs_layer else None,
-            target=target.to(loaded.device), **options,
+            model, x, method=base, layer=cfg.layer if with_layer else None,
+            target=target.to(loaded.device), reshape=cfg.reshape if with_layer else None,
+            **options,
         )
         seconds[name] = (time.perf_counter() - start) / batch
         tally.seconds[name] = tally.seconds.get(name, 0.0) + seconds[name] * batch
@@ -472,6 +479,7 @@ def _write_outputs(item: Item, i: int, cfg: Settings, results: dict[str, torch.T
         "model": cfg.loaded.name,
         "device": str(cfg.loaded.device),
         "layer": cfg.layer,
+        "reshape": cfg.reshape,
         "input_size": cfg.loaded.input_size,
         "model_input_size": {"height": int(input_hw[0]), "width": int(input_hw[1])},
         "original_size": {"height": size[0], "width": size[1]},
@@ -530,7 +538,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise CliError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from exc
 
     cfg = Settings(loaded, methods, layer if needs_layer else None, targets, top_k, out,
-                   args.colormap, args.alpha, args.max_pixels, args.quiet, args.debug)
+                   args.colormap, args.alpha, args.max_pixels, args.quiet, args.debug,
+                   args.reshape if needs_layer else None)
     tally = Tally()
     progress = Progress(len(paths), enabled=not args.quiet)
     pending: dict[tuple[int, ...], list[Item]] = {}

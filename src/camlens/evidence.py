@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence, Union
 
 import torch
 from torch import nn
@@ -15,12 +16,43 @@ from camlens.guided import RuleState, rectifiers
 from camlens.targets import TargetSpec, class_indices, scores_of
 
 
+Reshape = Callable[[torch.Tensor], torch.Tensor]
+"""Turns a layer's output into (B, C, h, w) feature maps, e.g. ViT tokens (B, N, C)."""
+
+MAX_EXTRA_TOKENS = 8
+
+
+def tokens_to_maps(tokens: torch.Tensor) -> torch.Tensor:
+    """ViT-style tokens (B, N, C) -> feature maps (B, C, s, s).
+
+    The last s^2 tokens are the patches in row-major order; the fewest leading tokens (class,
+    distillation, register tokens: at most 8) that leave a square number are dropped.
+    """
+    if tokens.dim() != 3:
+        raise LayerError(f"reshape='tokens' needs (B, N, C) tokens, got shape {tuple(tokens.shape)}")
+    n = tokens.shape[1]
+    for extra in range(min(n - 1, MAX_EXTRA_TOKENS) + 1):
+        side = math.isqrt(n - extra)
+        if side * side == n - extra:
+            return tokens[:, extra:].transpose(1, 2).unflatten(2, (side, side))
+    raise LayerError(
+        f"reshape='tokens': {n} tokens are not a square grid of patches after dropping up to "
+        f"{MAX_EXTRA_TOKENS} leading tokens; pass reshape=<callable (B, N, C) -> (B, C, h, w)>"
+    )
+
+
+RESHAPES: dict[str, Reshape] = {"tokens": tokens_to_maps}
+ReshapeSpec = Union[str, Reshape, None]
+
+
 @dataclass
 class Evidence:
     """What one forward pass recorded.
 
-    ``scores`` (B, K) still carries the autograd graph; ``activations[i]`` is the (B, C, h, w)
-    output of layer i; ``image`` is the input leaf (B, 3, H, W) when gradients to it are wanted.
+    ``scores`` (B, K) still carries the autograd graph; ``captured[i]`` is layer i's output as
+    the model produced it (the tensor gradients are taken against); ``activations[i]`` is that
+    output as (B, C, h, w) feature maps (``reshape`` applied, if any); ``image`` is the input
+    leaf (B, 3, H, W) when gradients to it are wanted.
     """
 
     output: Any
@@ -28,6 +60,15 @@ class Evidence:
     scores: torch.Tensor
     activations: list[torch.Tensor]
     image: torch.Tensor | None = None
+    captured: list[torch.Tensor] | None = None
+    reshape: Reshape | None = None
+
+    def as_maps(self, grads: torch.Tensor) -> torch.Tensor:
+        """Gradients w.r.t. a captured output (B, K, *s) -> (B, K, C, h, w), rearranged like
+        the activations (a reshape only selects and moves elements, so this is exact)."""
+        if self.reshape is None:
+            return grads
+        return self.reshape(grads.flatten(0, 1)).unflatten(0, grads.shape[:2])
 
 
 def gather(
@@ -41,12 +82,14 @@ def gather(
     image_index: int = 0,
     rules: RuleState | None = None,
     via: Literal["functions", "modules"] = "functions",
+    reshape: Reshape | None = None,
 ) -> Evidence:
     """Run the model once and resolve the target scores.
 
     ``grad="from-layer"``: no autograd before the first layer (the layer's output is a leaf);
     ``"from-input"``: the image input becomes a leaf and autograd runs throughout (pixel-space
     methods); ``"none"``: no autograd at all. With ``rules``, rectifier backwards follow it.
+    ``reshape`` turns each layer's output into (B, C, h, w) feature maps.
     """
     inputs = list(inputs)
     image = None
@@ -58,12 +101,18 @@ def gather(
             stack.enter_context(rectifiers(model, rules, via))
         cap = stack.enter_context(capture(layers, grad_from_layer=grad == "from-layer"))
         output = forward(model, inputs, grad=grad == "from-input")
-        activations = cap.require_all()
-    for name, act in zip(cap.names, activations):
-        if act.dim() != 4:
+        captured = cap.require_all()
+    activations = [act if reshape is None else reshape(act) for act in captured]
+    for name, raw, act in zip(cap.names, captured, activations):
+        if act.dim() != 4 or act.shape[0] != raw.shape[0]:
+            shown = f"outputs shape {tuple(raw.shape)}" + (
+                "" if reshape is None else f", reshaped to {tuple(act.shape)}")
+            hint = (" or pass reshape='tokens' (camlens explain --reshape tokens) for a "
+                    "transformer's (B, N, C) tokens"
+                    if raw.dim() == 3 and reshape is None else "")
             raise LayerError(
-                f"layer {name!r} outputs shape {tuple(act.shape)}, but the map needs (B, C, h, w) "
-                "feature maps; choose a convolutional layer (`camlens layers` shows the shapes)"
+                f"layer {name!r} {shown}, but the map needs (B, C, h, w) feature maps; choose a "
+                f"convolutional layer (`camlens layers` shows the shapes){hint}"
             )
     batch = inputs[image_index].shape[0]
     indices = class_indices(output, target, top_k, batch)
@@ -71,7 +120,7 @@ def gather(
         scores = scores_of(output, target, indices)
     if scores.shape[0] != batch:
         raise TargetError(f"the target gave {scores.shape[0]} scores for a batch of {batch}")
-    return Evidence(output, indices, scores, activations, image)
+    return Evidence(output, indices, scores, activations, image, captured, reshape)
 
 
 def gradients(

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from camlens import maps
-from camlens.evidence import Evidence, gather, gradients
+from camlens.evidence import Evidence, Reshape, gather, gradients
 from camlens.explanation import Explanation
 from camlens.guided import Rule, RuleState
 from camlens.methods.gradcam import (
@@ -39,6 +39,7 @@ class Job:
     top_k: int | None
     image_index: int = 0
     rectifiers: Literal["functions", "modules"] = "functions"
+    reshape: Reshape | None = None
 
     @property
     def image(self) -> torch.Tensor:
@@ -106,7 +107,8 @@ def _result(job: Job, ev: Evidence, method: str, maps_: torch.Tensor, raw: torch
 def _gradcam_evidence(job: Job, backward: Rule) -> Evidence:
     rules = RuleState(backward) if backward != "normal" else None
     return gather(job.model, job.inputs, job.layers, job.target, job.top_k, grad="from-layer",
-                  image_index=job.image_index, rules=rules, via=job.rectifiers)
+                  image_index=job.image_index, rules=rules, via=job.rectifiers,
+                  reshape=job.reshape)
 
 
 @register("gradcam", needs_layer=True, pixel_space=False,
@@ -132,7 +134,7 @@ def run_cam(job: Job, *, classifier: str | nn.Module | None = None,
             relu: bool = True) -> Explanation:
     """CAM, M_c = sum_k w_k^c A^k; needs no backward pass. ``relu=False`` gives Zhou's map."""
     ev = gather(job.model, job.inputs, job.layers, job.target, job.top_k, grad="none",
-                image_index=job.image_index)
+                image_index=job.image_index, reshape=job.reshape)
     if ev.indices is None:
         from camlens.errors import TargetError
 
@@ -175,7 +177,8 @@ def _fused_pixel(job: Job, method: str, rule: Rule, pooling: maps.Pooling, relu:
     partial one to the layer under ``backward``, then one to the input under ``rule``."""
     state = RuleState(backward)
     ev = gather(job.model, job.inputs, job.layers, job.target, job.top_k, grad="from-input",
-                image_index=job.image_index, rules=state, via=job.rectifiers)
+                image_index=job.image_index, rules=state, via=job.rectifiers,
+                reshape=job.reshape)
     grads = layer_gradients(ev, retain_graph=True)
     pairs = [gradcam_maps(a, g, pooling=pooling, relu=relu, counterfactual=counterfactual)
              for a, g in zip(ev.activations, grads)]

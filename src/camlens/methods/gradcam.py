@@ -32,8 +32,10 @@ def gradcam_maps(
 
 
 def layer_gradients(ev: Evidence, retain_graph: bool = False) -> list[torch.Tensor]:
-    """dy^c/dA for every captured layer: [(B, K, C, h, w)]."""
-    return gradients(ev.scores, ev.activations, retain_graph=retain_graph, what="the layer")
+    """dy^c/dA for every captured layer, arranged like its feature maps: [(B, K, C, h, w)]."""
+    wrt = ev.captured if ev.captured is not None else ev.activations
+    grads = gradients(ev.scores, wrt, retain_graph=retain_graph, what="the layer")
+    return [ev.as_maps(g) for g in grads]
 
 
 def classifier_weights(
