@@ -1,5 +1,6 @@
 """Grad-CAM on a vision transformer's tokens: ``reshape="tokens"`` (or a callable) turns a
-layer's (B, N, C) output and its gradients into (B, C, h, w) feature maps."""
+layer's (B, N, C) output and its gradients into (B, C, h, w) feature maps; ``"channels-last"``
+does the same for (B, h, w, C) maps."""
 
 from __future__ import annotations
 
@@ -113,3 +114,37 @@ def test_token_errors_say_what_would_be_right() -> None:
         camlens.explain(model, x2, layer=model.LAYER,
                         reshape=lambda t: t.permute(2, 0, 1).unsqueeze(0))
     assert_same(before, snapshot(model))
+
+
+class ChannelsLastNet(nn.Module):
+    """conv-ReLU (``features``, NCHW), then the same maps channels-last (``last``, NHWC, as Swin
+    keeps them), a non-linear head over their spatial mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU())
+        self.last = Permute()
+        self.head = nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.last(self.features(x)).mean(dim=(1, 2)))
+
+
+class Permute(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1)
+
+
+def test_channels_last_equals_gradcam_on_the_same_maps_channels_first() -> None:
+    model = ChannelsLastNet().double().eval()
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    first = camlens.explain(model, x, layer="features", top_k=3)
+    last = camlens.explain(model, x, layer="last", top_k=3, reshape="channels-last")
+    assert first.raw.abs().amax() > 1e-3
+    torch.testing.assert_close(last.raw, first.raw, rtol=1e-12, atol=0)
+    torch.testing.assert_close(last.weights, first.weights, rtol=1e-12, atol=0)
+    # without the reshape the (B, h, w, C) maps would be read as h channels of w x C pixels
+    # (h = w = C = 6 here, so nothing in the shapes gives it away: camlens cannot tell)
+    wrong = camlens.explain(model, x, layer="last", top_k=3)
+    assert not torch.allclose(wrong.raw, first.raw)

@@ -40,7 +40,8 @@ def explain(
     ``backward="guided"``; ``window``/``stride`` for occlusion). ``reshape``: how a layer's
     output becomes (B, C, h, w) feature maps when it is not already: ``"tokens"`` for a vision
     transformer's (B, N, C) tokens (leading class tokens dropped, patches on their square grid),
-    or a callable that only rearranges elements (it is applied to the gradients too).
+    ``"channels-last"`` for (B, h, w, C) maps (Swin), or a callable that only rearranges
+    elements (it is applied to the gradients too).
 
     The model is left as it was: no hooks, same modules, flags, ``requires_grad`` and ``.grad``.
     """

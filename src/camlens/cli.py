@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "`camlens layers` lists them)")
     g.add_argument("--reshape", choices=sorted(RESHAPES), default=None,
                    help="tokens: the layer outputs a vision transformer's (B, N, C) tokens; "
-                        "drop the class token(s), put the patches back on their square grid")
+                        "drop the class token(s), put the patches back on their square grid. "
+                        "channels-last: the layer outputs (B, h, w, C) maps (Swin)")
     g.add_argument("--target", action="append", metavar="CLASS",
                    help="class index or label name (case-insensitive); repeatable")
     g.add_argument("--top-k", type=_positive_int, default=None, metavar="K",

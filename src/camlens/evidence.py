@@ -41,7 +41,16 @@ def tokens_to_maps(tokens: torch.Tensor) -> torch.Tensor:
     )
 
 
-RESHAPES: dict[str, Reshape] = {"tokens": tokens_to_maps}
+def channels_last_to_maps(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last feature maps (B, h, w, C), as Swin and ConvNeXt blocks keep them ->
+    (B, C, h, w)."""
+    if x.dim() != 4:
+        raise LayerError(f"reshape='channels-last' needs (B, h, w, C) maps, got shape "
+                         f"{tuple(x.shape)}")
+    return x.permute(0, 3, 1, 2)
+
+
+RESHAPES: dict[str, Reshape] = {"tokens": tokens_to_maps, "channels-last": channels_last_to_maps}
 ReshapeSpec = Union[str, Reshape, None]
 
 
