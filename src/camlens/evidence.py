@@ -67,9 +67,9 @@ class Evidence:
     output: Any
     indices: torch.Tensor | None
     scores: torch.Tensor
+    captured: list[torch.Tensor]
     activations: list[torch.Tensor]
     image: torch.Tensor | None = None
-    captured: list[torch.Tensor] | None = None
     reshape: Reshape | None = None
 
     def as_maps(self, grads: torch.Tensor) -> torch.Tensor:
@@ -129,7 +129,7 @@ def gather(
         scores = scores_of(output, target, indices)
     if scores.shape[0] != batch:
         raise TargetError(f"the target gave {scores.shape[0]} scores for a batch of {batch}")
-    return Evidence(output, indices, scores, activations, image, captured, reshape)
+    return Evidence(output, indices, scores, captured, activations, image, reshape)
 
 
 def gradients(

@@ -33,8 +33,7 @@ def gradcam_maps(
 
 def layer_gradients(ev: Evidence, retain_graph: bool = False) -> list[torch.Tensor]:
     """dy^c/dA for every captured layer, arranged like its feature maps: [(B, K, C, h, w)]."""
-    wrt = ev.captured if ev.captured is not None else ev.activations
-    grads = gradients(ev.scores, wrt, retain_graph=retain_graph, what="the layer")
+    grads = gradients(ev.scores, ev.captured, retain_graph=retain_graph, what="the layer")
     return [ev.as_maps(g) for g in grads]
 
 
