@@ -391,6 +391,20 @@ def test_vision_transformer_with_reshape_tokens(tmp_path: Path,
         assert npz[f"gradcam/{cls}"].shape == (20, 20) and npz[f"gradcam/{cls}"].max() > 0.9
 
 
+def test_warnings_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    smooth = tmp_path / "smooth.py"  # no rectifier: Guided Backprop is the plain gradient
+    smooth.write_text(TINY_NET.replace("nn.ReLU()", "nn.SiLU()"))
+    image = _noise(tmp_path / "x.png", size=(20, 20))
+    code, _, err = run(capsys, "explain", image, "--model", f"{smooth}:build", "--layer",
+                       "features.3", "--method", "guided-backprop", "--input-size", "16",
+                       "--out", tmp_path / "o", "--quiet")
+    assert code == 0, err
+    assert error_lines(err) == ["camlens: warning: guided-backprop: no rectifier (ReLU, ReLU6) "
+                                "ran in the model's forward pass, so its rule changes nothing "
+                                "and the map is built from the plain input gradient; SiLU, GELU "
+                                "and other smooth activations are not rectifiers"]
+
+
 def test_weights_that_do_not_fit(tiny_file: Path, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     weights = tmp_path / "other.pt"

@@ -380,3 +380,35 @@ def test_cam_refuses_a_classifier_that_does_not_follow_the_pooling() -> None:
     with pytest.raises(LayerError, match="does not reproduce"):
         camlens.explain(model, x, method="cam", layer="conv", classifier="hidden")
     assert camlens.explain(model, x, method="gradcam", layer="conv").maps.shape == (2, 1, 6, 6)
+
+
+class SmoothNet(nn.Module):
+    """No rectifier anywhere: SiLU and GELU, as in EfficientNet-B0 and transformers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.SiLU(),
+                                      nn.Conv2d(6, 8, 3, padding=1), nn.GELU())
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("method", ["guided-backprop", "deconvnet", "guided-gradcam",
+                                    "deconv-gradcam"])
+def test_rectifier_rules_warn_when_no_rectifier_runs(method: str) -> None:
+    model = SmoothNet().double().eval()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kw = LAYER_KW[method]
+    with pytest.warns(UserWarning, match=f"{method}: no rectifier .* plain input gradient") as rec:
+        ex = camlens.explain(model, x, method=method, target=1, **kw)
+    assert rec[0].filename == __file__  # it points at the caller's line
+    xg = x.clone().requires_grad_(True)
+    (plain,) = torch.autograd.grad(model(xg)[:, 1].sum(), xg)
+    if "gradcam" not in method:  # what the warning says: the map is the plain gradient
+        torch.testing.assert_close(ex.raw[:, 0], plain)
+    with warnings.catch_warnings():  # a model with rectifiers: no warning
+        warnings.simplefilter("error")
+        camlens.explain(Net().eval(), torch.randn(1, 3, 8, 8), method=method, **kw)

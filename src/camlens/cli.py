@@ -18,6 +18,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TextIO
@@ -690,7 +691,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = bool(getattr(args, "debug", False))
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            if not debug:  # one line each, like the errors
+                warnings.showwarning = _show_warning
+            return int(args.func(args))
     except (CliError, ExplainError, cio.ImageError) as exc:
         if debug:
             traceback.print_exc()
@@ -707,6 +711,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
         return 3
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    print(f"{PROG}: warning: {_one_line(str(message))}", file=file or sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,9 +34,11 @@ RULES: tuple[Rule, ...] = ("normal", "guided", "deconv")
 
 @dataclass
 class RuleState:
-    """The rule the rectifiers' backward applies; mutable so it can change between backwards."""
+    """The rule the rectifiers' backward applies; mutable so it can change between backwards.
+    ``calls`` counts the rectifier calls routed through it."""
 
     rule: Rule = "normal"
+    calls: int = 0
 
 
 class _Rectifier(torch.autograd.Function):
@@ -77,6 +79,7 @@ class _Rectifier(torch.autograd.Function):
 
 def rectify(x: torch.Tensor, hi: float, inplace: bool, state: RuleState) -> torch.Tensor:
     """clamp(x, 0, hi) with the rule-following backward (in place when ``inplace``)."""
+    state.calls += 1
     return _Rectifier.apply(x, hi, inplace, state)
 
 

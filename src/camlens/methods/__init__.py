@@ -7,6 +7,7 @@ Each method is a small function ``run(job, **options) -> Explanation`` over evid
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
@@ -150,9 +151,23 @@ def run_cam(job: Job, *, classifier: str | nn.Module | None = None,
     return _result(job, ev, "cam", heat, raw, weights, relu=relu)
 
 
+def _warn_if_no_rectifier(state: RuleState, job: Job, method: str) -> None:
+    if state.calls == 0:
+        seen = ("rectifier (ReLU, ReLU6)" if job.rectifiers == "functions" else
+                "nn.ReLU or nn.ReLU6 module (rectifiers='modules' sees no functional ones)")
+        warnings.warn(
+            f"{method}: no {seen} ran in the model's forward pass, so its rule changes nothing "
+            "and the map is built from the plain input gradient; SiLU, GELU and other smooth "
+            "activations are not rectifiers",
+            stacklevel=5,  # the caller of camlens.explain
+        )
+
+
 def _pixel(job: Job, method: str, rule: Rule) -> Explanation:
+    state = RuleState(rule)
     ev = gather(job.model, job.inputs, (), job.target, job.top_k, grad="from-input",
-                image_index=job.image_index, rules=RuleState(rule), via=job.rectifiers)
+                image_index=job.image_index, rules=state, via=job.rectifiers)
+    _warn_if_no_rectifier(state, job, method)
     (grads,) = gradients(ev.scores, [ev.image], what="the input", batched=False)
     return _result(job, ev, method, maps.signed_scale(grads).float(), grads, None)
 
@@ -179,6 +194,7 @@ def _fused_pixel(job: Job, method: str, rule: Rule, pooling: maps.Pooling, relu:
     ev = gather(job.model, job.inputs, job.layers, job.target, job.top_k, grad="from-input",
                 image_index=job.image_index, rules=state, via=job.rectifiers,
                 reshape=job.reshape)
+    _warn_if_no_rectifier(state, job, method)
     grads = layer_gradients(ev, retain_graph=True)
     pairs = [gradcam_maps(a, g, pooling=pooling, relu=relu, counterfactual=counterfactual)
              for a, g in zip(ev.activations, grads)]
