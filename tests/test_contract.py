@@ -412,3 +412,29 @@ def test_rectifier_rules_warn_when_no_rectifier_runs(method: str) -> None:
     with warnings.catch_warnings():  # a model with rectifiers: no warning
         warnings.simplefilter("error")
         camlens.explain(Net().eval(), torch.randn(1, 3, 8, 8), method=method, **kw)
+
+
+@pytest.mark.parametrize("method", sorted(camlens.METHODS))
+def test_inference_mode_tensors_and_context(method: str) -> None:
+    """Predictions are usually made under torch.inference_mode(): its tensors as inputs or
+    targets, or a call made inside it, give the same explanation as plain tensors."""
+    from models import make_gap
+
+    model = make_gap()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    kw: dict[str, Any] = {"layer": model.LAYER} if camlens.METHODS[method].needs_layer else {}
+    if method == "occlusion":
+        kw = {"window": 4, "stride": 4}
+    with torch.inference_mode():
+        x_inf = x.clone()
+        t_inf = model(x_inf).topk(2, dim=1).indices
+    ref = camlens.explain(model, x, method=method, target=t_inf.clone(), **kw)
+    assert ref.maps.abs().amax() > 0
+    before = snapshot(model)
+    from_inference_tensors = camlens.explain(model, x_inf, method=method, target=t_inf, **kw)
+    with torch.inference_mode():
+        inside = camlens.explain(model, x, method=method, target=t_inf, **kw)
+    assert_same(before, snapshot(model))
+    for ex in (from_inference_tensors, inside):
+        assert torch.equal(ex.maps, ref.maps) and torch.equal(ex.raw, ref.raw)
+        assert not ex.maps.is_inference()

@@ -70,23 +70,25 @@ def explain(
     if not 0 <= image_index < len(seq):
         raise InputError(f"image_index {image_index} is out of range for {len(seq)} input(s)")
     device = next((p.device for p in model.parameters()), seq[image_index].device)
-    seq = tuple(t.detach().to(device) for t in seq)
-    image = seq[image_index]
-    if (spec.pixel_space or method == "occlusion") and image.dim() != 4:
-        raise InputError(
-            f"{method} needs an image batch (B, C, H, W), got shape {tuple(image.shape)}"
-        )
-    if spec.needs_layer:
-        if layer is None:
-            raise LayerError(f"{method} needs layer=...: {_layer_hint(model)}")
-        layers = resolve_layers(model, layer)
-    elif layer is not None:
-        raise ExplainError(f"{method} works on the input and takes no layer; drop layer=")
-    else:
-        layers = []
-    job = Job(model, seq, layers, target, top_k, image_index, rectifiers,
-              _reshape(reshape, method, spec.needs_layer))
-    return spec.run(job, **options)
+    with torch.inference_mode(False):  # also under a caller's inference_mode()
+        # tensors made under inference_mode cannot enter autograd: a plain copy of those
+        seq = tuple((t.clone() if t.is_inference() else t.detach()).to(device) for t in seq)
+        image = seq[image_index]
+        if (spec.pixel_space or method == "occlusion") and image.dim() != 4:
+            raise InputError(
+                f"{method} needs an image batch (B, C, H, W), got shape {tuple(image.shape)}"
+            )
+        if spec.needs_layer:
+            if layer is None:
+                raise LayerError(f"{method} needs layer=...: {_layer_hint(model)}")
+            layers = resolve_layers(model, layer)
+        elif layer is not None:
+            raise ExplainError(f"{method} works on the input and takes no layer; drop layer=")
+        else:
+            layers = []
+        job = Job(model, seq, layers, target, top_k, image_index, rectifiers,
+                  _reshape(reshape, method, spec.needs_layer))
+        return spec.run(job, **options)
 
 
 def _reshape(reshape: ReshapeSpec, method: str, needs_layer: bool) -> Reshape | None:

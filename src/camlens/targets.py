@@ -73,7 +73,7 @@ def _as_index_tensor(target: TargetSpec, batch: int) -> torch.Tensor:
         ) from err
     if idx.is_floating_point() or idx.dtype == torch.bool:
         raise TargetError(f"class indices must be integers, got dtype {idx.dtype}")
-    idx = idx.long()
+    idx = (idx.clone() if idx.is_inference() else idx).long()  # e.g. an argmax under inference_mode
     if idx.dim() == 0:
         return idx.expand(batch, 1).clone()
     if idx.dim() == 1:
