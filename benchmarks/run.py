@@ -75,6 +75,10 @@ HAS: dict[str, tuple[str, ...]] = {
     "captum": KINDS,
     "pytorch-grad-cam": ("gradcam", "top5", "guided"),
     "torchcam": ("gradcam", "top5"),
+    # opt-in (--libs ...,camlens-nchw): camlens with channels_last=False, i.e. without the
+    # channels-last layout it picks by default for torch/torchvision/camlens models on CPU; adds
+    # a forward pass on a channels-last input ("forward-cl"), the fair baseline for the default
+    "camlens-nchw": KINDS,
 }
 OCC_WINDOW, OCC_STRIDE, OCC_PER_EVAL = 32, 16, 64
 SIZE = 224
@@ -139,8 +143,10 @@ def make_job(lib: str, kind: str, model_for: Callable[[str], Any], layer: str, x
 
     size = tuple(x.shape[-2:])
     c1 = t1[:, 0]
-    if lib == "forward":
-        m = model_for("forward")
+    if lib == "forward-cl":  # the plain forward pass on a channels-last copy of the input
+        x = x.contiguous(memory_format=torch.channels_last)
+    if lib in ("forward", "forward-cl"):
+        m = model_for(lib)
 
         def forward() -> Any:
             with torch.inference_mode():
@@ -148,21 +154,23 @@ def make_job(lib: str, kind: str, model_for: Callable[[str], Any], layer: str, x
 
         return Job(lib, kind, forward)
 
-    if lib == "camlens":
+    if lib in ("camlens", "camlens-nchw"):
+        import functools
+
         import camlens
 
-        m = model_for("camlens")
+        m = model_for(lib)
+        layout = False if lib == "camlens-nchw" else None  # None: camlens decides
+        explain = functools.partial(camlens.explain, channels_last=layout)
         if kind == "gradcam":
-            return Job(lib, kind, lambda: camlens.explain(m, x, method="gradcam", layer=layer,
-                                                          target=t1))
+            return Job(lib, kind, lambda: explain(m, x, method="gradcam", layer=layer, target=t1))
         if kind == "top5":
-            return Job(lib, kind, lambda: camlens.explain(m, x, method="gradcam", layer=layer,
-                                                          target=t5))
+            return Job(lib, kind, lambda: explain(m, x, method="gradcam", layer=layer, target=t5))
         if kind == "guided":
-            return Job(lib, kind, lambda: camlens.explain(m, x, method="guided-gradcam",
-                                                          layer=layer, target=t1))
+            return Job(lib, kind, lambda: explain(m, x, method="guided-gradcam", layer=layer,
+                                                  target=t1))
         if kind == "occlusion":
-            return Job(lib, kind, lambda: camlens.explain(
+            return Job(lib, kind, lambda: explain(
                 m, x, method="occlusion", target=t1, window=OCC_WINDOW, stride=OCC_STRIDE,
                 fill=0.0, batch_size=OCC_PER_EVAL))
 
@@ -249,7 +257,7 @@ def make_job(lib: str, kind: str, model_for: Callable[[str], Any], layer: str, x
 
 def jobs_for(batch: int, kinds: tuple[str, ...], libs: tuple[str, ...],
              occlusion_batches: tuple[int, ...]) -> list[tuple[str, str]]:
-    out = []
+    out = [("forward-cl", "forward")] if "camlens-nchw" in libs else []
     for kind in kinds:
         if kind == "occlusion" and batch not in occlusion_batches:
             continue
@@ -281,7 +289,9 @@ def canon(lib: str, kind: str, out: Any) -> dict[str, Any]:
         a = torch.from_numpy(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
         return a.detach().double().cpu()
 
-    if lib == "camlens":
+    if kind == "forward":  # forward-cl: a baseline, nothing to compare
+        return {}
+    if lib in ("camlens", "camlens-nchw"):
         if kind == "guided":
             return {"pixel": t(out.raw)}  # maps are an affine rescaling of raw
         if kind == "occlusion":
@@ -669,7 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
     p.add_argument("--jobs", default=",".join(KINDS),
                    help=f"comma-separated job kinds, from {','.join(KINDS)} (forward always runs)")
-    p.add_argument("--libs", default=",".join(LIBS), help="comma-separated libraries")
+    p.add_argument("--libs", default=",".join(LIBS),
+                   help=f"comma-separated libraries, from {', '.join(HAS)} (default: "
+                        f"{','.join(LIBS)}; camlens-nchw = camlens with channels_last=False)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed rounds per model and batch (default 5; --quick: 3), fewer where "
                         "a round is slow (see --budget), never fewer than --min-repeats")
@@ -736,8 +748,8 @@ def main(argv: list[str] | None = None) -> int:
         if k not in KINDS:
             p.error(f"unknown job {k!r}; choose from {', '.join(KINDS)}")
     for lib in libs:
-        if lib not in LIBS:
-            p.error(f"unknown library {lib!r}; choose from {', '.join(LIBS)}")
+        if lib not in HAS:
+            p.error(f"unknown library {lib!r}; choose from {', '.join(HAS)}")
     cfg = {
         "batch_sizes": [int(b) for b in a.batch_sizes.split(",")],
         "kinds": kinds, "libs": libs,

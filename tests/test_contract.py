@@ -438,3 +438,39 @@ def test_inference_mode_tensors_and_context(method: str) -> None:
     for ex in (from_inference_tensors, inside):
         assert torch.equal(ex.maps, ref.maps) and torch.equal(ex.raw, ref.raw)
         assert not ex.maps.is_inference()
+
+
+def _layouts_seen(model: nn.Module, first: nn.Module, **kw: Any) -> tuple[list[bool], Any]:
+    """Run explain and record whether ``first`` (the model's first layer) saw channels-last."""
+    seen: list[bool] = []
+    handle = first.register_forward_pre_hook(
+        lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        ex = camlens.explain(model, **kw)
+    finally:
+        handle.remove()
+    return seen, ex
+
+
+@pytest.mark.parametrize("method", ["gradcam", "guided-gradcam"])
+def test_channels_last_layout_where_it_is_safe(method: str) -> None:
+    """camlens's own (and torch's, torchvision's) modules get a channels-last image on CPU:
+    oneDNN's native layout, faster, equal up to float rounding. A user's own module class keeps
+    the default layout unless asked: its forward may call x.view(...)."""
+    from camlens.models import efficientnet_lite0
+
+    torch.manual_seed(0)
+    bundled = efficientnet_lite0(pretrained=False).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    kw = dict(inputs=x, method=method, layer="_relu_head", target=3)
+    seen_auto, auto = _layouts_seen(bundled, bundled._conv_stem, **kw)
+    seen_nchw, nchw = _layouts_seen(bundled, bundled._conv_stem, channels_last=False, **kw)
+    assert seen_auto == [True] and seen_nchw == [False]
+    assert auto.maps.is_contiguous() and auto.raw.is_contiguous()
+    scale = float(nchw.raw.abs().amax())
+    assert scale > 0 and float((auto.raw - nchw.raw).abs().amax()) < 1e-4 * scale
+
+    own = Net().eval()
+    kw = dict(inputs=torch.randn(2, 3, 8, 8), method=method, layer="features", target=1)
+    assert _layouts_seen(own, own.features[0], **kw)[0] == [False]
+    assert _layouts_seen(own, own.features[0], channels_last=True, **kw)[0] == [True]

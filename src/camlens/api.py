@@ -28,6 +28,7 @@ def explain(
     image_index: int = 0,
     rectifiers: Literal["functions", "modules"] = "functions",
     reshape: ReshapeSpec = None,
+    channels_last: bool | None = None,
     **options: Any,
 ) -> Explanation:
     """Explain ``model``'s decision on ``inputs`` with ``method`` (a key of ``camlens.METHODS``).
@@ -41,7 +42,10 @@ def explain(
     output becomes (B, C, h, w) feature maps when it is not already: ``"tokens"`` for a vision
     transformer's (B, N, C) tokens (leading class tokens dropped, patches on their square grid),
     ``"channels-last"`` for (B, h, w, C) maps (Swin), or a callable that only rearranges
-    elements (it is applied to the gradients too).
+    elements (it is applied to the gradients too). ``channels_last``: run the model on a
+    channels-last copy of a 4-D image (oneDNN's native layout: 15-30% faster on CPU, results
+    equal up to float rounding); None (default) does so on CPU when every module of the model
+    comes from torch, torchvision or camlens, whose code does not depend on the layout.
 
     The model is left as it was: no hooks, same modules, flags, ``requires_grad`` and ``.grad``.
     """
@@ -73,6 +77,9 @@ def explain(
     with torch.inference_mode(False):  # also under a caller's inference_mode()
         # tensors made under inference_mode cannot enter autograd: a plain copy of those
         seq = tuple((t.clone() if t.is_inference() else t.detach()).to(device) for t in seq)
+        if _use_channels_last(channels_last, model, seq[image_index]):
+            seq = tuple(t.contiguous(memory_format=torch.channels_last) if i == image_index
+                        else t for i, t in enumerate(seq))
         image = seq[image_index]
         if (spec.pixel_space or method == "occlusion") and image.dim() != 4:
             raise InputError(
@@ -89,6 +96,21 @@ def explain(
         job = Job(model, seq, layers, target, top_k, image_index, rectifiers,
                   _reshape(reshape, method, spec.needs_layer))
         return spec.run(job, **options)
+
+
+_LAYOUT_SAFE = ("torch", "torchvision", "camlens")  # packages whose modules are layout-agnostic
+
+
+def _use_channels_last(choice: bool | None, model: nn.Module, image: torch.Tensor) -> bool:
+    """Whether to hand the model a channels-last image. Automatic only for CPU models built
+    from known modules: a user's own forward may call ``x.view(...)``, which needs the default
+    layout, or a custom kernel that assumes it."""
+    if image.dim() != 4:
+        return False
+    if choice is not None:
+        return choice
+    return image.device.type == "cpu" and all(
+        type(m).__module__.split(".")[0] in _LAYOUT_SAFE for m in model.modules())
 
 
 def _reshape(reshape: ReshapeSpec, method: str, needs_layer: bool) -> Reshape | None:

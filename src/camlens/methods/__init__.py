@@ -94,8 +94,8 @@ def _result(job: Job, ev: Evidence, method: str, maps_: torch.Tensor, raw: torch
     out = getattr(ev.output, "logits", ev.output)
     return Explanation(
         method=method,
-        maps=maps_.detach(),
-        raw=raw.detach(),
+        maps=maps_.detach().contiguous(),  # whatever layout the model ran in
+        raw=raw.detach().contiguous(),
         scores=ev.scores.detach(),
         weights=None if weights is None else weights.detach(),
         targets=ev.indices,
