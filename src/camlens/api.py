@@ -98,7 +98,9 @@ def explain(
         return spec.run(job, **options)
 
 
-_LAYOUT_SAFE = ("torch", "torchvision", "camlens")  # packages whose modules are layout-agnostic
+# modules whose code is layout-agnostic: torch.nn's layers (not TorchScript or FX modules, whose
+# code is the user's), torchvision's and camlens's models
+_LAYOUT_SAFE = ("torch.nn.modules.", "torchvision.", "camlens.")
 
 
 def _use_channels_last(choice: bool | None, model: nn.Module, image: torch.Tensor) -> bool:
@@ -110,7 +112,7 @@ def _use_channels_last(choice: bool | None, model: nn.Module, image: torch.Tenso
     if choice is not None:
         return choice
     return image.device.type == "cpu" and all(
-        type(m).__module__.split(".")[0] in _LAYOUT_SAFE for m in model.modules())
+        type(m).__module__.startswith(_LAYOUT_SAFE) for m in model.modules())
 
 
 def _reshape(reshape: ReshapeSpec, method: str, needs_layer: bool) -> Reshape | None:
