@@ -623,13 +623,13 @@ def verdicts(result: dict[str, Any]) -> str:
             out.append(f"- {text}: {row['ratio']:.2f}x (paired {row.get('paired_ratio', 0):.2f}x)"
                        f" -> {ok(row['ratio'] <= limit)}"
                        + ("" if row["ratio"] <= limit else
-                          f" (by {100 * (row['ratio'] / limit - 1):.0f}%)"))
+                          f" (by {100 * (row['ratio'] / limit - 1):.1f}%)"))
     m, inf = mem.get((16, "camlens:gradcam")), mem.get((16, "forward:forward"))
     if m and inf and inf["peak_mb"] > 0:
         r = m["peak_mb"] / inf["peak_mb"]
         out.append(f"- Grad-CAM peak memory <= 1.15x inference: +{m['peak_mb']:.0f} MB vs "
                    f"+{inf['peak_mb']:.0f} MB = {r:.2f}x -> {ok(r <= 1.15)}"
-                   + ("" if r <= 1.15 else f" (by {100 * (r / 1.15 - 1):.0f}%)"))
+                   + ("" if r <= 1.15 else f" (by {100 * (r / 1.15 - 1):.1f}%)"))
     for b in (16, 1):
         mine, theirs = rows.get((b, "camlens:occlusion")), rows.get((b, "captum:occlusion"))
         if mine and theirs:
