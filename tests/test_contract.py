@@ -452,7 +452,7 @@ def _layouts_seen(model: nn.Module, first: nn.Module, **kw: Any) -> tuple[list[b
     return seen, ex
 
 
-@pytest.mark.parametrize("method", ["gradcam", "guided-gradcam"])
+@pytest.mark.parametrize("method", ["gradcam", "guided-gradcam", "occlusion"])
 def test_channels_last_layout_where_it_is_safe(method: str) -> None:
     """camlens's own (and torch's, torchvision's) modules get a channels-last image on CPU:
     oneDNN's native layout, faster, equal up to float rounding. A user's own module class keeps
@@ -462,18 +462,23 @@ def test_channels_last_layout_where_it_is_safe(method: str) -> None:
     torch.manual_seed(0)
     bundled = efficientnet_lite0(pretrained=False).eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    kw = dict(inputs=x, method=method, layer="_relu_head", target=3)
+    where: dict[str, Any] = ({"window": 16, "stride": 16} if method == "occlusion"
+                             else {"layer": "_relu_head"})
+    kw = dict(inputs=x, method=method, target=3, **where)
     seen_auto, auto = _layouts_seen(bundled, bundled._conv_stem, **kw)
     seen_nchw, nchw = _layouts_seen(bundled, bundled._conv_stem, channels_last=False, **kw)
-    assert seen_auto == [True] and seen_nchw == [False]
+    # occlusion: the unoccluded forward, then the occluded copies, all in the chosen layout
+    assert len(seen_auto) == (1 + 2 if method == "occlusion" else 1)
+    assert all(seen_auto) and not any(seen_nchw) and len(seen_nchw) == len(seen_auto)
     assert auto.maps.is_contiguous() and auto.raw.is_contiguous()
     scale = float(nchw.raw.abs().amax())
     assert scale > 0 and float((auto.raw - nchw.raw).abs().amax()) < 1e-4 * scale
 
     own = Net().eval()
-    kw = dict(inputs=torch.randn(2, 3, 8, 8), method=method, layer="features", target=1)
-    assert _layouts_seen(own, own.features[0], **kw)[0] == [False]
-    assert _layouts_seen(own, own.features[0], channels_last=True, **kw)[0] == [True]
+    where = {"window": 4, "stride": 4} if method == "occlusion" else {"layer": "features"}
+    kw = dict(inputs=torch.randn(2, 3, 8, 8), method=method, target=1, **where)
+    assert not any(_layouts_seen(own, own.features[0], **kw)[0])
+    assert all(_layouts_seen(own, own.features[0], channels_last=True, **kw)[0])
     # torch.nn layers only, but traced by FX: the generated forward is the user's code
     traced = torch.fx.symbolic_trace(nn.Sequential(
         nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))).eval()

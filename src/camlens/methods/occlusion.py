@@ -44,10 +44,12 @@ def occlusion_maps(
     count = image.new_zeros(h, w)
     for y, x in boxes:
         count[y:y + window[0], x:x + window[1]] += 1
+    layout = (torch.channels_last if image.is_contiguous(memory_format=torch.channels_last)
+              and not image.is_contiguous() else torch.contiguous_format)  # keep the image's
     for s in range(b):
         for start in range(0, len(boxes), batch_size):
             chunk = boxes[start:start + batch_size]
-            batch = image[s:s + 1].repeat(len(chunk), 1, 1, 1)
+            batch = image[s:s + 1].expand(len(chunk), -1, -1, -1).contiguous(memory_format=layout)
             for i, (y, x) in enumerate(chunk):
                 batch[i, :, y:y + window[0], x:x + window[1]] = fill
             drops = base_scores[s] - score_fn(batch, s)
