@@ -465,7 +465,11 @@ def test_channels_last_layout_where_it_is_safe(method: str) -> None:
     where: dict[str, Any] = ({"window": 16, "stride": 16} if method == "occlusion"
                              else {"layer": "_relu_head"})
     kw = dict(inputs=x, method=method, target=3, **where)
-    seen_auto, auto = _layouts_seen(bundled, bundled._conv_stem, **kw)
+    before = snapshot(bundled)
+    auto = camlens.explain(bundled, **kw)
+    assert_same(before, snapshot(bundled))  # only camlens's copy of the image changed layout
+    seen_auto, again = _layouts_seen(bundled, bundled._conv_stem, **kw)
+    assert torch.equal(again.raw, auto.raw)
     seen_nchw, nchw = _layouts_seen(bundled, bundled._conv_stem, channels_last=False, **kw)
     # occlusion: the unoccluded forward, then the occluded copies, all in the chosen layout
     assert len(seen_auto) == (1 + 2 if method == "occlusion" else 1)
