@@ -30,6 +30,7 @@ from PIL import Image
 
 import camlens
 from camlens import io as cio
+from camlens.allocator import keep_freed_memory
 from camlens import viz
 from camlens.errors import ExplainError, LayerError
 from camlens.evidence import RESHAPES
@@ -681,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``camlens`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit
     code."""
     parser = build_parser()
+    keep_freed_memory()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 import camlens
+from camlens.allocator import keep_freed_memory
 from camlens.evaluate.runner import (
     GRADIENT,
     FaithfulnessSummary,
@@ -802,6 +803,7 @@ def _discussion(res: Results) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    keep_freed_memory()
     p = argparse.ArgumentParser(prog="python -m camlens.evaluate.reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("docs/results.md"), help="markdown report")
