@@ -150,3 +150,42 @@ def test_channels_last_equals_gradcam_on_the_same_maps_channels_first() -> None:
     # (h = w = C = 6 here, so nothing in the shapes gives it away: camlens cannot tell)
     wrong = camlens.explain(model, x, layer="last", top_k=3)
     assert not torch.allclose(wrong.raw, first.raw)
+
+
+class SwinLike(nn.Module):
+    """The layout of torchvision's SwinTransformer: ``features`` keep (B, h, w, C) maps, ``norm``
+    too, ``permute`` turns them to (B, C, h, w) before pooling and the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 2, stride=2), Permute())
+        self.norm = nn.LayerNorm(6)
+        self.permute = PermuteBack()
+        self.head = nn.Sequential(nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.permute(self.norm(self.features(x))).mean(dim=(2, 3)))
+
+
+class PermuteBack(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 3, 1, 2)
+
+
+def test_torchvision_swin_layers_are_read_channels_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = SwinLike().double().eval()
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    plain = camlens.explain(model, x, layer="norm", top_k=2)  # a user's class: read as it is
+    explicit = camlens.explain(model, x, layer="norm", top_k=2, reshape="channels-last")
+    nchw = camlens.explain(model, x, layer="permute", top_k=2)  # the same maps, channels first
+    torch.testing.assert_close(explicit.raw, nchw.raw, rtol=1e-12, atol=0)
+    assert not torch.allclose(plain.raw, nchw.raw)  # (h = w = C = 6: shapes cannot tell)
+    monkeypatch.setattr(SwinLike, "__module__", "torchvision.models.swin_transformer")
+    for layer in ("norm", "features"):  # torchvision's Swin: channels-last without being told
+        auto = camlens.explain(model, x, layer=layer, top_k=2)
+        told = camlens.explain(model, x, layer=layer, top_k=2, reshape="channels-last")
+        assert torch.equal(auto.raw, told.raw)
+    torch.testing.assert_close(camlens.explain(model, x, layer="norm", top_k=2).raw, nchw.raw,
+                               rtol=1e-12, atol=0)
+    torch.testing.assert_close(camlens.explain(model, x, layer="permute", top_k=2).raw, nchw.raw)

@@ -93,6 +93,8 @@ def explain(
             raise ExplainError(f"{method} works on the input and takes no layer; drop layer=")
         else:
             layers = []
+        if reshape is None:
+            reshape = _known_layout(model, [n for n, _ in layers])
         job = Job(model, seq, layers, target, top_k, image_index, rectifiers,
                   _reshape(reshape, method, spec.needs_layer))
         return spec.run(job, **options)
@@ -113,6 +115,16 @@ def _use_channels_last(choice: bool | None, model: nn.Module, image: torch.Tenso
         return choice
     return image.device.type == "cpu" and all(
         type(m).__module__.startswith(_LAYOUT_SAFE) for m in model.modules())
+
+
+def _known_layout(model: nn.Module, layer_names: list[str]) -> ReshapeSpec:
+    """The layout of layers whose shape cannot tell it: torchvision's Swin Transformers keep
+    (B, h, w, C) maps in ``features`` and ``norm``, which would otherwise be read as h channels
+    of w x C pixels without any error."""
+    swin = type(model).__module__ == "torchvision.models.swin_transformer"
+    if swin and layer_names and all(n.split(".")[0] in ("features", "norm") for n in layer_names):
+        return "channels-last"
+    return None
 
 
 def _reshape(reshape: ReshapeSpec, method: str, needs_layer: bool) -> Reshape | None:
