@@ -485,6 +485,7 @@ def test_channels_last_layout_where_it_is_safe(method: str) -> None:
     assert all(_layouts_seen(own, own.features[0], channels_last=True, **kw)[0])
     # torch.nn layers only, but traced by FX: the generated forward is the user's code
     traced = torch.fx.symbolic_trace(nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))).eval()
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
+    traced.eval()
     assert _layouts_seen(traced, traced.get_submodule("0"), inputs=torch.randn(1, 3, 8, 8),
                          method="guided-backprop", target=0)[0] == [False]

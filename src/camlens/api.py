@@ -43,7 +43,7 @@ def explain(
     transformer's (B, N, C) tokens (leading class tokens dropped, patches on their square grid),
     ``"channels-last"`` for (B, h, w, C) maps (Swin), or a callable that only rearranges
     elements (it is applied to the gradients too). ``channels_last``: run the model on a
-    channels-last copy of a 4-D image (oneDNN's native layout: 15-30% faster on CPU, results
+    channels-last copy of a 4-D image (oneDNN's native layout: 14-25% faster on CPU, results
     equal up to float rounding); None (default) does so on CPU when every module of the model
     comes from torch, torchvision or camlens, whose code does not depend on the layout.
 

@@ -30,8 +30,8 @@ from PIL import Image
 
 import camlens
 from camlens import io as cio
-from camlens.allocator import keep_freed_memory
 from camlens import viz
+from camlens.allocator import keep_freed_memory
 from camlens.errors import ExplainError, LayerError
 from camlens.evidence import RESHAPES
 from camlens.layers import resolve_layers

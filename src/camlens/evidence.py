@@ -29,7 +29,8 @@ def tokens_to_maps(tokens: torch.Tensor) -> torch.Tensor:
     distillation, register tokens: at most 8) that leave a square number are dropped.
     """
     if tokens.dim() != 3:
-        raise LayerError(f"reshape='tokens' needs (B, N, C) tokens, got shape {tuple(tokens.shape)}")
+        raise LayerError(
+            f"reshape='tokens' needs (B, N, C) tokens, got shape {tuple(tokens.shape)}")
     n = tokens.shape[1]
     for extra in range(min(n - 1, MAX_EXTRA_TOKENS) + 1):
         side = math.isqrt(n - extra)
