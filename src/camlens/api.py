@@ -1,27 +1,45 @@
-"""The orchestrator: validate, keep the model untouched, dispatch to a registered method."""
+"""The orchestrator: validate, plan what the methods need, gather it once, let each method
+compute its map, keep the model untouched."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Sequence, overload
 
 import torch
 from torch import nn
 
 from camlens.errors import ExplainError, InputError, LayerError
-from camlens.evidence import RESHAPES, Reshape, ReshapeSpec
+from camlens.evidence import RESHAPES, Needs, Reshape, ReshapeSpec, gather
 from camlens.explanation import Explanation
 from camlens.guided import RULES
 from camlens.layers import LayerSpec, resolve_layers
-from camlens.methods import METHODS, Job
+from camlens.methods import METHODS, Job, Method, OptionError
 from camlens.targets import TargetSpec
+
+
+@overload
+def explain(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], *,
+            method: str = ..., layer: LayerSpec | Sequence[LayerSpec] | None = ...,
+            target: TargetSpec = ..., top_k: int | None = ..., image_index: int = ...,
+            rectifiers: Literal["functions", "modules"] = ..., reshape: ReshapeSpec = ...,
+            channels_last: bool | None = ..., **options: Any) -> Explanation: ...
+
+
+@overload
+def explain(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], *,
+            method: Sequence[str], layer: LayerSpec | Sequence[LayerSpec] | None = ...,
+            target: TargetSpec = ..., top_k: int | None = ..., image_index: int = ...,
+            rectifiers: Literal["functions", "modules"] = ..., reshape: ReshapeSpec = ...,
+            channels_last: bool | None = ..., **options: Any) -> dict[str, Explanation]: ...
 
 
 def explain(
     model: nn.Module,
     inputs: torch.Tensor | Sequence[torch.Tensor],
     *,
-    method: str = "gradcam",
+    method: str | Sequence[str] = "gradcam",
     layer: LayerSpec | Sequence[LayerSpec] | None = None,
     target: TargetSpec = None,
     top_k: int | None = None,
@@ -30,15 +48,17 @@ def explain(
     reshape: ReshapeSpec = None,
     channels_last: bool | None = None,
     **options: Any,
-) -> Explanation:
-    """Explain ``model``'s decision on ``inputs`` with ``method`` (a key of ``camlens.METHODS``).
+) -> Explanation | dict[str, Explanation]:
+    """Explain ``model``'s decision on ``inputs`` with ``method`` (a key of ``camlens.METHODS``),
+    or with several methods at once (a list of keys: returns ``{name: Explanation}``).
 
     ``inputs``: the image batch (B, C, H, W), or a tuple of inputs (``image_index`` says which
     is the image, e.g. image + question). ``layer``: a dotted name, a module, or a list of them
     (maps fused). ``target``: None (top-1 class), an int, one int per sample, a (B, K) tensor, or
     a callable from the output to (B,) or (B, K) scores; or ``top_k=K`` instead. ``options`` are
-    the method's keywords (e.g. ``counterfactual=True``, ``pooling="gmp"``, ``relu=False``,
-    ``backward="guided"``; ``window``/``stride`` for occlusion). ``reshape``: how a layer's
+    the methods' keywords (e.g. ``counterfactual=True``, ``pooling="gmp"``, ``relu=False``,
+    ``backward="guided"``; ``window``/``stride`` for occlusion); with several methods each
+    option goes to the methods that take it. ``reshape``: how a layer's
     output becomes (B, C, h, w) feature maps when it is not already: ``"tokens"`` for a vision
     transformer's (B, N, C) tokens (leading class tokens dropped, patches on their square grid),
     ``"channels-last"`` for (B, h, w, C) maps (Swin), or a callable that only rearranges
@@ -47,19 +67,13 @@ def explain(
     equal up to float rounding); None (default) does so on CPU when every module of the model
     comes from torch, torchvision or camlens, whose code does not depend on the layout.
 
+    Several methods share one forward pass and one backward per distinct (layer or input,
+    rectifier rule): the CLI's Figure 1 set costs one forward and three backwards.
+
     The model is left as it was: no hooks, same modules, flags, ``requires_grad`` and ``.grad``.
     """
-    if method not in METHODS:
-        raise ExplainError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    spec = METHODS[method]
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise ExplainError(
-            f"method {method!r} takes no option(s) {unknown}; its options are "
-            f"{list(spec.options) or 'none'}"
-        )
-    if options.get("backward", "normal") not in RULES:
-        raise ExplainError(f"backward must be one of {list(RULES)}, got {options['backward']!r}")
+    names = [method] if isinstance(method, str) else list(method)
+    specs = _methods(names, options)
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if model.training:
@@ -81,23 +95,57 @@ def explain(
             seq = tuple(t.contiguous(memory_format=torch.channels_last) if i == image_index
                         else t for i, t in enumerate(seq))
         image = seq[image_index]
-        if (spec.pixel_space or method == "occlusion") and image.dim() != 4:
-            raise InputError(
-                f"{method} needs an image batch (B, C, H, W), got shape {tuple(image.shape)}"
-            )
-        if spec.needs_layer:
+        for spec in specs.values():
+            if (spec.pixel_space or spec.base == "occlusion") and image.dim() != 4:
+                raise InputError(f"{spec.name} needs an image batch (B, C, H, W), got shape "
+                                 f"{tuple(image.shape)}")
+        needs_layer = [n for n, s in specs.items() if s.needs_layer]
+        if needs_layer:
             if layer is None:
-                raise LayerError(f"{method} needs layer=...: {_layer_hint(model)}")
+                raise LayerError(f"{', '.join(needs_layer)} need(s) layer=...: "
+                                 f"{_layer_hint(model)}")
             layers = resolve_layers(model, layer)
-        elif layer is not None:
+        elif layer is not None and isinstance(method, str):
             raise ExplainError(f"{method} works on the input and takes no layer; drop layer=")
         else:
             layers = []
         if reshape is None:
             reshape = _known_layout(model, [n for n, _ in layers])
-        job = Job(model, seq, layers, target, top_k, image_index, rectifiers,
-                  _reshape(reshape, method, spec.needs_layer))
-        return spec.run(job, **options)
+        elif not needs_layer and isinstance(method, str):
+            raise ExplainError(f"{method} works on the input and takes no reshape; drop reshape=")
+        job = Job(model, seq, layers, target, top_k, image_index, rectifiers, _reshape(reshape))
+        settings = {n: s.settings(options) for n, s in specs.items()}
+        needs = Needs()
+        for n, s in specs.items():
+            needs = needs | s.needs(job, **settings[n])
+        ev = gather(model, seq, layers, target, top_k, needs, image_index=image_index,
+                    via=rectifiers, reshape=job.reshape)
+        out = {}
+        for n, s in specs.items():
+            ex = s.compute(job, ev, **settings[n])
+            out[n] = ex if ex.method == n else dataclasses.replace(ex, method=n)
+        for text in dict.fromkeys(ev.warnings):
+            warnings.warn(text, stacklevel=2)
+    return out[method] if isinstance(method, str) else out
+
+
+def _methods(names: list[str], options: dict[str, Any]) -> dict[str, Method]:
+    """The registered methods called ``names``; every option must belong to one of them."""
+    if not names:
+        raise ExplainError(f"method is an empty list; choose from {sorted(METHODS)}")
+    unknown = [n for n in names if not isinstance(n, str) or n not in METHODS]
+    if unknown:
+        raise ExplainError(f"unknown method {unknown[0]!r}; choose one of {sorted(METHODS)}")
+    specs = {n: METHODS[n] for n in names}
+    taken = {k for s in specs.values() for k in s.free_options}
+    stray = sorted(set(options) - taken)
+    if stray:
+        which = (f"method {names[0]!r} takes" if len(names) == 1 else f"methods {names} take")
+        raise OptionError(f"{which} no option(s) {stray}; the options are "
+                          f"{sorted(taken) or 'none'}")
+    if options.get("backward", "normal") not in RULES:
+        raise OptionError(f"backward must be one of {list(RULES)}, got {options['backward']!r}")
+    return specs
 
 
 # modules whose code is layout-agnostic: torch.nn's layers (not TorchScript or FX modules, whose
@@ -127,11 +175,9 @@ def _known_layout(model: nn.Module, layer_names: list[str]) -> ReshapeSpec:
     return None
 
 
-def _reshape(reshape: ReshapeSpec, method: str, needs_layer: bool) -> Reshape | None:
+def _reshape(reshape: ReshapeSpec) -> Reshape | None:
     if reshape is None:
         return None
-    if not needs_layer:
-        raise ExplainError(f"{method} works on the input and takes no reshape; drop reshape=")
     if isinstance(reshape, str):
         if reshape not in RESHAPES:
             raise ExplainError(f"unknown reshape {reshape!r}; choose one of {sorted(RESHAPES)} "

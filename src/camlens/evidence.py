@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence, Union
 
 import torch
@@ -12,7 +12,7 @@ from torch import nn
 
 from camlens.capture import capture, forward
 from camlens.errors import LayerError, TargetError
-from camlens.guided import RuleState, rectifiers
+from camlens.guided import Rule, RuleState, rectifiers
 from camlens.targets import TargetSpec, class_indices, scores_of
 
 
@@ -55,14 +55,46 @@ RESHAPES: dict[str, Reshape] = {"tokens": tokens_to_maps, "channels-last": chann
 ReshapeSpec = Union[str, Reshape, None]
 
 
+@dataclass(frozen=True)
+class Needs:
+    """The evidence a method needs from one forward pass.
+
+    ``layer``: the layers' activations; ``layer_rules``: dy^c/dA at the layers under these
+    rectifier rules; ``input_rules``: dy^c/dx at the image under these rules. Needs combine with
+    ``|``, so one gather serves several methods.
+    """
+
+    layer: bool = False
+    layer_rules: frozenset[Rule] = frozenset()
+    input_rules: frozenset[Rule] = frozenset()
+
+    def __or__(self, other: Needs) -> Needs:
+        return Needs(self.layer or other.layer, self.layer_rules | other.layer_rules,
+                     self.input_rules | other.input_rules)
+
+    @property
+    def grad(self) -> Literal["none", "from-layer", "from-input"]:
+        """Where autograd must start: at the image, at the layer (nothing before it), or nowhere."""
+        if self.input_rules:
+            return "from-input"
+        return "from-layer" if self.layer_rules else "none"
+
+    @property
+    def rules(self) -> frozenset[Rule]:
+        return self.layer_rules | self.input_rules
+
+
 @dataclass
 class Evidence:
-    """What one forward pass recorded.
+    """What one forward pass and its backwards recorded.
 
-    ``scores`` (B, K) still carries the autograd graph; ``captured[i]`` is layer i's output as
-    the model produced it (the tensor gradients are taken against); ``activations[i]`` is that
-    output as (B, C, h, w) feature maps (``reshape`` applied, if any); ``image`` is the input
-    leaf (B, 3, H, W) when gradients to it are wanted.
+    ``scores`` (B, K) carries the autograd graph while gradients are taken; ``captured[i]`` is
+    layer i's output as the model produced it (the tensor gradients are taken against);
+    ``activations[i]`` is that output as (B, C, h, w) feature maps (``reshape`` applied, if any);
+    ``image`` is the input leaf (B, 3, H, W) when input gradients are wanted.
+    ``rectifier_calls`` counts the rectifier calls routed through a rule (None: no rule was
+    installed); methods add caveats to ``warnings``, which ``explain`` issues once.
+    :meth:`layer_grads` / :meth:`input_grads` return the gradients gathered per rule.
     """
 
     output: Any
@@ -72,6 +104,9 @@ class Evidence:
     activations: list[torch.Tensor]
     image: torch.Tensor | None = None
     reshape: Reshape | None = None
+    rectifier_calls: int | None = None
+    grads: dict[tuple[str, Rule], list[torch.Tensor]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def as_maps(self, grads: torch.Tensor) -> torch.Tensor:
         """Gradients w.r.t. a captured output (B, K, *s) -> (B, K, C, h, w), rearranged like
@@ -80,6 +115,15 @@ class Evidence:
             return grads
         return self.reshape(grads.flatten(0, 1)).unflatten(0, grads.shape[:2])
 
+    def layer_grads(self, rule: Rule = "normal") -> list[torch.Tensor]:
+        """dy^c/dA for every layer under ``rule``, arranged like its feature maps:
+        [(B, K, C, h, w)]."""
+        return self.grads[("layer", rule)]
+
+    def input_grads(self, rule: Rule = "normal") -> torch.Tensor:
+        """dy^c/dx under ``rule``: (B, K, C, H, W)."""
+        return self.grads[("input", rule)][0]
+
 
 def gather(
     model: nn.Module,
@@ -87,28 +131,31 @@ def gather(
     layers: Sequence[tuple[str, nn.Module]],
     target: TargetSpec,
     top_k: int | None,
+    needs: Needs,
     *,
-    grad: Literal["none", "from-layer", "from-input"],
     image_index: int = 0,
-    rules: RuleState | None = None,
     via: Literal["functions", "modules"] = "functions",
     reshape: Reshape | None = None,
 ) -> Evidence:
-    """Run the model once and resolve the target scores.
+    """Run the model once, resolve the target scores and take every gradient ``needs`` asks for.
 
-    ``grad="from-layer"``: no autograd before the first layer (the layer's output is a leaf);
-    ``"from-input"``: the image input becomes a leaf and autograd runs throughout (pixel-space
-    methods); ``"none"``: no autograd at all. With ``rules``, rectifier backwards follow it.
-    ``reshape`` turns each layer's output into (B, C, h, w) feature maps.
+    Autograd starts at the image when input gradients are needed, else at the first layer (the
+    layer's output is a leaf: nothing before it is recorded), else nowhere. When a rule other
+    than ``normal`` is needed, every rectifier call is routed through a :class:`RuleState`
+    whose rule is switched before each backward. Layer gradients come first (one vmapped
+    backward per rule), then input gradients (K backwards per rule), each distinct
+    (destination, rule) once.
     """
+    grad = needs.grad
     inputs = list(inputs)
     image = None
     if grad == "from-input":
         image = inputs[image_index].detach().requires_grad_(True)
         inputs[image_index] = image
+    state = RuleState() if needs.rules - {"normal"} else None
     with ExitStack() as stack:
-        if rules is not None:  # first: a hooked rectifier layer then feeds the capture hook
-            stack.enter_context(rectifiers(model, rules, via))
+        if state is not None:  # first: a hooked rectifier layer then feeds the capture hook
+            stack.enter_context(rectifiers(model, state, via))
         cap = stack.enter_context(capture(layers, grad_from_layer=grad == "from-layer"))
         output = forward(model, inputs, grad=grad == "from-input")
         captured = cap.require_all()
@@ -130,7 +177,21 @@ def gather(
         scores = scores_of(output, target, indices)
     if scores.shape[0] != batch:
         raise TargetError(f"the target gave {scores.shape[0]} scores for a batch of {batch}")
-    return Evidence(output, indices, scores, captured, activations, image, reshape)
+    ev = Evidence(output, indices, scores, captured, activations, image, reshape,
+                  None if state is None else state.calls)
+    plan = [("layer", r) for r in sorted(needs.layer_rules)]
+    plan += [("input", r) for r in sorted(needs.input_rules)]
+    for i, (where, rule) in enumerate(plan):
+        if state is not None:
+            state.rule = rule
+        last = i == len(plan) - 1
+        if where == "layer":
+            grads = gradients(scores, captured, retain_graph=not last, what="the layer")
+            ev.grads[(where, rule)] = [ev.as_maps(g) for g in grads]
+        else:
+            ev.grads[(where, rule)] = gradients(scores, [image], retain_graph=not last,  # type: ignore[list-item]
+                                                what="the input", batched=False)
+    return ev
 
 
 def gradients(

@@ -55,7 +55,5 @@ def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def fuse(maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Fuse same-size [0, 1] maps of several layers: their mean, scaled to [0, 1] again."""
-    if len(maps) == 1:
-        return maps[0]
-    return minmax(torch.stack(list(maps)).mean(dim=0))
+    """Fuse same-size [0, 1] maps of several layers: their mean (scale it with :func:`minmax`)."""
+    return torch.stack(list(maps)).mean(dim=0)

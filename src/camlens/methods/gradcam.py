@@ -6,8 +6,12 @@ import torch
 from torch import nn
 
 from camlens import maps
-from camlens.errors import LayerError
-from camlens.evidence import Evidence, gradients
+from camlens.errors import LayerError, TargetError
+from camlens.evidence import Evidence, Needs
+from camlens.explanation import Explanation
+from camlens.guided import Rule
+from camlens.methods.assemble import heatmaps, result
+from camlens.methods.registry import Job, preset, register
 
 
 def gradcam_maps(
@@ -29,12 +33,6 @@ def gradcam_maps(
     weights = maps.pool_gradients(grads, pooling)
     cam = maps.weighted_sum(weights, activations)
     return (cam.clamp(min=0) if relu else cam), weights
-
-
-def layer_gradients(ev: Evidence, retain_graph: bool = False) -> list[torch.Tensor]:
-    """dy^c/dA for every captured layer, arranged like its feature maps: [(B, K, C, h, w)]."""
-    grads = gradients(ev.scores, ev.captured, retain_graph=retain_graph, what="the layer")
-    return [ev.as_maps(g) for g in grads]
 
 
 def classifier_weights(
@@ -107,3 +105,49 @@ def cam_maps(
     cam = maps.weighted_sum(weights, activations)
     return (cam.clamp(min=0) if relu else cam), weights
 
+
+
+def _gradcam_needs(job: Job, *, backward: Rule = "normal", **_: object) -> Needs:
+    return Needs(layer=True, layer_rules=frozenset({backward}))
+
+
+@register("gradcam", needs=_gradcam_needs, needs_layer=True, pixel_space=False,
+          summary="Grad-CAM (Eq. 1-2): gradient-weighted sum of a layer's feature maps")
+def run_gradcam(job: Job, ev: Evidence, *, pooling: maps.Pooling = "gap", relu: bool = True,
+                counterfactual: bool = False, backward: Rule = "normal") -> Explanation:
+    """Grad-CAM with the paper's switches: ``pooling`` (gap/gmp), ``relu``, ``counterfactual``
+    (negated gradients, Sec. 3.3) and ``backward`` (the rectifier rule used while
+    back-propagating to the layer, Table 3)."""
+    pairs = [gradcam_maps(a, g, pooling=pooling, relu=relu, counterfactual=counterfactual)
+             for a, g in zip(ev.activations, ev.layer_grads(backward))]
+    heat, raw = heatmaps(job, [p[0] for p in pairs])
+    weights = pairs[0][1] if len(pairs) == 1 else None
+    return result(job, ev, "gradcam", heat, raw, weights, pooling=pooling, relu=relu,
+                  counterfactual=counterfactual, backward=backward)
+
+
+preset("counterfactual-gradcam", "gradcam", counterfactual=True,
+       summary="Counterfactual Grad-CAM (Sec. 3.3): regions whose removal raises the score")
+
+
+def _cam_needs(job: Job, **_: object) -> Needs:
+    return Needs(layer=True)
+
+
+@register("cam", needs=_cam_needs, needs_layer=True, pixel_space=False,
+          summary="CAM (Zhou et al.): classifier weights times feature maps, GAP + linear heads")
+def run_cam(job: Job, ev: Evidence, *, classifier: str | nn.Module | None = None,
+            relu: bool = True) -> Explanation:
+    """CAM, M_c = sum_k w_k^c A^k; needs no backward pass. ``relu=False`` gives Zhou's map."""
+    if ev.indices is None:
+        raise TargetError("CAM explains class indices only; use method='gradcam' for a "
+                          "callable target")
+    pairs = []
+    for name, act in zip(job.layer_names, ev.activations):
+        act = act.detach()  # autograd may run from the input for other methods of the call
+        weight, bias = classifier_weights(job.model, act.shape[1], classifier)
+        check_gap_linear_head(act, weight, bias, ev.indices, ev.scores.detach(), name)
+        pairs.append(cam_maps(act, weight, ev.indices, relu=relu))
+    heat, raw = heatmaps(job, [p[0] for p in pairs])
+    weights = pairs[0][1] if len(pairs) == 1 else None
+    return result(job, ev, "cam", heat, raw, weights, relu=relu)

@@ -6,6 +6,13 @@ from typing import Callable
 
 import torch
 
+from camlens import maps
+from camlens.evidence import Evidence, Needs
+from camlens.explanation import Explanation
+from camlens.methods.assemble import result
+from camlens.methods.registry import Job, register
+from camlens.targets import scores_of
+
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
     """Window offsets along one axis: every ``stride`` pixels, plus one flush with the far edge
@@ -56,3 +63,30 @@ def occlusion_maps(
             for i, (y, x) in enumerate(chunk):
                 total[s, :, y:y + window[0], x:x + window[1]] += drops[i, :, None, None]
     return total / count
+
+
+@register("occlusion", needs=lambda job, **_: Needs(), needs_layer=False, pixel_space=False,
+          summary="Occlusion sensitivity: score drop when a sliding window is masked")
+def run_occlusion(job: Job, ev: Evidence, *, window: int | tuple[int, int] = 16,
+                  stride: int | tuple[int, int] = 8, fill: float = 0.0,
+                  batch_size: int = 64) -> Explanation:
+    """Mean drop of y^c over the windows covering each pixel; batched forwards, no autograd."""
+    win = (window, window) if isinstance(window, int) else tuple(window)
+    std = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    if min(win) < 1 or min(std) < 1 or batch_size < 1:
+        raise ValueError(f"window, stride and batch_size must be >= 1, got {win}, {std}, "
+                         f"{batch_size}")
+
+    def score_fn(images: torch.Tensor, s: int) -> torch.Tensor:
+        n = images.shape[0]
+        inputs = [images if i == job.image_index else t[s:s + 1].expand(n, *t.shape[1:])
+                  for i, t in enumerate(job.inputs)]
+        with torch.no_grad():
+            out = job.model(*inputs)
+        idx = None if ev.indices is None else ev.indices[s:s + 1].expand(n, -1)
+        return scores_of(out, job.target, idx)
+
+    raw = occlusion_maps(score_fn, job.image, ev.scores, window=win, stride=std, fill=fill,
+                         batch_size=batch_size)
+    return result(job, ev, "occlusion", maps.minmax(raw).float(), raw, None,
+                  window=win, stride=std, fill=fill)
