@@ -2,16 +2,78 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from camlens.errors import OptionError
+
+
+def _pair(name: str, value: Any) -> tuple[int, int]:
+    """``value`` as (height, width): a positive int, or a pair of them."""
+    pair = (value, value) if isinstance(value, numbers.Integral) else value
+    try:
+        a, b = pair
+    except (TypeError, ValueError):
+        a = b = None
+    ints = [int(v) for v in (a, b) if isinstance(v, numbers.Integral) and not isinstance(v, bool)]
+    if len(ints) != 2 or min(ints) < 1:
+        raise OptionError(f"occlusion {name} must be a positive int or a (height, width) pair "
+                          f"of them, got {value!r}")
+    return ints[0], ints[1]
+
+
+def _fill(fill: Any, dtype: torch.dtype) -> float:
+    """``fill`` as a float, refused unless the image's dtype holds it exactly (an integer image
+    would silently truncate 0.5 to 0 or wrap -1 to 255)."""
+    real = isinstance(fill, numbers.Real) and not isinstance(fill, bool)
+    value = float(fill) if real else math.nan
+    if not math.isfinite(value):
+        raise OptionError(f"occlusion fill must be a finite number, got {fill!r}")
+    if dtype.is_floating_point or dtype.is_complex:
+        largest = torch.finfo(dtype).max
+        if abs(value) > largest:
+            raise OptionError(f"occlusion fill {fill!r} is out of range for the {dtype} image "
+                              f"(|fill| <= {largest:g})")
+    else:
+        lo, hi = (0, 1) if dtype == torch.bool else (torch.iinfo(dtype).min,
+                                                     torch.iinfo(dtype).max)
+        if not (value.is_integer() and lo <= value <= hi):
+            raise OptionError(f"occlusion fill {fill!r} cannot be stored in the {dtype} image; "
+                              f"use an integer in [{lo}, {hi}]")
+    return value
+
+
+def occlusion_options(image: torch.Tensor, window: Any, stride: Any, fill: Any,
+                      batch_size: Any) -> tuple[tuple[int, int], tuple[int, int], float]:
+    """Check the options against the image (B, C, H, W) before any forward pass; return
+    (window, stride) as (height, width) pairs and the fill. Every pixel must be covered by a
+    window, so the stride may not exceed the window: a pixel no window covers has no score
+    drop to average (0/0)."""
+    win, std = _pair("window", window), _pair("stride", stride)
+    h, w = image.shape[-2:]
+    if win[0] > h or win[1] > w:
+        raise OptionError(f"occlusion window {win} (height, width) does not fit the {h} x {w} "
+                          f"input; the largest window is ({h}, {w})")
+    if std[0] > win[0] or std[1] > win[1]:
+        raise OptionError(
+            f"occlusion stride {std} is larger than the window {win} (stride defaults to 8): "
+            "the pixels between windows would be covered by none and have no score; use a "
+            f"stride <= the window on both axes, e.g. stride={tuple((v + 1) // 2 for v in win)} "
+            "for half-overlapping windows")
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+            or int(batch_size) < 1):
+        raise OptionError("occlusion batch_size (occluded images per forward pass) must be a "
+                          f"positive int, got {batch_size!r}")
+    return win, std, _fill(fill, image.dtype)
+
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
-    """Window offsets along one axis: every ``stride`` pixels, plus one flush with the far edge
-    when the stride does not land there, so that every pixel is covered."""
-    if window > size:
-        raise ValueError(f"occlusion window {window} is larger than the input ({size} pixels)")
+    """Window offsets along one axis (window <= size): every ``stride`` pixels, plus one flush
+    with the far edge when the stride does not land there."""
     starts = list(range(0, size - window + 1, stride))
     if starts[-1] != size - window:
         starts.append(size - window)
@@ -25,7 +87,7 @@ def occlusion_maps(
     *,
     window: tuple[int, int],
     stride: tuple[int, int],
-    fill: float | torch.Tensor = 0.0,
+    fill: float = 0.0,
     batch_size: int = 64,
 ) -> torch.Tensor:
     """Occlusion map (B, K, H, W): each pixel's mean score drop y^c(x) - y^c(x with window masked)
