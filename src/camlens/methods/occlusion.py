@@ -80,6 +80,13 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return starts
 
 
+def _cover(size: int, starts: list[int], window: int, like: torch.Tensor) -> torch.Tensor:
+    """R (size, len(starts)): R[i, a] = 1 where window ``a`` covers pixel ``i`` of the axis."""
+    pos = torch.arange(size, device=like.device)[:, None]
+    begin = torch.tensor(starts, device=like.device)[None, :]
+    return ((pos >= begin) & (pos < begin + window)).to(like.dtype)
+
+
 def occlusion_maps(
     score_fn: Callable[[torch.Tensor, int], torch.Tensor],
     image: torch.Tensor,
@@ -91,30 +98,49 @@ def occlusion_maps(
     batch_size: int = 64,
 ) -> torch.Tensor:
     """Occlusion map (B, K, H, W): each pixel's mean score drop y^c(x) - y^c(x with window masked)
-    over the windows that cover it.
+    over the windows that cover it; options as :func:`occlusion_options` returns them.
 
     ``score_fn(images, s)`` maps N occluded copies (N, C, H, W) of sample ``s`` to their scores
-    (N, K) for that sample's targets; ``base_scores`` are the unoccluded scores (B, K). Windows are evaluated ``batch_size`` at a
-    time, all K targets from the same forward.
+    (N, K) for that sample's targets; ``base_scores`` are the unoccluded scores (B, K). Windows
+    are evaluated ``batch_size`` at a time, all K targets from the same forward. The windows form
+    a grid of rows ys (A) by columns xs (A'); with one sample's drops D^k (A, A') and the 0/1
+    cover matrices R_y (H, A), R_x (W, A'), the map is R_y D^k R_x^T / (R_y 1)(R_x 1)^T.
+    Accumulated in the scores' dtype (float64 for integer scores), whatever the image's.
     """
     b, _, h, w = image.shape
-    ys = window_starts(h, window[0], stride[0])
-    xs = window_starts(w, window[1], stride[1])
+    wy, wx = window
+    ys = window_starts(h, wy, stride[0])
+    xs = window_starts(w, wx, stride[1])
     boxes = [(y, x) for y in ys for x in xs]
     k = base_scores.shape[1]
-    total = image.new_zeros(b, k, h, w)
-    count = image.new_zeros(h, w)
-    for y, x in boxes:
-        count[y:y + window[0], x:x + window[1]] += 1
+    acc = base_scores if base_scores.is_floating_point() else base_scores.double()
+    cover_y, cover_x = _cover(h, ys, wy, acc), _cover(w, xs, wx, acc)
+    total = acc.new_zeros(b, k, h, w)
+    n = min(batch_size, len(boxes))
     layout = (torch.channels_last if image.is_contiguous(memory_format=torch.channels_last)
               and not image.is_contiguous() else torch.contiguous_format)  # keep the image's
     for s in range(b):
-        for start in range(0, len(boxes), batch_size):
-            chunk = boxes[start:start + batch_size]
-            batch = image[s:s + 1].expand(len(chunk), -1, -1, -1).contiguous(memory_format=layout)
+        # One real copy of the sample per slot, in the image's layout (never a view of the
+        # image: the fill would go into the caller's tensor); between chunks only the last
+        # window of each slot is restored, unless the model wrote into its input.
+        batch: torch.Tensor | None = None
+        masked: list[tuple[int, int]] = []
+        drops = []
+        for start in range(0, len(boxes), n):
+            chunk = boxes[start:start + n]
+            if batch is None:
+                batch = image[s:s + 1].expand(n, -1, -1, -1).clone(memory_format=layout)
+                masked = []
             for i, (y, x) in enumerate(chunk):
-                batch[i, :, y:y + window[0], x:x + window[1]] = fill
-            drops = base_scores[s] - score_fn(batch, s)
-            for i, (y, x) in enumerate(chunk):
-                total[s, :, y:y + window[0], x:x + window[1]] += drops[i, :, None, None]
-    return total / count
+                if i < len(masked):
+                    py, px = masked[i]
+                    batch[i, :, py:py + wy, px:px + wx] = image[s, :, py:py + wy, px:px + wx]
+                batch[i, :, y:y + wy, x:x + wx] = fill
+            masked = chunk
+            version = batch._version
+            drops.append(base_scores[s] - score_fn(batch[:len(chunk)], s))
+            if batch._version != version:  # written in place by the model: copy afresh
+                batch = None
+        d = torch.cat(drops).to(acc.dtype).T.reshape(k, len(ys), len(xs))  # D^k
+        total[s] = cover_y @ d @ cover_x.T
+    return total / (cover_y.sum(1)[:, None] * cover_x.sum(1))
