@@ -25,7 +25,7 @@ from camlens.methods.gradcam import (
     gradcam_maps,
     layer_gradients,
 )
-from camlens.methods.occlusion import occlusion_maps
+from camlens.methods.occlusion import occlusion_maps, occlusion_options
 from camlens.targets import TargetSpec, scores_of
 
 
@@ -230,12 +230,10 @@ def run_deconv_gradcam(job: Job, *, pooling: maps.Pooling = "gap", relu: bool = 
 def run_occlusion(job: Job, *, window: int | tuple[int, int] = 16,
                   stride: int | tuple[int, int] = 8, fill: float = 0.0,
                   batch_size: int = 64) -> Explanation:
-    """Mean drop of y^c over the windows covering each pixel; batched forwards, no autograd."""
-    win = (window, window) if isinstance(window, int) else tuple(window)
-    std = (stride, stride) if isinstance(stride, int) else tuple(stride)
-    if min(win) < 1 or min(std) < 1 or batch_size < 1:
-        raise ValueError(f"window, stride and batch_size must be >= 1, got {win}, {std}, "
-                         f"{batch_size}")
+    """Mean drop of y^c over the windows covering each pixel; batched forwards, no autograd.
+    ``window`` and ``stride`` are ints or (height, width) pairs; the stride may not exceed the
+    window (pixels between windows would have no score). ``fill`` must fit the image's dtype."""
+    win, std, fill = occlusion_options(job.image, window, stride, fill, batch_size)
     ev = gather(job.model, job.inputs, (), job.target, job.top_k, grad="none",
                 image_index=job.image_index)
 
