@@ -4,7 +4,13 @@
 """
 
 from camlens.api import explain
-from camlens.errors import ExplainError, InputError, LayerError, TargetError
+from camlens.errors import (
+    ExplainError,
+    InputError,
+    LayerError,
+    OptionError,
+    TargetError,
+)
 from camlens.explanation import Explanation
 from camlens.methods import METHODS
 
@@ -15,6 +21,7 @@ __all__ = [
     "Explanation",
     "InputError",
     "LayerError",
+    "OptionError",
     "TargetError",
     "explain",
 ]

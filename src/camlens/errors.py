@@ -17,3 +17,8 @@ class TargetError(ExplainError):
 
 class InputError(ExplainError):
     """An input the model cannot take, or one of the wrong rank for the method."""
+
+
+class OptionError(ExplainError):
+    """A method option of the wrong type or out of range (e.g. an occlusion window larger than
+    the image, or a stride that would leave pixels no window covers)."""

@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
-from camlens.errors import ExplainError
+from camlens.errors import OptionError
 from camlens.evidence import Evidence, Needs, Reshape
 from camlens.explanation import Explanation
 from camlens.targets import TargetSpec
@@ -47,10 +47,6 @@ class Job:
     @property
     def layer_names(self) -> tuple[str, ...]:
         return tuple(n for n, _ in self.layers)
-
-
-class OptionError(ExplainError):
-    """An unknown method option, or a value of the wrong type or outside its choices."""
 
 
 @dataclass(frozen=True)
