@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 import camlens.io as cio
 from camlens.io import (
@@ -325,3 +327,186 @@ def test_atomic_path_failure_leaves_nothing(tmp_path: Path) -> None:
             raise RuntimeError("before writing anything")
     assert not fresh.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+# --------------------------------------------------------------------------- process-wide state
+
+
+def test_loading_leaves_pillow_limit_and_warning_filters_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread must see Pillow's guard and the warning filters unchanged while a large
+    image (above Pillow's limit, within camlens's) is decoded."""
+    path = _save(_noise(1200, 900), tmp_path / "large.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # Pillow alone: error above 200k
+    seen_limits: set[object] = set()
+    seen_filters: set[tuple[int, int]] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            seen_limits.add(Image.MAX_IMAGE_PIXELS)
+            seen_filters.add((id(warnings.filters), len(warnings.filters)))
+
+    decoding_limits: list[object] = []
+    real_prepare = ImageFile.ImageFile.load_prepare
+
+    def spy(self: ImageFile.ImageFile) -> None:  # what a thread would see mid-decode
+        decoding_limits.append(Image.MAX_IMAGE_PIXELS)
+        real_prepare(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load_prepare", spy)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(10):
+            assert load_image(path).size == (1200, 900)
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen_limits == {100_000}
+    assert len(seen_filters) == 1
+    assert decoding_limits and set(decoding_limits) == {100_000}
+
+
+# --------------------------------------------------------------------------- what a file is
+
+
+def test_fifo_is_refused_by_what_it_is_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match=r"pipe\.png: is a FIFO \(named pipe\), not a regular"):
+        load_image(fifo)  # nobody writes to it: a blocking open would hang here
+
+
+@pytest.mark.skipif(not Path("/dev/urandom").exists(), reason="no /dev/urandom")
+def test_device_is_refused_by_what_it_is() -> None:
+    for dev in ("/dev/urandom", "/dev/null"):
+        with pytest.raises(ImageError, match=f"{dev}: is a character device, not a regular"):
+            load_image(dev)
+
+
+def test_symlink_loop_and_broken_link(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop.name)
+    with pytest.raises(ImageError, match=r"loop\.png: is a symbolic link loop"):
+        load_image(loop)
+    broken = tmp_path / "broken.png"
+    broken.symlink_to("gone.png")
+    with pytest.raises(ImageError, match=r"broken\.png: is a symbolic link to gone\.png, which"):
+        load_image(broken)
+
+
+def test_resolve_inputs_keeps_odd_files_for_load_image_to_report(tmp_path: Path) -> None:
+    """A link loop or FIFO in a folder must not end the expansion (it raised RuntimeError)."""
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "b.png").symlink_to("b.png")
+    os.mkfifo(tmp_path / "c.png")
+    assert [p.name for p in resolve_inputs([str(tmp_path)])] == ["a.png", "b.png", "c.png"]
+    assert resolve_inputs([str(tmp_path / "b.png")]) == [tmp_path / "b.png"]
+
+
+def test_postscript_named_jpg_never_reaches_the_eps_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import EpsImagePlugin
+
+    calls: list[str] = []
+
+    def spy(self: object) -> None:
+        calls.append("eps")
+        raise SyntaxError("spy")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", spy)
+    fake = tmp_path / "photo.jpg"
+    fake.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with pytest.raises(ImageError, match="not an image camlens can read"):
+        load_image(fake)
+    assert calls == []
+    assert cio.RASTER_FORMATS == ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+
+
+@pytest.mark.parametrize("fmt,suffix", [("PNG", ".png"), ("JPEG", ".jpg"), ("GIF", ".gif"),
+                                        ("BMP", ".bmp"), ("TIFF", ".tif"), ("WEBP", ".webp")])
+def test_every_raster_format_still_reads_whatever_its_name(tmp_path: Path, fmt: str,
+                                                           suffix: str) -> None:
+    src = Image.new("RGB", (6, 4), (200, 30, 10))
+    path = tmp_path / f"picture{suffix}.data"
+    src.save(path, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    got = np.asarray(load_image(path)).astype(int)
+    assert got.shape == (4, 6, 3)
+    assert np.abs(got - np.array([200, 30, 10])).max() <= (8 if fmt == "JPEG" else 0)
+
+
+def test_load_image_reporting_names_pillow_warnings(tmp_path: Path) -> None:
+    exif = b"II*\x00\x08\x00\x00\x00\x05\x00\x0f\x01\x02\x00\xff\x00\x00\x00\x90\x00\x00\x00"
+    path = _save(_noise(12, 10), tmp_path / "odd_exif.png", exif=exif)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing escapes as a warning
+        img, notes = cio.load_image_reporting(path)
+    assert img.size in ((12, 10), (10, 12))
+    assert notes and all("\n" not in n for n in notes)
+    assert any("Skipping tag 271" in n for n in notes)
+
+
+# --------------------------------------------------------------------------- names
+
+
+SURROGATE_NAME = os.fsdecode(b"caf\xe9.png")
+
+
+def test_display_path_is_valid_utf8() -> None:
+    assert cio.display_path(SURROGATE_NAME) == "caf\\xe9.png"
+    assert cio.display_path(SURROGATE_NAME).encode("utf-8")
+    assert cio.display_path("chat_été.png") == "chat_été.png"
+
+
+@pytest.mark.parametrize("name,stem", [
+    ("...png", "image"), ("..png", "image"), (".png", "png"), ("a.b.png", "a.b"),
+    (SURROGATE_NAME, "caf_"), ("e\u0301t\u00e9.jpg", "\u00e9t\u00e9"), ("x\ty:z*?.png", "x_y_z__"),
+    (" .. .png", "image"), ("photo.", "photo"),
+])
+def test_safe_stem(name: str, stem: str) -> None:
+    assert cio.safe_stem(name) == stem
+
+
+def test_safe_stem_is_short_and_whole_characters() -> None:
+    stem = cio.safe_stem("é" * 200 + ".png")
+    assert len(stem.encode("utf-8")) <= 120 and stem == "é" * 60
+
+
+def test_is_inside(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    assert cio.is_inside(out, out) and cio.is_inside(out / "a" / "x.png", out)
+    assert not cio.is_inside(tmp_path / "outside.png", out)
+    assert not cio.is_inside(tmp_path / "out2" / "x.png", out)  # a prefix is not a parent
+    (tmp_path / "link").symlink_to(out)
+    assert cio.is_inside(tmp_path / "link" / "a", out)
+
+
+def test_resolve_inputs_skips_the_excluded_folder(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "explanations" / "a").mkdir(parents=True)
+    (tmp_path / "explanations" / "a" / "summary.png").write_bytes(b"x")
+    got = resolve_inputs([str(tmp_path)], exclude=tmp_path / "explanations")
+    assert got == [tmp_path / "a.png"]
+    assert len(resolve_inputs([str(tmp_path)])) == 2
+
+
+def test_npz_writer_round_trip_compressed(tmp_path: Path) -> None:
+    target = tmp_path / "maps.npz"
+    smooth = np.linspace(0, 1, 200 * 300, dtype=np.float16).reshape(200, 300)
+    with cio.npz_writer(target) as add:
+        add("gradcam/3", smooth)
+        add("guided-backprop/3", np.full((4, 5, 3), 0.5, np.float16))
+    with np.load(target) as npz:
+        assert npz.files == ["gradcam/3", "guided-backprop/3"]
+        np.testing.assert_array_equal(npz["gradcam/3"], smooth)
+        assert npz["guided-backprop/3"].dtype == np.float16
+    assert target.stat().st_size < smooth.nbytes / 2  # deflated
+    assert [p.name for p in tmp_path.iterdir()] == ["maps.npz"]
+    with pytest.raises(RuntimeError), cio.npz_writer(tmp_path / "half.npz") as add:
+        add("a", smooth)
+        raise RuntimeError("writer crashed")
+    assert [p.name for p in tmp_path.iterdir()] == ["maps.npz"]

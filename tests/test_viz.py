@@ -238,3 +238,14 @@ def test_caption_draws_a_band_and_keeps_the_original() -> None:
     band = viz._font_size(90) * 3 // 2 + 6
     assert (a[: 90 - band] == (200, 30, 30)).all()  # above the band: unchanged
     assert (a[-1] == 0).all() and (a[90 - band:] > 200).sum() > 100  # black band, white text
+
+
+def test_shrink_to_caps_the_longer_side() -> None:
+    big = Image.new("RGB", (4000, 3000), (10, 200, 30))
+    small = viz.shrink_to(big, 768)
+    assert small.size == (768, 576)
+    assert small.getpixel((100, 100)) == (10, 200, 30)
+    assert viz.shrink_to(small, 768) is small  # already fits: the image itself
+    assert viz.shrink_to(Image.new("RGB", (1, 5000)), 768).size == (1, 768)
+    with pytest.raises(ValueError, match="max_side"):
+        viz.shrink_to(small, 0)

@@ -6,14 +6,18 @@
 
 Exit codes: 0 all done; 1 some images failed (the others finished); 2 a usage error, or no
 image could be explained; 3 an internal error (rerun with --debug for the traceback).
+A problem with one image (unreadable, refused by the model, non-finite scores) is one line on
+stderr and the run goes on; a problem with the arguments stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import functools
 import json
+import os
 import re
 import sys
 import time
@@ -32,7 +36,7 @@ import camlens
 from camlens import io as cio
 from camlens import viz
 from camlens.allocator import keep_freed_memory
-from camlens.errors import ExplainError, LayerError
+from camlens.errors import ExplainError, LayerError, TargetError
 from camlens.evidence import RESHAPES
 from camlens.layers import resolve_layers
 from camlens.loading import CliError, LoadedModel, load_model
@@ -46,6 +50,11 @@ COUNTERFACTUAL = "counterfactual-gradcam"
 
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "guided-backprop", "guided-gradcam", COUNTERFACTUAL)
 DEFAULT_TOP_K = 3
+MIN_MAX_OUTPUT_SIDE = 768
+"""Default longer side, in pixels, of the saved maps and overlays of a larger photo (or twice
+--input-size when that is more): the maps come from a model input of about --input-size pixels,
+so more pixels would only interpolate them. A 12 MP photo with 4 methods x 3 classes wrote
+1.2 GB at full size; at 768, under 20 MB."""
 
 # Method name -> Figure 1 column key of viz.DEFAULT_COLUMNS.
 _FIGURE1_KEYS = {
@@ -164,7 +173,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "--model", default=None, metavar="SPEC",
         help="efficientnet_lite0 (default, bundled), torchvision:NAME (needs --weights), "
              "path/to/file.py:FACTORY or package.module:ATTR (an nn.Module or a zero-argument "
-             "factory returning one)",
+             "factory returning one; the file or module is imported, so its code runs: name "
+             "only files you trust)",
     )
     g.add_argument("--weights", metavar="FILE",
                    help="state dict for the model (torch.load weights_only=True, loaded strictly)")
@@ -172,6 +182,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                    help="class names, one per line in class-index order")
     g.add_argument("--input-size", type=_positive_int, default=224, metavar="N",
                    help="resize the shorter side to N pixels, aspect kept, no crop (default 224)")
+    g.add_argument("--max-input-side", type=_positive_int, default=None, metavar="N",
+                   help="cap the longer side of the model's input at N pixels (default 4 x "
+                        "--input-size): an image longer than 4:1 is shrunk to fit, its shorter "
+                        "side then below --input-size")
     g.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
                    help="normalisation mean (default: ImageNet's)")
     g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
@@ -198,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", help="explain photos: heatmaps, pixel-space maps, Figure 1, maps.npz",
         description="Explain the model's decisions on images. For each image writes "
                     "OUT/<stem>/: <method>_<class>.png, summary.png (Figure 1), maps.npz "
-                    "(<method>/<class> -> float32 maps in [0, 1] at the original resolution) and "
-                    "explanation.json.",
+                    "(compressed; <method>/<class> -> float16 maps in [0, 1] at the photo's "
+                    "resolution, up to --max-output-side) and explanation.json. Folders are "
+                    "searched recursively, skipping hidden ones and OUT.",
     )
     ex.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                     help="image files, folders (searched recursively) or sample:NAME "
@@ -223,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(DEFAULT_METHODS) + ")")
     g = ex.add_argument_group("output")
     g.add_argument("--out", default="explanations", metavar="DIR",
-                   help="output folder (default ./explanations)")
+                   help="output folder (default ./explanations); inputs inside it are skipped")
+    g.add_argument("--max-output-side", type=_positive_int, default=None, metavar="N",
+                   help="write the overlay PNGs and maps.npz at the photo's resolution, shrunk "
+                        f"to a longer side of N pixels when larger (default "
+                        f"{MIN_MAX_OUTPUT_SIDE}, or 2 x --input-size when that is more)")
     g.add_argument("--colormap", default="jet", choices=viz.COLORMAPS,
                    help="heatmap colormap (default jet)")
     g.add_argument("--alpha", type=_unit_float, default=0.5,
@@ -304,11 +323,13 @@ def _dedupe(items: Iterable[Any]) -> list[Any]:
 
 
 def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """One output folder name per input: its stem, with -2, -3... when stems repeat."""
+    """One output folder name per input: its stem made safe (:func:`camlens.io.safe_stem`:
+    valid UTF-8, never ``.`` or ``..``, no separators), with -2, -3... when stems repeat
+    (compared case-insensitively)."""
     used: set[str] = set()
     out: list[str] = []
     for path in paths:
-        stem = path.stem or "image"
+        stem = cio.safe_stem(path)
         name, n = stem, 1
         while name.casefold() in used:
             n += 1
@@ -316,6 +337,25 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
         used.add(name.casefold())
         out.append(name)
     return out
+
+
+def _outside(specs: Sequence[str], out: Path) -> list[str]:
+    """The input specs that do not lie inside ``out``; each one that does is skipped with a
+    warning. camlens never reads its own outputs: a second ``camlens explain .`` would
+    otherwise explain the first one's pictures, and an input such as ``OUT/x/summary.png``
+    would be overwritten by its own summary."""
+    kept = []
+    for spec in specs:
+        if (not spec.lower().startswith(cio.SAMPLE_PREFIX)
+                and cio.is_inside(os.path.expanduser(spec), out)):
+            _warn(f"{cio.display_path(spec)}: skipped: it is inside the output folder "
+                  f"--out {cio.display_path(out)}, and camlens never reads its own outputs")
+        else:
+            kept.append(spec)
+    if not kept:
+        raise CliError(f"every input is inside the output folder --out {cio.display_path(out)};"
+                       " give inputs outside it, or another --out")
+    return kept
 
 
 def _layer_hint(loaded: LoadedModel) -> str:
@@ -340,7 +380,7 @@ class Settings:
     out: Path
     colormap: str
     alpha: float
-    max_pixels: int
+    max_output_side: int
     quiet: bool
     debug: bool = False
     reshape: str | None = None
@@ -348,9 +388,12 @@ class Settings:
 
 @dataclass
 class Item:
+    """One image waiting for its batch: ``image`` is already shrunk to the output size."""
+
     path: Path
     stem: str
     image: Image.Image
+    original_size: tuple[int, int]
     tensor: torch.Tensor
 
 
@@ -361,20 +404,38 @@ class Tally:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _warn(message: str, progress: Progress | None = None) -> None:
+    line = f"{PROG}: warning: {_one_line(message)}"
+    if progress is None:
+        print(line, file=sys.stderr, flush=True)
+    else:
+        progress.say(line, sys.stderr)
+
+
+def _fail(message: str, cfg: Settings, progress: Progress, tally: Tally) -> None:
+    """One image failed: say why in one line and go on with the others."""
+    if cfg.debug and sys.exc_info()[0] is not None:
+        progress.close()
+        traceback.print_exc()
+    tally.failed += 1
+    progress.say(f"{PROG}: error: {_one_line(message)}", sys.stderr)
+    progress.advance()
+
+
 # --------------------------------------------------------------------------- explain: the work
 
 
-def _to_original(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """(K, H, W) or (K, 3, H, W) maps at the model input's resolution -> the original (H0, W0),
-    bilinear (antialiased when shrinking), clipped to [0, 1]; (K, H0, W0) or (K, H0, W0, 3)."""
-    pixel = maps.dim() == 4
-    x = maps if pixel else maps[:, None]
+def _resized(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """One (h, w) heatmap or (3, h, w) pixel-space map at the model input's resolution ->
+    ``size`` = (H, W), bilinear (antialiased when shrinking), clipped to [0, 1]; float32
+    (H, W) or (H, W, 3)."""
+    pixel = m.dim() == 3
+    x = (m if pixel else m[None])[None]
     if tuple(x.shape[-2:]) != size:
         shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-    x = x.clamp_(0.0, 1.0)
-    arr = x.numpy().astype(np.float32, copy=False)
-    return np.ascontiguousarray(np.moveaxis(arr, 1, -1)) if pixel else arr[:, 0]
+    arr = x[0].clamp(0.0, 1.0).numpy()
+    return np.ascontiguousarray(np.moveaxis(arr, 0, -1)) if pixel else arr[0]
 
 
 def _columns(methods: Sequence[str]) -> list[tuple[str, str]]:
@@ -386,21 +447,47 @@ def _columns(methods: Sequence[str]) -> list[tuple[str, str]]:
     return cols
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with cio.atomic_path(path) as tmp:
-        with open(tmp, "xb") as fh:
-            np.savez(fh, **arrays)
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _scores(items: list[Item], cfg: Settings, progress: Progress, tally: Tally
+            ) -> tuple[list[Item], torch.Tensor, torch.Tensor] | None:
+    """(items, inputs (B, 3, H, W), scores (B, N)) for the images of one batch whose scores are
+    finite; an input the model refuses, or non-finite scores, fail those images (None: all
+    failed)."""
+    x = torch.stack([it.tensor for it in items]).to(cfg.loaded.device)
+    try:
+        with torch.no_grad():
+            out = cfg.loaded.model(x)
+        logits = getattr(out, "logits", out).detach().float().cpu()
+    except Exception as exc:  # noqa: BLE001 - the user's model refused this input: per image
+        h, w = x.shape[-2:]
+        for it in items:
+            _fail(f"{cio.display_path(it.path)}: the model failed on its {h}x{w} input "
+                  f"({_first_line(exc)}); a model that takes one input size only needs images "
+                  "of that shape (e.g. square ones)", cfg, progress, tally)
+        return None
+    finite = torch.isfinite(logits).all(dim=1).tolist()
+    for it, ok in zip(items, finite):
+        if not ok:
+            _fail(f"{cio.display_path(it.path)}: the model's scores for this image are not "
+                  "finite (NaN or Inf), so there is nothing to explain; check the model's "
+                  "weights and the image", cfg, progress, tally)
+    if not any(finite):
+        return None
+    keep = [i for i, ok in enumerate(finite) if ok]
+    return [items[i] for i in keep], x[keep], logits[keep]
 
 
 def _explain_batch(items: list[Item], cfg: Settings, progress: Progress, tally: Tally) -> None:
-    loaded = cfg.loaded
-    model = loaded.model
-    x = torch.stack([it.tensor for it in items]).to(loaded.device)
+    scored = _scores(items, cfg, progress, tally)
+    if scored is None:
+        return
+    items, x, logits = scored
     batch = len(items)
-    with torch.no_grad():
-        out = model(x)
-    logits = getattr(out, "logits", out).detach().float()
-    probs = torch.softmax(logits, dim=1).cpu()
+    probs = torch.softmax(logits, dim=1)
     top = probs.topk(min(cfg.top_k, probs.shape[1]), dim=1)
     if cfg.targets is not None:
         target = torch.tensor([cfg.targets] * batch, dtype=torch.long)
@@ -409,84 +496,142 @@ def _explain_batch(items: list[Item], cfg: Settings, progress: Progress, tally: 
 
     results: dict[str, torch.Tensor] = {}
     seconds: dict[str, float] = {}
-    for name in cfg.methods:
-        base, options = _base_method(name)
-        start = time.perf_counter()
-        with_layer = METHODS[base].needs_layer
-        ex = camlens.explain(
-            model, x, method=base, layer=cfg.layer if with_layer else None,
-            target=target.to(loaded.device), reshape=cfg.reshape if with_layer else None,
-            **options,
-        )
-        seconds[name] = (time.perf_counter() - start) / batch
-        tally.seconds[name] = tally.seconds.get(name, 0.0) + seconds[name] * batch
-        results[name] = ex.maps.detach().float().cpu()
+    try:
+        for name in cfg.methods:
+            base, options = _base_method(name)
+            start = time.perf_counter()
+            with_layer = METHODS[base].needs_layer
+            ex = camlens.explain(
+                cfg.loaded.model, x, method=base, layer=cfg.layer if with_layer else None,
+                target=target.to(cfg.loaded.device),
+                reshape=cfg.reshape if with_layer else None, **options,
+            )
+            seconds[name] = (time.perf_counter() - start) / batch
+            results[name] = ex.maps.detach().float().cpu()
+    except ExplainError as exc:
+        if isinstance(exc, (LayerError, TargetError)) and not tally.done:
+            raise  # --layer, --reshape or --target do not fit the model: a usage error
+        for it in items:
+            _fail(f"{cio.display_path(it.path)}: {exc}", cfg, progress, tally)
+        return
+    for name, s in seconds.items():
+        tally.seconds[name] = tally.seconds.get(name, 0.0) + s * batch
 
     for i, item in enumerate(items):
+        bad = [n for n in cfg.methods if not torch.isfinite(results[n][i]).all()]
+        if bad:
+            _fail(f"{cio.display_path(item.path)}: the {', '.join(bad)} map(s) came out "
+                  "non-finite (NaN or Inf); nothing was written", cfg, progress, tally)
+            continue
         try:
-            _write_outputs(item, i, cfg, results, seconds, probs[i], top, target[i].tolist(),
+            _write_outputs(item, cfg, {n: r[i] for n, r in results.items()}, seconds,
+                           probs[i], top.indices[i], top.values[i], target[i].tolist(),
                            tuple(x.shape[-2:]), progress)
         except OSError as exc:
-            if cfg.debug:
-                traceback.print_exc()
-            tally.failed += 1
-            progress.say(f"{PROG}: error: {item.path}: cannot write the outputs: "
-                         f"{_one_line(str(exc))}", sys.stderr)
+            _fail(f"{cio.display_path(item.path)}: cannot write the outputs: "
+                  f"{exc.strerror or exc} ({cio.display_path(exc.filename or cfg.out)})",
+                  cfg, progress, tally)
         else:
             tally.done += 1
-        progress.advance()
+            progress.advance()
 
 
-def _write_outputs(item: Item, i: int, cfg: Settings, results: dict[str, torch.Tensor],
-                   seconds: dict[str, float], probs: torch.Tensor, top: Any,
-                   targets: list[int], input_hw: tuple[int, ...], progress: Progress) -> None:
-    labels = cfg.loaded.labels
+def _write_outputs(item: Item, cfg: Settings, maps: dict[str, torch.Tensor],
+                   seconds: dict[str, float], probs: torch.Tensor, top_idx: torch.Tensor,
+                   top_p: torch.Tensor, targets: list[int], input_hw: tuple[int, ...],
+                   progress: Progress) -> None:
+    """Write OUT/<stem>/ for one image; on any error, remove what this call wrote."""
+    folder = cfg.out / item.stem
+    created = not os.path.lexists(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        empty = _write_maps(item, cfg, maps, targets, probs, folder, written)
+        _write_record(item, cfg, seconds, probs, top_idx, top_p, targets, input_hw, empty,
+                      folder)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    if not cfg.quiet:
+        labels = cfg.loaded.labels
+        lines = [f"{cio.display_path(item.path.name)} -> {cio.display_path(folder)}/"]
+        names = [labels[c] for c in top_idx.tolist()]
+        width = max(len(n) for n in names)
+        for r, (c, p) in enumerate(zip(top_idx.tolist(), top_p.tolist())):
+            lines.append(f"  {r + 1}. {labels[c]:<{width}}  {p:.3f}  (class {c})")
+        progress.say("\n".join(lines))
+
+
+def _write_maps(item: Item, cfg: Settings, maps: dict[str, torch.Tensor], targets: list[int],
+                probs: torch.Tensor, folder: Path, written: list[Path]) -> list[str]:
+    """maps.npz (float16, compressed), one PNG per method and target, summary.png; one map
+    at a time at the output size. Returns the keys of the constant ("empty") maps."""
     img = item.image
     size = (img.height, img.width)
-    folder = cfg.out / item.stem
-    folder.mkdir(parents=True, exist_ok=True)
-
-    arrays: dict[str, np.ndarray] = {}
+    columns = _columns(cfg.methods)
+    layout = viz.figure1_layout(img.size, len(targets), columns)
+    thumb = (layout.panel_w, layout.panel_h)
     empty: list[str] = []
     panels: dict[int, dict[str, Image.Image]] = {k: {} for k in range(len(targets))}
-    for name in cfg.methods:
-        maps = _to_original(results[name][i], size)
-        key = _FIGURE1_KEYS.get(name, name)
-        for k, cls in enumerate(targets):
-            m = maps[k]
-            arrays[f"{name}/{cls}"] = m
-            pic = viz.pixel_space_image(m) if m.ndim == 3 else viz.overlay(
-                img, m, alpha=cfg.alpha, colormap=cfg.colormap)
-            if m.max() == m.min():  # e.g. counterfactual Grad-CAM where nothing speaks against
-                empty.append(f"{name}/{cls}")
-                pic = viz.caption(pic, "no evidence: the map is zero")
-            viz.save_png(pic, folder / f"{name}_{cls}.png")
-            panels[k][key] = pic
-        del maps
-    _write_npz(folder / "maps.npz", arrays)
-    del arrays
-
+    with cio.npz_writer(folder / "maps.npz") as add:
+        for name in cfg.methods:
+            key = _FIGURE1_KEYS.get(name, name)
+            for k, cls in enumerate(targets):
+                m = _resized(maps[name][k], size)
+                saved = m.astype(np.float16)
+                add(f"{name}/{cls}", saved)
+                pic = viz.pixel_space_image(m) if m.ndim == 3 else viz.overlay(
+                    img, m, alpha=cfg.alpha, colormap=cfg.colormap)
+                if saved.max() == saved.min():  # e.g. counterfactual Grad-CAM: nothing against
+                    empty.append(f"{name}/{cls}")
+                    pic = viz.caption(pic, "no evidence: the map is zero")
+                written.append(viz.save_png(pic, folder / f"{name}_{cls}.png"))
+                panels[k][key] = pic.resize(thumb, Image.Resampling.BILINEAR)
+    written.append(folder / "maps.npz")
+    labels = cfg.loaded.labels
     rows = [
         viz.Row(f"{labels[cls]} (class {cls}, p={float(probs[cls]):.3f})", panels[k])
         for k, cls in enumerate(targets)
     ]
-    viz.save_png(viz.figure1(img, rows, columns=_columns(cfg.methods)), folder / "summary.png")
+    summary = viz.figure1(img.resize(thumb, Image.Resampling.BILINEAR), rows, columns=columns)
+    written.append(viz.save_png(summary, folder / "summary.png"))
+    return empty
 
-    predictions = [
-        {"rank": r + 1, "index": int(c), "name": labels[int(c)], "probability": float(p)}
-        for r, (c, p) in enumerate(zip(top.indices[i].tolist(), top.values[i].tolist()))
-    ]
+
+def _write_record(item: Item, cfg: Settings, seconds: dict[str, float], probs: torch.Tensor,
+                  top_idx: torch.Tensor, top_p: torch.Tensor, targets: list[int],
+                  input_hw: tuple[int, ...], empty: list[str], folder: Path) -> None:
+    """explanation.json: strict JSON (no NaN or Infinity), valid UTF-8 whatever the file name."""
+    labels = cfg.loaded.labels
+    shown = cio.display_path(item.path)
+    exact = {} if shown == os.fspath(item.path) else {
+        "image_bytes_hex": os.fsencode(item.path).hex(),
+        "image_note": "the file name is not valid UTF-8: \"image\" shows its odd bytes as \\xNN, "
+                      "image_bytes_hex is the exact name",
+    }
     record = {
         "camlens_version": camlens.__version__,
-        "image": str(item.path),
+        "image": shown,
+        **exact,
         "model": cfg.loaded.name,
         "device": str(cfg.loaded.device),
         "layer": cfg.layer,
         "reshape": cfg.reshape,
         "input_size": cfg.loaded.input_size,
         "model_input_size": {"height": int(input_hw[0]), "width": int(input_hw[1])},
-        "original_size": {"height": size[0], "width": size[1]},
-        "predictions": predictions,
+        "original_size": {"height": item.original_size[1], "width": item.original_size[0]},
+        "output_size": {"height": item.image.height, "width": item.image.width},
+        "output_size_note": "size of the PNGs and maps: the original size, shrunk to a longer "
+                            f"side of {cfg.max_output_side} pixels when larger",
+        "maps_dtype": "float16",
+        "predictions": [
+            {"rank": r + 1, "index": c, "name": labels[c], "probability": p}
+            for r, (c, p) in enumerate(zip(top_idx.tolist(), top_p.tolist()))
+        ],
         "targets": [{"index": c, "name": labels[c], "probability": float(probs[c])}
                     for c in targets],
         "methods": list(cfg.methods),
@@ -496,16 +641,22 @@ def _write_outputs(item: Item, i: int, cfg: Settings, results: dict[str, torch.T
         "timings": {m: round(s, 4) for m, s in seconds.items()},
         "timings_note": "seconds per image: each method's time on its batch / batch size",
     }
-    data = (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    cio.atomic_write_bytes(folder / "explanation.json", data)
+    text = json.dumps(record, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    cio.atomic_write_bytes(folder / "explanation.json", text.encode("utf-8"))
 
-    if not cfg.quiet:
-        lines = [f"{item.path.name} -> {folder}/"]
-        width = max(len(p["name"]) for p in predictions)
-        for p in predictions:
-            lines.append(f"  {p['rank']}. {p['name']:<{width}}  {p['probability']:.3f}  "
-                         f"(class {p['index']})")
-        progress.say("\n".join(lines))
+
+def _load(path: Path, stem: str, cfg: Settings, max_pixels: int, progress: Progress,
+          tally: Tally) -> Item | None:
+    """Read one image (None if it cannot be used: that image failed) and prepare its input."""
+    try:
+        img, notes = cio.load_image_reporting(path, max_pixels=max_pixels)
+    except cio.ImageError as exc:
+        _fail(str(exc), cfg, progress, tally)
+        return None
+    for note in notes:
+        _warn(f"{cio.display_path(path)}: {note}", progress)
+    return Item(path, stem, viz.shrink_to(img, cfg.max_output_side), img.size,
+                cfg.loaded.preprocess(img))
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -513,10 +664,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         viz.colormap(args.colormap)
     except ImportError as exc:
         raise CliError(str(exc)) from exc
-    paths = cio.resolve_inputs(args.inputs)
+    out = Path(args.out).expanduser()
+    paths = cio.resolve_inputs(_outside(args.inputs, out), exclude=out)
     loaded = load_model(args.model, weights=args.weights, labels=args.labels,
                         input_size=args.input_size, mean=args.mean, std=args.std,
-                        device=args.device)
+                        device=args.device, max_input_side=args.max_input_side)
     methods = _dedupe(args.method or DEFAULT_METHODS)
     needs_layer = any(METHODS[_base_method(m)[0]].needs_layer for m in methods)
     layer = args.layer or loaded.default_layer
@@ -534,14 +686,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     top_k = min(top_k, loaded.num_classes)
     targets = (_dedupe(resolve_target(t, loaded.labels) for t in args.target)
                if args.target else None)
-    out = Path(args.out).expanduser()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CliError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from exc
+        raise CliError(f"--out {cio.display_path(out)}: cannot create the folder "
+                       f"({exc.strerror or exc})") from exc
 
     cfg = Settings(loaded, methods, layer if needs_layer else None, targets, top_k, out,
-                   args.colormap, args.alpha, args.max_pixels, args.quiet, args.debug,
+                   args.colormap, args.alpha,
+                   args.max_output_side or max(MIN_MAX_OUTPUT_SIDE, 2 * args.input_size),
+                   args.quiet, args.debug,
                    args.reshape if needs_layer else None)
     tally = Tally()
     progress = Progress(len(paths), enabled=not args.quiet)
@@ -549,21 +703,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         for path, stem in zip(paths, unique_stems(paths)):
-            try:
-                img = cio.load_image(path, max_pixels=args.max_pixels)
-            except cio.ImageError as exc:
-                if args.debug:
-                    progress.close()
-                    traceback.print_exc()
-                tally.failed += 1
-                progress.say(f"{PROG}: error: {_one_line(str(exc))}", sys.stderr)
-                progress.advance()
+            item = _load(path, stem, cfg, args.max_pixels, progress, tally)
+            if item is None:
                 continue
-            tensor = loaded.preprocess(img)
-            group = pending.setdefault(tuple(tensor.shape), [])
-            group.append(Item(path, stem, img, tensor))
+            shape = tuple(item.tensor.shape)
+            group = pending.setdefault(shape, [])
+            group.append(item)
             if len(group) >= args.batch_size:
-                _explain_batch(pending.pop(tuple(tensor.shape)), cfg, progress, tally)
+                _explain_batch(pending.pop(shape), cfg, progress, tally)
+            elif sum(map(len, pending.values())) >= 4 * args.batch_size:
+                # photos of many sizes: bound what waits by running the oldest group now
+                _explain_batch(pending.pop(next(iter(pending))), cfg, progress, tally)
         for shape in list(pending):
             _explain_batch(pending.pop(shape), cfg, progress, tally)
     finally:

@@ -1,40 +1,58 @@
 """Reading images robustly, resolving input specs, and writing outputs atomically.
 
-* :func:`load_image` turns any image file Pillow understands into an 8-bit RGB
+* :func:`load_image` turns a PNG, JPEG, GIF, BMP, TIFF or WebP file into an 8-bit RGB
   image (EXIF orientation applied, transparency flattened on white, 16-bit and
   float data rescaled) or raises :class:`ImageError` with a one-line message
-  that says what is wrong and what would be right.
+  that says what is wrong and what would be right. It changes no process-wide
+  state (Pillow's ``MAX_IMAGE_PIXELS``, warning filters), so threads may call it.
+* :func:`load_image_reporting` is the same for a program that owns its process (the
+  CLI): the warnings and the C-level stderr lines of decoding come back as text.
 * :func:`sample_image` resolves the bundled sample photos (``sample:chelsea``...)
   from the installed scikit-image / matplotlib packages, without any download.
 * :func:`resolve_inputs` expands folders and ``sample:`` specs into image paths.
-* :func:`atomic_path` / :func:`atomic_write_bytes` write outputs so a crash or
-  an error never leaves a half-written file behind.
+* :func:`display_path` and :func:`safe_stem` turn any file name (on Linux: any bytes)
+  into valid UTF-8 text for messages and into a folder name that stays where it is put.
+* :func:`atomic_path` / :func:`atomic_write_bytes` / :func:`npz_writer` write outputs so
+  a crash or an error never leaves a half-written file behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import os
 import secrets
-import threading
+import stat
+import sys
+import tempfile
+import unicodedata
 import warnings
-from collections.abc import Iterable, Iterator
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "RASTER_FORMATS",
     "SAMPLE_IMAGES",
     "SAMPLE_PREFIX",
     "ImageError",
     "atomic_path",
     "atomic_write_bytes",
+    "display_path",
+    "is_inside",
     "load_image",
+    "load_image_reporting",
+    "npz_writer",
     "resolve_inputs",
+    "safe_stem",
     "sample_image",
 ]
 
@@ -46,6 +64,11 @@ DEFAULT_MAX_PIXELS = 2 * 89_478_485
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 )
+
+#: The only formats :func:`load_image` opens, whatever the file's name: raster images that
+#: Pillow decodes itself. EPS/PDF (which Pillow hands to Ghostscript), fonts, icons and the
+#: rest of Pillow's plugins never see the file.
+RASTER_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 
 SAMPLE_PREFIX = "sample:"
 
@@ -61,68 +84,182 @@ SAMPLE_IMAGES: dict[str, tuple[str, str, str]] = {
 _PIP_NAMES = {"skimage": "scikit-image", "matplotlib": "matplotlib"}
 
 _WHITE = (255, 255, 255)
-_PIL_LIMIT_LOCK = threading.Lock()
+_EXPECTED = "expected a JPEG, PNG, BMP, GIF, TIFF or WebP file"
 
 
 class ImageError(ValueError):
     """An input image cannot be used; the message says why and what would work."""
 
 
+# --------------------------------------------------------------------------- names
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as valid UTF-8 text for messages and JSON: bytes of the file name that are not
+    UTF-8 (a Linux file name is any bytes; Python keeps them as lone surrogates) appear as
+    ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+_UNSAFE_IN_NAMES = frozenset('<>:"/\\|?*\ufffd')
+_MAX_STEM_BYTES = 120
+
+
+def safe_stem(path: str | os.PathLike[str]) -> str:
+    """A folder name for the outputs of ``path``: its stem (name without the last suffix) as
+    valid UTF-8 in NFC, with undecodable bytes, control and format characters and
+    ``<>:"/\\|?*`` replaced by ``_``, leading and trailing dots and spaces removed (so never
+    ``.`` or ``..``), cut to at most 120 bytes; ``image`` when nothing is left."""
+    stem = os.fsencode(Path(path).stem).decode("utf-8", "replace")
+    stem = unicodedata.normalize("NFC", stem)
+    stem = "".join("_" if c in _UNSAFE_IN_NAMES or unicodedata.category(c)[0] == "C" else c
+                   for c in stem)
+    stem = stem.strip(". ")
+    stem = stem.encode("utf-8")[:_MAX_STEM_BYTES].decode("utf-8", "ignore").strip(". ")
+    return stem or "image"
+
+
+def is_inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it, symbolic links resolved."""
+    p, f = os.path.realpath(path), os.path.realpath(folder)
+    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
+
+
 # --------------------------------------------------------------------------- reading
 
 
-@contextlib.contextmanager
-def _pil_limit_lifted() -> Iterator[None]:
-    """Switch off Pillow's global bomb check while we enforce our own limit."""
-    with _PIL_LIMIT_LOCK:
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(name: str, mode: int) -> ImageError:
+    if stat.S_ISDIR(mode):
+        return ImageError(f"{name}: is a folder; expected an image file")
+    kind = next((what for test, what in _KINDS if test(mode)), "not a regular file")
+    return ImageError(f"{name}: is {kind}, not a regular file; {_EXPECTED}")
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading if it is a non-empty regular file (symbolic links followed),
+    else raise an ImageError that says what it is. Never blocks: a FIFO is refused from its
+    ``stat`` before any ``open``, and the open itself is non-blocking."""
+    name = display_path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageError(f"{name}: is a symbolic link to {display_path(os.readlink(path))}, "
+                             "which does not exist") from None
+        raise ImageError(
+            f"{name}: no such file; check the path (or use sample:NAME for a bundled photo)"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError(f"{name}: is a symbolic link loop (a link that leads back to "
+                             "itself); expected an image file") from None
+        raise ImageError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(name, st.st_mode)
+    if st.st_size == 0:
+        raise ImageError(f"{name}: the file is empty (0 bytes); expected an image file")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied; make the file readable") from None
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot open it ({exc.strerror or exc})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # replaced by something else since the stat
+        os.close(fd)
+        raise _not_regular(name, mode)
+    return os.fdopen(fd, "rb")
+
+
+@lru_cache(maxsize=1)
+def _raster_plugins() -> tuple[tuple[str, type[ImageFile.ImageFile]], ...]:
+    """(format, Pillow image-file class) of :data:`RASTER_FORMATS` this Pillow can read."""
+    from PIL import (
+        BmpImagePlugin,
+        GifImagePlugin,
+        JpegImagePlugin,
+        PngImagePlugin,
+        TiffImagePlugin,
+    )
+
+    plugins: list[tuple[str, type[ImageFile.ImageFile]]] = [
+        ("PNG", PngImagePlugin.PngImageFile),
+        ("JPEG", JpegImagePlugin.JpegImageFile),
+        ("GIF", GifImagePlugin.GifImageFile),
+        ("BMP", BmpImagePlugin.BmpImageFile),
+        ("TIFF", TiffImagePlugin.TiffImageFile),
+    ]
+    try:
+        from PIL import WebPImagePlugin, features
+
+        if features.check_module("webp"):
+            plugins.append(("WEBP", WebPImagePlugin.WebPImageFile))
+    except ImportError:  # pragma: no cover - a Pillow built without WebP
+        pass
+    return tuple(plugins)
+
+
+def _pillow_bomb_message(name: str, fmt: str, exc: Exception) -> str:
+    return (
+        f"{name}: Pillow refuses to decode this {fmt} image ({exc}): its own decompression-bomb "
+        f"limit, PIL.Image.MAX_IMAGE_PIXELS (process-wide, which camlens never changes), is "
+        f"lower for {fmt} files than camlens's --max-pixels / max_pixels; if you trust the "
+        "file, convert it to PNG or JPEG, or raise PIL.Image.MAX_IMAGE_PIXELS in your program"
+    )
+
+
+def _identify(fh: BinaryIO, path: Path) -> ImageFile.ImageFile:
+    """Read the header with the first raster plugin whose signature matches.
+
+    The plugin classes are called directly rather than through ``Image.open``, which would
+    also try every other plugin (Ghostscript for EPS) and apply Pillow's process-wide
+    decompression-bomb check; camlens checks the size itself, against its own limit.
+    """
+    name = display_path(path)
+    for fmt, plugin in _raster_plugins():
+        fh.seek(0)
         try:
-            yield
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+            return plugin(fh, os.fsdecode(path))
+        except SyntaxError:  # not this format (Pillow's "not a PNG file" and the like)
+            continue
+        except Image.DecompressionBombError as exc:
+            raise ImageError(_pillow_bomb_message(name, fmt, exc)) from None
+        except (OSError, ValueError, EOFError, MemoryError) as exc:
+            raise ImageError(
+                f"{name}: cannot read the {fmt} header ({exc}); the file is corrupt"
+            ) from None
+    raise ImageError(f"{name}: not an image camlens can read; {_EXPECTED}")
 
 
-def _bomb_message(path: Path, size: tuple[int, int], max_pixels: int) -> str:
+def _bomb_message(name: str, size: tuple[int, int], max_pixels: int) -> str:
     width, height = size
     return (
-        f"{path}: image is {width}x{height} = {width * height} pixels, above the limit of "
+        f"{name}: image is {width}x{height} = {width * height} pixels, above the limit of "
         f"{max_pixels} pixels (a guard against decompression bombs); if you trust this file, "
         f"raise the limit with load_image(..., max_pixels=N) or the CLI flag --max-pixels N"
     )
 
 
-def _open_and_decode(path: Path, max_pixels: int | None) -> Image.Image:
-    """Open ``path``, check its size against ``max_pixels``, then fully decode it."""
+def _decode(img: ImageFile.ImageFile, name: str) -> None:
+    """Fully decode ``img`` now: truncation shows up here, not later."""
     try:
-        img = Image.open(path)
-    except UnidentifiedImageError:
-        raise ImageError(
-            f"{path}: not an image Pillow can read; expected a JPEG, PNG, BMP, GIF, TIFF or WebP file"
-        ) from None
-    except PermissionError:
-        raise ImageError(f"{path}: permission denied; make the file readable") from None
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError(_pillow_bomb_message(name, str(img.format), exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"{path}: cannot read the image header ({exc}); the file is corrupt") from None
-
-    width, height = img.size
-    if max_pixels is not None and width * height > max_pixels:
-        img.close()
-        raise ImageError(_bomb_message(path, img.size, max_pixels))
-    try:
-        img.load()  # force a full decode now: truncation shows up here, not later
-    except Image.DecompressionBombError:
-        img.close()
-        raise
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        img.close()
         raise ImageError(
-            f"{path}: the image data is truncated or corrupt ({exc}); re-export or re-download the file"
+            f"{name}: the image data is truncated or corrupt ({exc}); re-export or re-download "
+            "the file"
         ) from None
-    if width == 0 or height == 0:
-        img.close()
-        raise ImageError(f"{path}: the image is {width}x{height} pixels; it needs at least 1x1")
-    return img
 
 
 def _rescale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
@@ -173,13 +310,16 @@ def _to_rgb8(img: Image.Image, path: Path) -> Image.Image:
         return img.convert("RGB")  # 1, L, P, CMYK, YCbCr, RGBX, HSV ...
     except ValueError:
         raise ImageError(
-            f"{path}: colour mode {mode!r} cannot be converted to RGB; save the image as RGB or grayscale"
+            f"{display_path(path)}: colour mode {mode!r} cannot be converted to RGB; save the image as RGB or grayscale"
         ) from None
 
 
 def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Read an image file as an 8-bit RGB PIL image, fully decoded and detached from the file.
 
+    * Only PNG, JPEG, GIF, BMP, TIFF and WebP are read (:data:`RASTER_FORMATS`), whatever
+      the file's name; anything that is not a regular file (a FIFO, a device, a folder, a
+      symbolic link loop) is refused with a message that says what it is.
     * EXIF orientation is applied (a portrait phone photo comes back portrait).
     * Transparency (RGBA, LA, PA, palette or RGB/L with a transparent colour) is
       composited on white; palette, 1-bit, grayscale and CMYK are converted to RGB.
@@ -189,38 +329,85 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     * Multi-frame files (GIF, TIFF) give their first frame.
 
     ``max_pixels`` (``None``: no limit) bounds width x height and is checked from
-    the header, before decoding, independently of ``PIL.Image.MAX_IMAGE_PIXELS``.
-    Every problem raises :class:`ImageError`.
+    the header, before decoding, independently of ``PIL.Image.MAX_IMAGE_PIXELS``, which
+    is never changed (PNG, JPEG and BMP do not consult it at all; Pillow's own TIFF, GIF
+    and WebP code still refuses images above twice its value). Safe to call from several
+    threads. Every problem raises :class:`ImageError`.
     """
     if max_pixels is not None and max_pixels < 1:
         raise ValueError(f"max_pixels must be a positive number of pixels or None, got {max_pixels}")
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file; check the path (or use sample:NAME for a bundled photo)")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder; expected an image file")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: the file is empty (0 bytes); expected an image file")
-
-    with warnings.catch_warnings():
-        # Our own max_pixels check replaces Pillow's size warnings.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = _open_and_decode(path, max_pixels)
-        except Image.DecompressionBombError:
-            # Pillow's global limit is below ours: retry with it lifted (ours still applies).
-            with _pil_limit_lifted():
-                img = _open_and_decode(path, max_pixels)
-
-    with img:
+    name = display_path(path)
+    with _open_regular(path) as fh, _identify(fh, path) as img:
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageError(_bomb_message(name, img.size, max_pixels))
+        _decode(img, name)
         try:
             oriented = ImageOps.exif_transpose(img)
-        except Exception:  # malformed EXIF must not make the photo unreadable
+        except Exception:  # noqa: BLE001 - malformed EXIF must not make the photo unreadable
             oriented = img
         rgb = _to_rgb8(oriented, path)
         if rgb is img:
             rgb = img.copy()  # detach from the (about to be closed) file
     return rgb
+
+
+@contextlib.contextmanager
+def _c_stderr_to(sink: list[str]) -> Iterator[None]:
+    """Send what C code writes to file descriptor 2 (libtiff's warnings) to ``sink``, one
+    string per line, instead of the terminal. Process-wide while it runs."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no fd 2 to redirect: nothing to catch
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read(1 << 16).decode("utf-8", "replace")
+            sink.extend(line.strip() for line in text.splitlines() if line.strip())
+
+
+def load_image_reporting(
+    path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[Image.Image, list[str]]:
+    """:func:`load_image`, plus what decoding said: each Python warning (Pillow's "Corrupt
+    EXIF data"...) as one line, and the lines C libraries wrote to stderr (libtiff's
+    "Unknown field with tag ...") joined into one. Pillow's ``DecompressionBombWarning`` is
+    left out: ``max_pixels`` is the limit that applies.
+
+    For programs that own their process, like the CLI: the warning filters and file
+    descriptor 2 are process-wide, so do not call this from threads (use :func:`load_image`).
+    """
+    c_lines: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with _c_stderr_to(c_lines):
+                img = load_image(path, max_pixels=max_pixels)
+    except ImageError as exc:
+        if not c_lines:
+            raise
+        raise ImageError(f"{exc} ({_decoder_said(c_lines)})") from None
+    notes = [" ".join(str(w.message).split()) for w in caught
+             if not issubclass(w.category, Image.DecompressionBombWarning)]
+    if c_lines:
+        notes.append(_decoder_said(c_lines))
+    return img, notes
+
+
+def _decoder_said(lines: list[str], shown: int = 3) -> str:
+    more = f" and {len(lines) - shown} more lines" if len(lines) > shown else ""
+    return "the decoder printed: " + " | ".join(lines[:shown]) + more
 
 
 # --------------------------------------------------------------------------- samples
@@ -268,55 +455,63 @@ def _normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:
     return frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
 
 
-def _images_in_folder(folder: Path, extensions: frozenset[str]) -> list[Path]:
+def _images_in_folder(folder: Path, extensions: frozenset[str], exclude: Path | None) -> list[Path]:
     found: list[Path] = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not (
+            exclude is not None and is_inside(os.path.join(root, d), exclude))]
         for name in files:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
                 found.append(Path(root) / name)
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
 
-def resolve_inputs(specs: Iterable[str | Path], extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
+def resolve_inputs(
+    specs: Iterable[str | Path],
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    exclude: str | os.PathLike[str] | None = None,
+) -> list[Path]:
     """Expand input specs into image paths, in order, without duplicates.
 
-    A spec is a file (taken as is, whatever its extension), a folder (searched
-    recursively for files with one of ``extensions``, case-insensitive, sorted,
-    hidden files and folders skipped) or ``sample:NAME`` (see :func:`sample_image`).
-    Missing paths and folders without images raise :class:`ImageError`.
+    A spec is a file (taken as is, whatever its extension or kind: :func:`load_image` says
+    what is wrong with a FIFO or a link loop), a folder (searched recursively for files with
+    one of ``extensions``, case-insensitive, sorted, hidden files and folders skipped, and
+    the folder ``exclude`` and everything below it skipped) or ``sample:NAME`` (see
+    :func:`sample_image`). Missing paths and folders without images raise :class:`ImageError`.
     """
     exts = _normalise_extensions(extensions)
+    skip = Path(exclude) if exclude is not None else None
     result: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
 
     def add(path: Path) -> None:
-        key = path.resolve()
+        key = os.path.realpath(path)  # no error on a symbolic link loop, unlike Path.resolve
         if key not in seen:
             seen.add(key)
             result.append(path)
 
     for spec in specs:
-        text = str(spec)
+        text = os.fspath(spec)
         if isinstance(spec, str) and text.lower().startswith(SAMPLE_PREFIX):
             add(sample_image(text))
             continue
         path = Path(text).expanduser()
         if path.is_dir():
-            images = _images_in_folder(path, exts)
+            images = _images_in_folder(path, exts, skip)
             if not images:
                 raise ImageError(
-                    f"{path}: folder contains no images; expected files ending in "
+                    f"{display_path(path)}: folder contains no images; expected files ending in "
                     f"{', '.join(sorted(exts))}"
+                    + (f" (outside {display_path(skip)})" if skip is not None else "")
                 )
             for image in images:
                 add(image)
-        elif path.exists():
+        elif os.path.lexists(path):
             add(path)
         else:
             raise ImageError(
-                f"{path}: no such file or folder; give an image file, a folder of images or "
-                f"sample:NAME ({', '.join(sorted(SAMPLE_IMAGES))})"
+                f"{display_path(path)}: no such file or folder; give an image file, a folder of "
+                f"images or sample:NAME ({', '.join(sorted(SAMPLE_IMAGES))})"
             )
     return result
 
@@ -347,6 +542,20 @@ def atomic_path(path: str | Path, *, make_parents: bool = True) -> Iterator[Path
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (all or nothing, never a partial file)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "xb") as fh:
-            fh.write(data)
+    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
+        fh.write(data)
+
+
+@contextlib.contextmanager
+def npz_writer(path: str | Path) -> Iterator[Callable[[str, np.ndarray], None]]:
+    """Write a compressed ``.npz`` (what ``np.savez_compressed`` writes, read by ``np.load``)
+    one array at a time: ``with npz_writer(p) as add: add("name", array)``. Only the array
+    being added is in memory; the file appears atomically when the block ends without error.
+    """
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "x", zipfile.ZIP_DEFLATED) as archive:
+
+        def add(name: str, array: np.ndarray) -> None:
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+        yield add

@@ -8,9 +8,17 @@ Specs:
   (torchvision is imported only here, and nothing is ever downloaded);
 * ``path/to/file.py:ATTR`` and ``package.module:ATTR``: ``ATTR`` is an ``nn.Module`` instance,
   or a callable taking no arguments that returns one (a factory function or a module class).
+  The file or module is imported, so its code runs with the user's rights: by design, like
+  ``python file.py``; only name files you trust.
 
-``--weights FILE`` is read with ``torch.load(weights_only=True)`` and loaded strictly; a file
-that does not fit raises a one-line :class:`CliError` naming the missing and unexpected keys.
+``--weights FILE`` is read with ``torch.load(weights_only=True)`` (no code runs) and loaded
+strictly; a file that does not fit raises a one-line :class:`CliError` naming the missing and
+unexpected keys, and a pickle that would need code (a whole pickled model) is refused saying so.
+
+The model sees the image with its shorter side resized to ``input_size``, unless that would make
+its longer side exceed ``max_input_side`` (default ``4 * input_size``): then the longer side is
+``max_input_side`` (:func:`model_input_size`), so a 1 x 100 strip cannot become a 224 x 22400
+input.
 """
 
 from __future__ import annotations
@@ -22,16 +30,24 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import re
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import nn
 
-from camlens.models import IMAGENET_MEAN, IMAGENET_STD, MODELS, imagenet_labels, preprocess_image
+from camlens.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MODELS,
+    imagenet_labels,
+    preprocess_image,
+)
 
 __all__ = [
     "CliError",
@@ -39,6 +55,7 @@ __all__ = [
     "load_labels",
     "load_model",
     "load_state_dict_file",
+    "model_input_size",
     "num_classes",
 ]
 
@@ -97,11 +114,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle/zip errors of any kind mean "not a state dict"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CliError(
-            f"--weights {file}: cannot read it as a state dict saved with torch.save "
-            f"(weights_only=True): {first[:200]}"
-        ) from exc
+        raise CliError(f"--weights {file}: {_why_not_loaded(exc)}") from exc
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict"):
             inner = obj.get(key)
@@ -116,6 +129,28 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             f"{type(obj).__name__}; save it with torch.save(model.state_dict(), FILE)"
         )
     return obj
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _why_not_loaded(exc: BaseException) -> str:
+    """One clean line on why ``torch.load(weights_only=True)`` refused a file: the global a
+    pickle needs (a class or function: loading it could run code), or the error's gist."""
+    text = " ".join(_ANSI_ESCAPE.sub("", str(exc)).split()) or type(exc).__name__
+    needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if needs:
+        return (
+            f"refused: it is a pickle that needs {needs.group(1)}, and unpickling that could "
+            "run arbitrary code, so camlens reads only state dicts (torch.load with "
+            "weights_only=True); if it holds a whole model (torch.save(model)), load it where "
+            "you trust it and save model.state_dict() instead"
+        )
+    gist = text.split("WeightsUnpickler error:", 1)[-1].strip()
+    if len(gist) > 200:
+        gist = gist[:200].rsplit(" ", 1)[0] + " ..."
+    return (f"cannot read it as a state dict saved with torch.save (weights_only=True, which "
+            f"never runs code from the file): {gist}")
 
 
 def apply_weights(model: nn.Module, path: str | os.PathLike[str], name: str) -> None:
@@ -311,6 +346,28 @@ def _spec_help() -> str:
     return _SPEC_HELP.format(bundled=", ".join(sorted(MODELS)))
 
 
+# --------------------------------------------------------------------------- the model's input
+
+
+def model_input_size(size: tuple[int, int], input_size: int, max_side: int) -> tuple[int, int]:
+    """(width, height) of the model's input for an image of ``size`` = (width, height): the
+    shorter side scaled to ``input_size``, aspect kept, unless the longer side would then
+    exceed ``max_side``; then the longer side is ``max_side``. At least 1 pixel each way."""
+    width, height = size
+    scale = min(input_size / min(width, height), max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def preprocess_capped(img: Image.Image, input_size: int, max_side: int,
+                      mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """:func:`camlens.models.preprocess_image` at :func:`model_input_size`: the same tensor
+    when the cap does not bite, (3, H, W) with max(H, W) = ``max_side`` when it does."""
+    size = model_input_size(img.size, input_size, max_side)
+    if size != img.size:
+        img = img.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    return preprocess_image(img, input_size=min(size), mean=mean, std=std)
+
+
 # --------------------------------------------------------------------------- the entry point
 
 
@@ -362,10 +419,16 @@ def load_model(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     device: str | torch.device = "cpu",
+    max_input_side: int | None = None,
 ) -> LoadedModel:
-    """Load the model ``spec`` names (see the module docstring), in eval mode on ``device``."""
+    """Load the model ``spec`` names (see the module docstring), in eval mode on ``device``.
+    ``preprocess`` caps the input's longer side at ``max_input_side`` (None: 4 x
+    ``input_size``)."""
     if input_size < 1:
         raise CliError(f"--input-size must be a positive number of pixels, got {input_size}")
+    cap = 4 * input_size if max_input_side is None else max_input_side
+    if cap < 1:
+        raise CliError(f"--max-input-side must be a positive number of pixels, got {cap}")
     if std is not None and any(s <= 0 for s in std):
         raise CliError(f"--std values must be positive, got {list(std)}")
     dev = device if isinstance(device, torch.device) else parse_device(device)
@@ -425,7 +488,8 @@ def load_model(
 
     m = tuple(float(v) for v in (mean or (bundle_norm[0] if bundle_norm else IMAGENET_MEAN)))
     s = tuple(float(v) for v in (std or (bundle_norm[1] if bundle_norm else IMAGENET_STD)))
-    preprocess = functools.partial(preprocess_image, input_size=input_size, mean=m, std=s)
+    preprocess = functools.partial(preprocess_capped, input_size=input_size, max_side=cap,
+                                   mean=m, std=s)
     return LoadedModel(
         model=model,
         name=name,

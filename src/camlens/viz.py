@@ -40,6 +40,7 @@ __all__ = [
     "pixel_space_image",
     "resize_bilinear",
     "save_png",
+    "shrink_to",
 ]
 
 ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray accepts
@@ -499,6 +500,20 @@ def explanation_png(
     buf = io.BytesIO()
     explanation_image(ex, image, sample, **kwargs).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def shrink_to(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` itself when its longer side is at most ``max_side`` pixels, else a copy shrunk
+    to that longer side (aspect kept, each side at least 1 pixel; Pillow's bilinear filter,
+    which averages over the whole footprint when shrinking)."""
+    if max_side < 1:
+        raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
+    w, h = image.size
+    if max(w, h) <= max_side:
+        return image
+    scale = max_side / max(w, h)
+    size = (max(1, min(max_side, round(w * scale))), max(1, min(max_side, round(h * scale))))
+    return image.resize(size, Image.Resampling.BILINEAR)
 
 
 def save_png(img: Image.Image, path: str | os.PathLike[str]) -> Path:
