@@ -459,7 +459,7 @@ def test_layers_lists_shapes(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_layers_hooks_removed() -> None:
-    from camlens.loading import load_model
+    from camlens.models import load_model
 
     loaded = load_model(None, input_size=32)
     cli.layer_table(loaded)

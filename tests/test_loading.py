@@ -9,13 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from camlens.loading import (
-    CliError,
-    load_state_dict_file,
+from camlens.loading import CliError, load_state_dict_file
+from camlens.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     model_input_size,
     preprocess_capped,
+    preprocess_image,
 )
-from camlens.models import IMAGENET_MEAN, IMAGENET_STD, preprocess_image
 
 
 class Custom:

@@ -9,15 +9,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from camlens.models import (
-    DEFAULT_MODEL,
+    BUNDLED,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    MODELS,
-    ModelBundle,
+    ModelRecord,
     efficientnet_lite0,
     efficientnet_lite0_weights_path,
     imagenet_labels,
-    load_default,
+    load_model,
     preprocess_image,
 )
 from camlens.models.efficientnet_lite import Conv2dSame, EfficientNetLite0, tf_same_padding
@@ -29,11 +28,11 @@ ESPRESSO = 967
 
 
 @pytest.fixture(scope="module")
-def bundle() -> ModelBundle:
-    return load_default()
+def bundle() -> ModelRecord:
+    return load_model()
 
 
-def _top(bundle: ModelBundle, img: Image.Image) -> tuple[int, float]:
+def _top(bundle: ModelRecord, img: Image.Image) -> tuple[int, float]:
     x = bundle.preprocess(img).unsqueeze(0)
     with torch.no_grad():
         probs = bundle.model(x).softmax(dim=1)[0]
@@ -62,14 +61,14 @@ def test_pretrained_model_is_in_eval_mode_with_tf_batchnorm_eps() -> None:
     assert not torch.equal(untrained._fc.weight, model._fc.weight)
 
 
-def test_chelsea_is_a_cat(bundle: ModelBundle) -> None:
+def test_chelsea_is_a_cat(bundle: ModelRecord) -> None:
     idx, p = _top(bundle, Image.fromarray(skimage_data.chelsea()))
     print(f"chelsea: top-1 {idx} {bundle.labels[idx]!r} p={p:.3f}")
     assert idx in CAT_CLASSES
     assert p > 0.3
 
 
-def test_coffee_is_espresso(bundle: ModelBundle) -> None:
+def test_coffee_is_espresso(bundle: ModelRecord) -> None:
     idx, p = _top(bundle, Image.fromarray(skimage_data.coffee()))
     print(f"coffee: top-1 {idx} {bundle.labels[idx]!r} p={p:.3f}")
     assert idx == ESPRESSO
@@ -118,7 +117,7 @@ def test_conv2d_same_depthwise_stride2_differs_from_symmetric_padding() -> None:
 
 
 @pytest.mark.parametrize(("height", "width"), [(224, 300), (225, 301), (97, 64)])
-def test_non_square_and_odd_inputs(bundle: ModelBundle, height: int, width: int) -> None:
+def test_non_square_and_odd_inputs(bundle: ModelRecord, height: int, width: int) -> None:
     x = torch.randn(1, 3, height, width)
     layer = bundle.model.get_submodule(bundle.default_layer)
     seen: list[torch.Tensor] = []
@@ -133,7 +132,7 @@ def test_non_square_and_odd_inputs(bundle: ModelBundle, height: int, width: int)
     assert seen[0].shape == (1, 1280, -(-height // 32), -(-width // 32))
 
 
-def test_default_layer_is_the_rectified_map_that_is_pooled(bundle: ModelBundle) -> None:
+def test_default_layer_is_the_rectified_map_that_is_pooled(bundle: ModelRecord) -> None:
     model = bundle.model
     layer = model.get_submodule(bundle.default_layer)
     seen: list[torch.Tensor] = []
@@ -170,7 +169,7 @@ def test_preprocess_image_resizes_shorter_side_and_normalises() -> None:
 
 
 def test_bundle_preprocess_uses_input_size() -> None:
-    bundle = load_default(input_size=160)
+    bundle = load_model("efficientnet_lite0", input_size=160)
     x = bundle.preprocess(Image.new("RGB", (200, 400)))
     assert x.shape == (3, 320, 160)
     assert bundle.mean == IMAGENET_MEAN and bundle.std == IMAGENET_STD
@@ -190,6 +189,5 @@ def test_labels() -> None:
     assert len(imagenet_labels()) == 1000
 
 
-def test_registry() -> None:
-    assert DEFAULT_MODEL == "efficientnet_lite0"
-    assert MODELS[DEFAULT_MODEL] is load_default
+def test_the_bundled_model_is_the_default() -> None:
+    assert next(iter(BUNDLED)) == "efficientnet_lite0"

@@ -39,7 +39,8 @@ from camlens.allocator import keep_freed_memory
 from camlens.errors import ExplainError, LayerError, TargetError
 from camlens.evidence import RESHAPES
 from camlens.layers import resolve_layers
-from camlens.loading import CliError, LoadedModel, load_model
+from camlens.loading import CliError
+from camlens.models import ModelRecord, load_model
 from camlens.methods import METHODS
 
 __all__ = ["main", "build_parser", "CliError"]
@@ -358,7 +359,7 @@ def _outside(specs: Sequence[str], out: Path) -> list[str]:
     return kept
 
 
-def _layer_hint(loaded: LoadedModel) -> str:
+def _layer_hint(loaded: ModelRecord) -> str:
     """The core's advice on which layer to pick (from the LayerError it raises)."""
     try:
         camlens.explain(loaded.model, torch.zeros(1, 3, 8, 8, device=loaded.device),
@@ -372,7 +373,7 @@ def _layer_hint(loaded: LoadedModel) -> str:
 
 @dataclass
 class Settings:
-    loaded: LoadedModel
+    loaded: ModelRecord
     methods: list[str]
     layer: str | None
     targets: list[int] | None
@@ -741,7 +742,7 @@ def _shape_of(value: Any) -> str:
     return type(value).__name__
 
 
-def layer_table(loaded: LoadedModel) -> list[tuple[str, str, str, int]]:
+def layer_table(loaded: ModelRecord) -> list[tuple[str, str, str, int]]:
     """(name, module type, output shape, calls) for every named submodule, recorded with forward
     hooks on one dummy (1, 3, S, S) forward pass; the hooks are removed afterwards."""
     model = loaded.model

@@ -10,7 +10,7 @@ with occlusion (Sec. 5.3), over whole datasets, with per-image CSV rows and resu
 Models: anything whose output is (B, classes) scores: an ``nn.Module``, a
 :class:`camlens.models.ModelBundle` or :class:`camlens.loading.LoadedModel` (their ``model``,
 ``preprocess`` and ``default_layer`` are used), or a spec string (``synthetic:gapnet``,
-``synthetic:vggstyle``; anything else goes to :func:`camlens.loading.load_model`).
+``synthetic:vggstyle``; anything else goes to :func:`camlens.models.load_model`).
 
 Images: a :class:`~camlens.evaluate.datasets.Sample` with an ``image_path`` is read with
 :func:`camlens.io.load_image` (PIL) and passed through the model's ``preprocess``; an
@@ -244,7 +244,7 @@ def resolve_model(
             res = ResolvedModel(res.model.to(device), res.preprocess, res.default_layer,
                                 res.labels, res.name)
         else:
-            from camlens.loading import load_model
+            from camlens.models import load_model
 
             loaded = load_model(model, device=device)
             res = ResolvedModel(loaded.model, loaded.preprocess, loaded.default_layer,

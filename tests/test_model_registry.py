@@ -1,0 +1,88 @@
+"""The one model registry: every spec form gives one ModelRecord, new prefixes plug in."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import camlens
+from camlens.loading import CliError
+from camlens.models import FACTORIES, ModelRecord, ModelSource, load_model, register_model
+
+TINY = """
+import torch
+from torch import nn
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 3))
+"""
+
+
+def test_synthetic_models_load_with_their_layer_labels_and_unit_range_input() -> None:
+    rec = load_model("synthetic:gapnet")
+    assert isinstance(rec, ModelRecord) and rec.name == "synthetic:gapnet"
+    from camlens.synthetic import CLASSES, DEFAULT_LAYERS, load_pretrained
+
+    assert rec.default_layer == DEFAULT_LAYERS["gapnet"]
+    assert rec.labels == list(CLASSES) and rec.labels_source == "bundled"
+    assert rec.input_size == 64 and rec.task == "multi-label"
+    img = Image.new("RGB", (64, 64), (255, 0, 51))
+    x = rec.preprocess(img)
+    torch.testing.assert_close(x[:, 0, 0], torch.tensor([1.0, 0.0, 0.2]))  # pixel / 255, as trained
+    ref = load_pretrained("gapnet")
+    with torch.no_grad():
+        torch.testing.assert_close(rec.model(x[None]), ref(x[None]))
+    ex = camlens.explain(rec.model, x[None], layer=rec.default_layer)
+    assert ex.maps.shape == (1, 1, 64, 64)
+
+
+def test_unknown_synthetic_net_lists_the_shipped_ones() -> None:
+    with pytest.raises(CliError, match="synthetic:gapnet, synthetic:vggstyle"):
+        load_model("synthetic:resnet")
+
+
+def test_file_specs_go_through_the_same_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "tiny.py"
+    path.write_text(TINY)
+    rec = load_model(f"{path}:build", input_size=16)
+    assert rec.num_classes == 3 and rec.labels == ["0", "1", "2"]
+    assert rec.labels_source == "indices" and rec.default_layer is None
+    assert rec.preprocess(Image.new("RGB", (32, 16))).shape == (3, 16, 32)
+
+
+def test_weights_override_and_torchvision_style_sources_need_weights(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(1)
+    made = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    saved = tmp_path / "w.pt"
+    torch.save(made.state_dict(), saved)
+
+    def factory(name: str) -> ModelSource:
+        torch.manual_seed(2)
+        return ModelSource(nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2)),
+                           labels=["no", "yes"], needs_weights=name == "strict")
+
+    register_model("toy", factory)
+    try:
+        with pytest.raises(CliError, match="needs --weights FILE"):
+            load_model("toy:strict", input_size=4)
+        rec = load_model("toy:strict", weights=saved, input_size=4)
+        torch.testing.assert_close(rec.model[1].weight, made[1].weight)
+        assert rec.labels == ["no", "yes"] and rec.labels_source == "imagenet"
+        loose = load_model("toy:loose", input_size=4)
+        assert loose.labels_source == "bundled" and loose.num_classes == 2
+    finally:
+        FACTORIES.pop("toy")
+
+
+def test_a_prefix_must_be_a_plain_name() -> None:
+    with pytest.raises(ValueError, match="plain name"):
+        register_model("a:b", lambda name: ModelSource(nn.Identity()))
+
+
+def test_unknown_spec_names_the_forms() -> None:
+    with pytest.raises(CliError, match=r"did you mean efficientnet_lite0\?.*synthetic:NAME"):
+        load_model("efficientnet_lite")
