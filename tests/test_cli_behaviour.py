@@ -31,7 +31,7 @@ MAP_ATOL = 2e-3  # float16 storage of maps.npz rounds by up to 2.4e-4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 COUNTERFACTUAL = "counterfactual-gradcam"
-ALL_METHODS = sorted(METHODS) + [COUNTERFACTUAL]
+ALL_METHODS = sorted(set(METHODS) | {COUNTERFACTUAL})
 SIZE = 96  # --input-size
 
 TINY_NET = """
@@ -88,18 +88,19 @@ def preprocess(path: Path, size: int = SIZE, mean: Sequence[float] = IMAGENET_ME
 def expected_map(model: torch.nn.Module, x: torch.Tensor, method: str, cls: int,
                  layer: str | None, photo_hw: tuple[int, int]) -> np.ndarray:
     """explain's map of class ``cls``, bilinearly resized to the photo: (H, W) or (H, W, 3)."""
-    base, options = ("gradcam", {"counterfactual": True}) if method == COUNTERFACTUAL else (
-        method, {})
+    base, options = method, {}
+    if method == COUNTERFACTUAL:
+        base, options = "gradcam", {"counterfactual": True}
     with_layer = METHODS[base].needs_layer
     ex = camlens.explain(model, x, method=base, layer=layer if with_layer else None,
-                         target=cls, **options)
+                         target=cls, **options)  # type: ignore[arg-type]
     m = ex.maps[0, 0].float()
     pixel = m.dim() == 3
     m = m if pixel else m[None]
     assert photo_hw[0] >= m.shape[-2] and photo_hw[1] >= m.shape[-1]  # upsampling only
-    m = F.interpolate(m[None], size=photo_hw, mode="bilinear", align_corners=False)[0]
-    m = m.clamp(0.0, 1.0).numpy()
-    return np.moveaxis(m, 0, -1) if pixel else m[0]
+    up = F.interpolate(m[None], size=photo_hw, mode="bilinear", align_corners=False)[0]
+    arr = up.clamp(0.0, 1.0).numpy()
+    return np.moveaxis(arr, 0, -1) if pixel else arr[0]
 
 
 def read_maps(folder: Path) -> dict[str, np.ndarray]:
@@ -130,7 +131,7 @@ def run(*argv: Any) -> int:
     return main([str(a) for a in argv])
 
 
-# --------------------------------------------------------------------------- a tiny model from a file
+# --------------------------------------------------------------------------- a model from a file
 
 
 def load_file_model(path: Path) -> torch.nn.Module:

@@ -126,7 +126,7 @@ def localisation_maps(model: nn.Module, x: torch.Tensor, method: str, classes: t
         (grad,) = torch.autograd.grad(score, leaf)
         return grad.abs().amax(dim=1).numpy()
     layer = DEFAULT_LAYERS["gapnet"] if camlens.METHODS[method].needs_layer else None
-    kw = {"window": 16, "stride": 8, "fill": fill} if method == "occlusion" else {}
+    kw: dict[str, Any] = {"window": 16, "stride": 8, "fill": fill} if method == "occlusion" else {}
     ex = camlens.explain(model, x, method=method, layer=layer, target=target, **kw)
     raw = ex.raw.float()
     if raw.dim() == 5:  # pixel space (B, 1, 3, H, W)
@@ -218,7 +218,7 @@ def test_pointing_tolerance_is_used(tolerance: float, accuracy: float,
     assert s.n_images == 3 and s.accuracy == accuracy
     e = evaluate("pointing", pointing_samples, model=oracle(), layer="features", top_k=1,
                  tolerance=tolerance, progress=False)
-    assert e.accuracy == accuracy
+    assert e.accuracy == accuracy  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- the CLI's flags
@@ -310,7 +310,7 @@ def test_threshold_is_15_percent_of_the_maximum_by_default(shoulder_samples: lis
     assert s.threshold == 0.15 and s.top1_loc_error == 0.0
     e = evaluate("localization", shoulder_samples, model=oracle(), layer="features", top_k=1,
                  progress=False)
-    assert e.threshold == 0.15 and e.top1_loc_error == 0.0
+    assert e.threshold == 0.15 and e.top1_loc_error == 0.0  # type: ignore[union-attr]
     for threshold in (0.1, 0.2):  # what a different default would give
         other = evaluate_localization(oracle(), shoulder_samples, layer="features", top_k=1,
                                       threshold=threshold, progress=False)

@@ -20,7 +20,8 @@ SUMMARY_MEAN_ABS = 1.0  # on 0..255
 
 
 def _golden_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("camlens_golden", HERE / "golden" / "make_golden.py")
+    path = HERE / "golden" / "make_golden.py"
+    spec = importlib.util.spec_from_file_location("camlens_golden", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -312,10 +312,10 @@ class ImageOnly(nn.Module):
 def test_image_index_picks_the_image(method: str) -> None:
     model = QuestionFirst().eval()
     question, image = torch.randn(2, 5), torch.randn(2, 3, 10, 12)
-    layer = {"layer": "features"} if METHODS[method].needs_layer else {}
+    layer: dict[str, Any] = {"layer": "features"} if METHODS[method].needs_layer else {}
     ex = camlens.explain(model, (question, image), image_index=1, method=method, top_k=2,
                          **layer)
-    ref_layer = {"layer": "net.features"} if layer else {}
+    ref_layer: dict[str, Any] = {"layer": "net.features"} if layer else {}
     ref = camlens.explain(ImageOnly(model, question).eval(), image, method=method, top_k=2,
                           **ref_layer)
     assert ex.maps.shape == ref.maps.shape == ((2, 2, 3, 10, 12) if METHODS[method].pixel_space

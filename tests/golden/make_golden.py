@@ -28,6 +28,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -88,7 +89,8 @@ def main() -> int:
             print(f"camlens exited with {code}", file=sys.stderr)
             return code
         reduced = reduce_outputs(Path(tmp))
-    stored = {k: (v if v.dtype.kind == "i" else v.astype(np.float16)) for k, v in reduced.items()}
+    stored: dict[str, Any] = {k: (v if v.dtype.kind == "i" else v.astype(np.float16))
+                              for k, v in reduced.items()}
     np.savez_compressed(GOLDEN, **stored)
     print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes, {len(stored)} arrays)")
     return 0
