@@ -287,12 +287,12 @@ def test_alpha_and_colormap_are_used(workdir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def bundled() -> camlens.models.ModelBundle:
-    return camlens.models.load_default(input_size=SIZE)
+def bundled() -> camlens.models.ModelRecord:
+    return camlens.models.load_model(input_size=SIZE)
 
 
 def test_bundled_model_default_methods_equal_explain(tmp_path: Path,
-                                                     bundled: camlens.models.ModelBundle,
+                                                     bundled: camlens.models.ModelRecord,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # the CLI reuses this instance (it leaves models untouched) instead of reading the weights
     monkeypatch.setattr(camlens.models, "efficientnet_lite0",
