@@ -15,6 +15,7 @@ from camlens.guided import RULES
 from camlens.layers import LayerSpec, resolve_layers
 from camlens.methods import METHODS, Job
 from camlens.targets import TargetSpec
+from camlens.view import private_view
 
 
 def explain(
@@ -47,7 +48,10 @@ def explain(
     equal up to float rounding); None (default) does so on CPU when every module of the model
     comes from torch, torchvision or camlens, whose code does not depend on the layout.
 
-    The model is left as it was: no hooks, same modules, flags, ``requires_grad`` and ``.grad``.
+    The model is left as it was: no hooks, same modules, flags, ``requires_grad``, ``.grad``
+    and buffers (BatchNorm's running statistics too, in training mode). Safe to call from any
+    number of threads on one model: each call runs on its own view of the model (shared
+    weights, private hooks and buffers), so other threads' forwards see nothing of it.
     """
     if method not in METHODS:
         raise ExplainError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
@@ -95,8 +99,12 @@ def explain(
             layers = []
         if reshape is None:
             reshape = _known_layout(model, [n for n, _ in layers])
-        job = Job(model, seq, layers, target, top_k, image_index, rectifiers,
-                  _reshape(reshape, method, spec.needs_layer))
+        reshaper = _reshape(reshape, method, spec.needs_layer)
+        # Everything runs on a private view: hooks and buffer updates never reach the model
+        # that other threads may be running (see camlens.view).
+        view = private_view(model)
+        job = Job(view.root, seq, view.layers(layers), target, top_k, image_index, rectifiers,
+                  reshaper)
         return spec.run(job, **options)
 
 

@@ -1,0 +1,125 @@
+"""A private view of the user's model for one call: what camlens sets, and what the forward
+writes into buffers, stays in the view; the model other threads share sees none of it.
+
+Every ``nn.Module`` of the tree is copied shallowly: the copy has its own ``__dict__`` and its
+own containers (``_modules`` pointing at the copied children, every hook dict holding the user's
+own hooks, ``_parameters`` holding the SAME ``Parameter`` objects) and its buffers are clones.
+So the view computes exactly what the model computes, on the same weights, but camlens's capture
+and rectifier hooks go into the view's hook dicts only, and a model in training mode updates the
+clones of BatchNorm's ``running_mean``/``running_var``/``num_batches_tracked``, not the user's.
+
+Attributes that refer to modules of the tree outside ``_modules`` (a plain attribute, a list,
+tuple or dict of modules, a method bound to a module) are pointed at the copies too. TorchScript
+modules are shared as they are: their code cannot be hooked and is not copied.
+"""
+
+from __future__ import annotations
+
+import types
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from camlens.errors import LayerError
+
+# The dict/set containers nn.Module.__init__ gives every module (hook dicts included) in the
+# installed torch; _parameters, _buffers and _modules are handled apart.
+_CONTAINERS = tuple(k for k, v in vars(nn.Module()).items()
+                    if isinstance(v, (dict, set)) and k not in
+                    ("_parameters", "_buffers", "_modules"))
+
+
+@dataclass(frozen=True)
+class View:
+    """The private copy ``root`` of a model; ``copies`` maps id(original) -> its copy."""
+
+    root: nn.Module
+    copies: dict[int, nn.Module]
+
+    def layers(self, resolved: Sequence[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
+        """The copies of layers resolved on the original model: (name, copy)."""
+        out = []
+        for name, module in resolved:
+            copy = self.copies.get(id(module))
+            if copy is None or isinstance(copy, torch.jit.ScriptModule):
+                raise LayerError(
+                    f"layer {name!r} is {'' if copy is not None else 'inside '}a TorchScript "
+                    "module, whose code camlens cannot observe; choose a layer outside the "
+                    "scripted part, or pass the model before torch.jit.script/trace"
+                )
+            out.append((name, copy))
+        return out
+
+
+def private_view(model: nn.Module) -> View:
+    """Copy ``model``'s module tree: shared parameters, cloned buffers, private hook dicts."""
+    copies: dict[int, nn.Module] = {}
+    tensors: dict[int, torch.Tensor] = {}
+    root = _copy(model, copies, tensors)  # the originals stay alive: their ids stay valid
+    for copy in copies.values():
+        if not isinstance(copy, torch.jit.ScriptModule):
+            _redirect(copy, copies)
+    return View(root, copies)
+
+
+def _copy(module: nn.Module, copies: dict[int, nn.Module],
+          tensors: dict[int, torch.Tensor]) -> nn.Module:
+    """The copy of ``module`` (one per module: a module used twice stays one module)."""
+    done = copies.get(id(module))
+    if done is not None:
+        return done
+    if isinstance(module, torch.jit.ScriptModule):
+        copies[id(module)] = module
+        return module
+    # object.__new__: a class's own __new__ may do more (torch.fx makes a class per instance)
+    view = object.__new__(type(module))
+    copies[id(module)] = view
+    state = dict(vars(module))
+    for key in _CONTAINERS:
+        if key in state:
+            state[key] = type(state[key])(state[key])
+    state["_parameters"] = dict(module._parameters)
+    state["_buffers"] = {k: None if b is None else _clone(b, tensors)
+                         for k, b in module._buffers.items()}
+    state["_modules"] = {k: None if c is None else _copy(c, copies, tensors)
+                         for k, c in module._modules.items()}
+    vars(view).update(state)
+    return view
+
+
+def _clone(buffer: torch.Tensor, tensors: dict[int, torch.Tensor]) -> torch.Tensor:
+    """One clone per buffer tensor, so a buffer shared by two modules stays shared."""
+    done = tensors.get(id(buffer))
+    if done is None:
+        done = tensors[id(buffer)] = buffer.detach().clone()
+    return done
+
+
+def _redirect(view: nn.Module, copies: dict[int, nn.Module]) -> None:
+    """Point ``view``'s plain attributes that refer to modules of the tree at their copies."""
+    skip = {"_parameters", "_buffers", "_modules", *_CONTAINERS}
+    for key, value in list(vars(view).items()):
+        if key not in skip:
+            new = _mapped(value, copies)
+            if new is not value:
+                vars(view)[key] = new
+
+
+def _mapped(value: Any, copies: dict[int, nn.Module]) -> Any:
+    """``value`` with modules of the tree replaced by their copies: a module, a method bound to
+    one, or a list, tuple or dict of them (one level); anything else as it is."""
+    if isinstance(value, nn.Module):
+        return copies.get(id(value), value)
+    if isinstance(value, types.MethodType) and isinstance(value.__self__, nn.Module):
+        owner = copies.get(id(value.__self__))
+        return value if owner is None else types.MethodType(value.__func__, owner)
+    kind = type(value)
+    if kind in (list, tuple) and any(isinstance(v, nn.Module) for v in value):
+        return kind(copies.get(id(v), v) if isinstance(v, nn.Module) else v for v in value)
+    if kind in (dict, OrderedDict) and any(isinstance(v, nn.Module) for v in value.values()):
+        return kind((k, copies.get(id(v), v) if isinstance(v, nn.Module) else v)
+                    for k, v in value.items())
+    return value
