@@ -4,7 +4,7 @@
 """
 
 from camlens.api import explain
-from camlens.errors import ExplainError, InputError, LayerError, TargetError
+from camlens.errors import ExplainError, InputError, LayerError, NonFiniteError, TargetError
 from camlens.explanation import Explanation
 from camlens.methods import METHODS
 
@@ -15,6 +15,7 @@ __all__ = [
     "Explanation",
     "InputError",
     "LayerError",
+    "NonFiniteError",
     "TargetError",
     "explain",
 ]

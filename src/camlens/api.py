@@ -85,6 +85,7 @@ def explain(
             seq = tuple(t.contiguous(memory_format=torch.channels_last) if i == image_index
                         else t for i, t in enumerate(seq))
         image = seq[image_index]
+        _check_inputs(seq, image_index)
         if (spec.pixel_space or method == "occlusion") and image.dim() != 4:
             raise InputError(
                 f"{method} needs an image batch (B, C, H, W), got shape {tuple(image.shape)}"
@@ -106,6 +107,26 @@ def explain(
         job = Job(view.root, seq, view.layers(layers), target, top_k, image_index, rectifiers,
                   reshaper)
         return spec.run(job, **options)
+
+
+def _check_inputs(seq: tuple[torch.Tensor, ...], image_index: int) -> None:
+    """An empty batch or a non-finite value is a clear :class:`InputError`, not a bare error
+    from deep inside the method or an all-zero "no evidence" map."""
+    image = seq[image_index]
+    if image.dim() >= 1 and image.shape[0] == 0:
+        raise InputError(f"the image batch is empty (shape {tuple(image.shape)}); pass at least "
+                         "one image")
+    # the image must be finite; another input may hold -inf as a mask, never NaN
+    for i, t in enumerate(seq):
+        if t.is_floating_point():
+            bad = int(t.numel() - (torch.isfinite(t) if i == image_index
+                                   else ~torch.isnan(t)).sum())
+            if bad:
+                which = "the image" if i == image_index else f"input {i}"
+                what = "non-finite value(s) (NaN or Inf)" if i == image_index else "NaN value(s)"
+                raise InputError(
+                    f"{which} holds {bad} {what} of {t.numel()}; the input must be finite: "
+                    "check how it was loaded and normalised")
 
 
 # modules whose code is layout-agnostic: torch.nn's layers (not TorchScript or FX modules, whose

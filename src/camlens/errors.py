@@ -17,3 +17,8 @@ class TargetError(ExplainError):
 
 class InputError(ExplainError):
     """An input the model cannot take, or one of the wrong rank for the method."""
+
+
+class NonFiniteError(ExplainError):
+    """NaN or Inf in the model's scores, a layer's output, the gradients or the map (NaN weights,
+    an overflow): the explanation would be meaningless."""

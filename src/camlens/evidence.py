@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from camlens.capture import capture, forward
-from camlens.errors import LayerError, TargetError
+from camlens.errors import LayerError, NonFiniteError, TargetError
 from camlens.guided import RuleState, rectifiers
 from camlens.targets import TargetSpec, class_indices, scores_of
 
@@ -49,6 +49,16 @@ def channels_last_to_maps(x: torch.Tensor) -> torch.Tensor:
         raise LayerError(f"reshape='channels-last' needs (B, h, w, C) maps, got shape "
                          f"{tuple(x.shape)}")
     return x.permute(0, 3, 1, 2)
+
+
+def require_finite(t: torch.Tensor, what: str) -> None:
+    """Raise :class:`NonFiniteError` when ``t`` holds NaN or Inf, saying how many and where."""
+    bad = int(t.numel() - torch.isfinite(t).sum())
+    if bad:
+        raise NonFiniteError(
+            f"{what} hold {bad} NaN or Inf value(s) of {t.numel()}, so the map would be "
+            "meaningless; check the model's weights (NaN after training or loading?) and the "
+            "input's scaling (an overflow in a low-precision dtype?)")
 
 
 RESHAPES: dict[str, Reshape] = {"tokens": tokens_to_maps, "channels-last": channels_last_to_maps}
@@ -130,6 +140,9 @@ def gather(
         scores = scores_of(output, target, indices)
     if scores.shape[0] != batch:
         raise TargetError(f"the target gave {scores.shape[0]} scores for a batch of {batch}")
+    for name, act in zip(cap.names, captured):
+        require_finite(act.detach(), f"the outputs of layer {name!r}")
+    require_finite(scores.detach(), "the model's scores for the explained targets")
     return Evidence(output, indices, scores, captured, activations, image, reshape)
 
 
@@ -169,4 +182,6 @@ def gradients(
             f"the explained scores do not depend on {what}: choose a layer on the path from "
             "the input to the explained output"
         )
+    for g in out:
+        require_finite(g, f"the gradients of the scores with respect to {what}")  # type: ignore[arg-type]
     return out  # type: ignore[return-value]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from camlens import maps
-from camlens.evidence import Evidence, Reshape, gather, gradients
+from camlens.evidence import Evidence, Reshape, gather, gradients, require_finite
 from camlens.explanation import Explanation
 from camlens.guided import Rule, RuleState
 from camlens.methods.gradcam import (
@@ -31,7 +31,8 @@ from camlens.targets import TargetSpec, scores_of
 
 @dataclass(frozen=True)
 class Job:
-    """What to explain: the model, its inputs, the layers and the target."""
+    """What to explain: the model (camlens's private view of the user's, see camlens.view), its
+    inputs, the layers (modules of that view) and the target."""
 
     model: nn.Module
     inputs: tuple[torch.Tensor, ...]
@@ -91,6 +92,7 @@ def _heatmaps(job: Job, raws: list[torch.Tensor]) -> tuple[torch.Tensor, torch.T
 
 def _result(job: Job, ev: Evidence, method: str, maps_: torch.Tensor, raw: torch.Tensor,
             weights: torch.Tensor | None, **options: Any) -> Explanation:
+    require_finite(raw.detach(), f"the {method} map's values")
     out = getattr(ev.output, "logits", ev.output)
     return Explanation(
         method=method,
