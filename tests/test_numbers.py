@@ -1,5 +1,5 @@
 """Numbers a map cannot be made of: NaN/Inf in the input, the weights, the gradients or the map,
-and an empty batch."""
+an empty batch, and low-precision models (bfloat16, float16)."""
 
 from __future__ import annotations
 
@@ -134,3 +134,39 @@ def test_empty_batch_is_an_input_error(method: str) -> None:
     model = prepared_model()
     with pytest.raises(InputError, match=r"the image batch is empty \(shape \(0, 3, 8, 8\)\)"):
         camlens.explain(model, torch.zeros(0, 3, 8, 8), method=method, **LAYER_KW[method])
+
+
+class WideGap(nn.Module):
+    """GAP + linear head, 256 channels and scores of tens: bfloat16 rounds them to 2^-8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(64, 256, 3, stride=2, padding=1), nn.ReLU())
+        self.fc = nn.Linear(256, 10)
+        with torch.no_grad():
+            self.fc.weight.mul_(400)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cam_on_a_low_precision_model(dtype: torch.dtype) -> None:
+    """CAM's head check allows the dtype's rounding (bfloat16's 2^-7 failed the float32
+    tolerance of 1e-3); the map equals the float32 one within that precision."""
+    model = WideGap().eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    target = [[1, 2], [3, 4]]
+    ref = camlens.explain(model, x, method="cam", layer="features", target=target)
+    assert float(ref.scores.abs().amax()) > 20
+    low = camlens.explain(model.to(dtype), x.to(dtype), method="cam", layer="features",
+                          target=target)
+    assert low.raw.dtype == dtype
+    eps = torch.finfo(dtype).eps
+    scale = float(ref.raw.abs().amax())
+    assert float((low.raw.float() - ref.raw).abs().amax()) < 4 * eps * scale
+    assert float((low.maps - ref.maps).abs().amax()) < 8 * eps
+    with pytest.raises(camlens.LayerError, match="does not reproduce"):  # still checked
+        camlens.explain(model, x.to(dtype), method="cam", layer="features.2", target=target)
