@@ -255,3 +255,17 @@ def test_layer_given_as_a_module_maps_to_its_copy() -> None:
     assert torch.equal(by_module.raw, by_name.raw) and by_module.layers == ("conv1", "conv2")
     assert camlens.explain(model, x, layer=model, method="gradcam", target=0,
                            reshape=lambda t: t[:, :, None, None]).raw.shape == (2, 1, 1, 1)
+
+
+def test_compiled_model_is_explained_eagerly() -> None:
+    """torch.compile's forward closes over the original module: the view runs its own copy of
+    that module, uncompiled, so hooks see it and the map is the plain model's."""
+    model, x = Small().eval(), _image()
+    compiled = torch.compile(model, backend="eager")
+    before = snapshot(compiled)
+    for method, kw in (("gradcam", {"layer": "_orig_mod.conv2"}), ("guided-backprop", {})):
+        ex = camlens.explain(compiled, x, method=method, target=1, **kw)
+        plain_kw = {"layer": "conv2"} if kw else {}
+        ref = camlens.explain(model, x, method=method, target=1, **plain_kw)
+        torch.testing.assert_close(ex.raw, ref.raw, rtol=0, atol=0)
+    assert_same(before, snapshot(compiled))

@@ -10,11 +10,13 @@ clones of BatchNorm's ``running_mean``/``running_var``/``num_batches_tracked``, 
 
 Attributes that refer to modules of the tree outside ``_modules`` (a plain attribute, a list,
 tuple or dict of modules, a method bound to a module) are pointed at the copies too. TorchScript
-modules are shared as they are: their code cannot be hooked and is not copied.
+modules are shared as they are: their code cannot be hooked and is not copied. A torch.compile'd
+model runs its copied original module eagerly (its compiled forward closes over the original).
 """
 
 from __future__ import annotations
 
+import sys
 import types
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -86,8 +88,17 @@ def _copy(module: nn.Module, copies: dict[int, nn.Module],
                          for k, b in module._buffers.items()}
     state["_modules"] = {k: None if c is None else _copy(c, copies, tensors)
                          for k, c in module._modules.items()}
+    if _compiled(module):  # its forward closes over the original: run the copy, eagerly
+        state["forward"] = state["_modules"]["_orig_mod"]
+        state.pop("_forward", None)
     vars(view).update(state)
     return view
+
+
+def _compiled(module: nn.Module) -> bool:
+    """Whether ``module`` is torch.compile's wrapper (torch._dynamo is imported by then)."""
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")
+    return dynamo is not None and isinstance(module, dynamo.OptimizedModule)
 
 
 def _clone(buffer: torch.Tensor, tensors: dict[int, torch.Tensor]) -> torch.Tensor:
