@@ -124,6 +124,28 @@ def test_modules_reached_through_plain_attributes(training: bool) -> None:
     assert_same(before, snapshot(model))  # BatchNorm's statistics included
 
 
+def _patch_forward(module: nn.Module) -> None:
+    """Wrap ``module.forward`` the way accelerate's hooks do: a partial over the module."""
+    module._old_forward = module.forward  # type: ignore[assignment]
+
+    def new_forward(m: nn.Module, *args: Any) -> Any:
+        return m._old_forward(*args)  # type: ignore[operator]
+
+    module.forward = functools.update_wrapper(  # type: ignore[method-assign]
+        functools.partial(new_forward, module), module._old_forward)
+
+
+@pytest.mark.filterwarnings("ignore:.*training mode")
+def test_forward_patched_with_a_partial() -> None:
+    model, x = Aliases().train(), _image()
+    ref = camlens.explain(model, x, layer="convs.1", target=2)
+    _patch_forward(model)
+    before = snapshot(model)
+    ex = camlens.explain(model, x, layer="convs.1", target=2)
+    torch.testing.assert_close(ex.raw, ref.raw, rtol=0, atol=0)
+    assert_same(before, snapshot(model))
+
+
 def test_a_reference_the_view_cannot_follow_is_named_in_the_error() -> None:
     class Hidden(nn.Module):
         def __init__(self) -> None:
@@ -131,12 +153,13 @@ def test_a_reference_the_view_cannot_follow_is_named_in_the_error() -> None:
             torch.manual_seed(2)
             self.conv = nn.Conv2d(3, 4, 3, padding=1)
             self.fc = nn.Linear(4, 2)
-            self.run_conv = functools.partial(nn.Conv2d.__call__, self.conv)  # the original
+            conv = self.conv
+            self.run_conv = lambda x: conv(x)  # a closure over the original
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(self.run_conv(x).mean((2, 3)))
 
-    with pytest.raises(LayerError, match="did not run.*functools.partial.*original module"):
+    with pytest.raises(LayerError, match="did not run.*a closure.*original module"):
         camlens.explain(Hidden().eval(), _image(), layer="conv")
 
 

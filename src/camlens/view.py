@@ -9,13 +9,15 @@ and rectifier hooks go into the view's hook dicts only, and a model in training 
 clones of BatchNorm's ``running_mean``/``running_var``/``num_batches_tracked``, not the user's.
 
 Attributes that refer to modules of the tree outside ``_modules`` (a plain attribute, a list,
-tuple or dict of modules, a method bound to a module) are pointed at the copies too. TorchScript
+tuple or dict of modules, a method bound to a module, a functools.partial of one, as
+accelerate's hooks set) are pointed at the copies too. TorchScript
 modules are shared as they are: their code cannot be hooked and is not copied. A torch.compile'd
 model runs its copied original module eagerly (its compiled forward closes over the original).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from collections import OrderedDict
@@ -121,12 +123,19 @@ def _redirect(view: nn.Module, copies: dict[int, nn.Module]) -> None:
 
 def _mapped(value: Any, copies: dict[int, nn.Module]) -> Any:
     """``value`` with modules of the tree replaced by their copies: a module, a method bound to
-    one, or a list, tuple or dict of them (one level); anything else as it is."""
+    one, a functools.partial of one, or a list, tuple or dict of them (one level); anything
+    else as it is."""
     if isinstance(value, nn.Module):
         return copies.get(id(value), value)
     if isinstance(value, types.MethodType) and isinstance(value.__self__, nn.Module):
         owner = copies.get(id(value.__self__))
         return value if owner is None else types.MethodType(value.__func__, owner)
+    if isinstance(value, functools.partial) and any(isinstance(a, nn.Module) for a in value.args):
+        # e.g. accelerate's forward = partial(new_forward, module)
+        bound = functools.partial(value.func, *_mapped(list(value.args), copies),
+                                  **value.keywords)
+        vars(bound).update(vars(value))
+        return bound
     kind = type(value)
     if kind in (list, tuple) and any(isinstance(v, nn.Module) for v in value):
         return kind(copies.get(id(v), v) if isinstance(v, nn.Module) else v for v in value)
