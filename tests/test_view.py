@@ -146,6 +146,38 @@ def test_forward_patched_with_a_partial() -> None:
     assert_same(before, snapshot(model))
 
 
+_GLOBAL_NET: nn.Module | None = None
+
+
+def _global_forward(x: torch.Tensor) -> torch.Tensor:
+    net: Any = _GLOBAL_NET
+    return net.fc(net.conv2(F.relu(net.bn(net.conv1(x)))).mean((2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore:.*training mode")
+@pytest.mark.parametrize("how", ["closure", "global"])
+def test_forward_patched_as_a_function(how: str) -> None:
+    """``model.forward = lambda x: ...`` over the model (a closure, or a notebook's global):
+    the view's copy of the function names the view's modules."""
+    global _GLOBAL_NET
+    model, x = Small().train(), _image()
+    ref = camlens.explain(model, x, layer="conv1", target=2)
+    if how == "closure":
+        net = model
+        model.forward = lambda x: net.fc(  # type: ignore[method-assign]
+            net.conv2(F.relu(net.bn(net.conv1(x)))).mean((2, 3)))
+    else:
+        _GLOBAL_NET = model
+        model.forward = _global_forward  # type: ignore[method-assign]
+    before = snapshot(model)
+    try:
+        ex = camlens.explain(model, x, layer="conv1", target=2)
+    finally:
+        _GLOBAL_NET = None
+    torch.testing.assert_close(ex.raw, ref.raw, rtol=0, atol=0)
+    assert_same(before, snapshot(model))
+
+
 def test_a_reference_the_view_cannot_follow_is_named_in_the_error() -> None:
     class Hidden(nn.Module):
         def __init__(self) -> None:
@@ -153,13 +185,12 @@ def test_a_reference_the_view_cannot_follow_is_named_in_the_error() -> None:
             torch.manual_seed(2)
             self.conv = nn.Conv2d(3, 4, 3, padding=1)
             self.fc = nn.Linear(4, 2)
-            conv = self.conv
-            self.run_conv = lambda x: conv(x)  # a closure over the original
+            self.nested = [[self.conv]]  # two levels deep: the view does not look there
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.run_conv(x).mean((2, 3)))
+            return self.fc(self.nested[0][0](x).mean((2, 3)))
 
-    with pytest.raises(LayerError, match="did not run.*a closure.*original module"):
+    with pytest.raises(LayerError, match="did not run.*a nested container.*original module"):
         camlens.explain(Hidden().eval(), _image(), layer="conv")
 
 

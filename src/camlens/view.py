@@ -123,8 +123,8 @@ def _redirect(view: nn.Module, copies: dict[int, nn.Module]) -> None:
 
 def _mapped(value: Any, copies: dict[int, nn.Module]) -> Any:
     """``value`` with modules of the tree replaced by their copies: a module, a method bound to
-    one, a functools.partial of one, or a list, tuple or dict of them (one level); anything
-    else as it is."""
+    one, a functools.partial of one, a function that names one (closure or global), or a list,
+    tuple or dict of them (one level); anything else as it is."""
     if isinstance(value, nn.Module):
         return copies.get(id(value), value)
     if isinstance(value, types.MethodType) and isinstance(value.__self__, nn.Module):
@@ -136,6 +136,8 @@ def _mapped(value: Any, copies: dict[int, nn.Module]) -> Any:
                                   **value.keywords)
         vars(bound).update(vars(value))
         return bound
+    if isinstance(value, types.FunctionType):  # e.g. model.forward = lambda x: ...
+        return _function(value, copies)
     kind = type(value)
     if kind in (list, tuple) and any(isinstance(v, nn.Module) for v in value):
         return kind(copies.get(id(v), v) if isinstance(v, nn.Module) else v for v in value)
@@ -143,3 +145,33 @@ def _mapped(value: Any, copies: dict[int, nn.Module]) -> Any:
         return kind((k, copies.get(id(v), v) if isinstance(v, nn.Module) else v)
                     for k, v in value.items())
     return value
+
+
+def _function(f: types.FunctionType, copies: dict[int, nn.Module]) -> types.FunctionType:
+    """``f``, or a copy of it whose closure cells and globals that hold modules of the tree
+    hold their copies instead (a forward patched onto a model as a lambda or a function)."""
+    cells = f.__closure__ or ()
+    old = [c.cell_contents if _full(c) else _EMPTY for c in cells]
+    new = [copies.get(id(v), v) if isinstance(v, nn.Module) else v for v in old]
+    named = {n: copies[id(v)] for n in f.__code__.co_names
+             if isinstance(v := f.__globals__.get(n), nn.Module) and id(v) in copies}
+    if not named and all(a is b for a, b in zip(old, new)):
+        return f
+    glob = {**f.__globals__, **named} if named else f.__globals__
+    closure = tuple(types.CellType() if v is _EMPTY else types.CellType(v) for v in new)
+    g = types.FunctionType(f.__code__, glob, f.__name__, f.__defaults__, closure or None)
+    g.__kwdefaults__ = f.__kwdefaults__
+    g.__qualname__ = f.__qualname__
+    vars(g).update(vars(f))
+    return g
+
+
+_EMPTY = object()
+
+
+def _full(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - raises ValueError for an empty cell
+    except ValueError:
+        return False
+    return True
