@@ -224,6 +224,16 @@ def test_torchscript_parts_are_shared_and_cannot_be_layers() -> None:
     with pytest.raises(LayerError, match="inside a TorchScript module"):
         camlens.explain(torch.jit.script(Small().eval()), x, layer="conv2")
     assert_same(before, snapshot(model))
+    # shared, so in training mode its BatchNorm would change the user's statistics: refused
+    scripted = torch.jit.script(Small().train())
+    before = snapshot(scripted)
+    with pytest.raises(camlens.InputError, match=r"TorchScript module .* training mode .* "
+                                                 r"call model.eval\(\) first"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        camlens.explain(scripted, x, method="occlusion", window=4, stride=4)
+    assert_same(before, snapshot(scripted))
+    camlens.explain(scripted.eval(), x, method="occlusion", window=4, stride=4)  # eval: fine
 
 
 class Triple(nn.Module):
