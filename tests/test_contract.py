@@ -45,12 +45,16 @@ class Net(nn.Module):
         return self.head(F.adaptive_avg_pool2d(F.relu(a), 4).flatten(1))
 
 
+# every hook dict a module has in the installed torch (_forward_hooks, ..._with_kwargs, ...)
+HOOK_DICTS = tuple(k for k, v in vars(nn.Module()).items() if k.endswith("hooks")
+                   or "hooks_" in k)
+
+
 def snapshot(model: nn.Module) -> dict[str, Any]:
-    hook_dicts = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
-                  "_backward_pre_hooks", "_forward_hooks_with_kwargs", "_state_dict_hooks")
+    """Everything of ``model`` a call must leave as it was (buffers via the state dict)."""
     return {
         "modules": [(n, id(m), type(m)) for n, m in model.named_modules()],
-        "hooks": {n: [len(getattr(m, d, {})) for d in hook_dicts] for n, m in model.named_modules()},
+        "hooks": {n: [len(getattr(m, d, {})) for d in HOOK_DICTS] for n, m in model.named_modules()},
         "training": {n: m.training for n, m in model.named_modules()},
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
         "grad": {n: None if p.grad is None else (id(p.grad), p.grad.clone())
@@ -73,8 +77,9 @@ def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
         assert (g is None) == (h is None), name
         if g is not None:
             assert g[0] == h[0] and torch.equal(g[1], h[1]), name
-    for k, v in before["state"].items():
-        assert torch.equal(v, after["state"][k]), k
+    for k, v in before["state"].items():  # exactly equal, NaN where it was NaN
+        torch.testing.assert_close(after["state"][k], v, rtol=0, atol=0, equal_nan=True,
+                                   msg=k)
 
 
 def prepared_model(training: bool = False) -> Net:
@@ -90,9 +95,12 @@ LAYER_KW["occlusion"] = {"window": 4, "stride": 4}
 LAYER_KW["cam"] = {"layer": "features", "classifier": nn.Linear(8, 5)}
 
 
+@pytest.mark.filterwarnings("ignore:.*training mode")
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("method", sorted(camlens.METHODS))
-def test_model_untouched_on_success(method: str) -> None:
-    model = prepared_model()
+def test_model_untouched_on_success(method: str, training: bool) -> None:
+    """Also in training mode: BatchNorm's running statistics and num_batches_tracked stay."""
+    model = prepared_model(training)
     kw = dict(LAYER_KW[method])
     if method == "cam":  # CAM needs a linear head on the layer's channels: use its own model
         kw.pop("classifier")
@@ -106,14 +114,17 @@ def test_model_untouched_on_success(method: str) -> None:
         assert ex.maps.dtype == torch.float32 and not ex.maps.requires_grad
         assert float(ex.maps.min()) >= 0.0 and float(ex.maps.max()) <= 1.0
         again = camlens.explain(model, x, method=method, top_k=2, **kw)
-        assert torch.equal(ex.maps, again.maps)  # deterministic
+        if not training:  # training mode: dropout draws new masks
+            assert torch.equal(ex.maps, again.maps)  # deterministic
     assert_same(before, snapshot(model))
 
 
+@pytest.mark.filterwarnings("ignore:.*training mode")
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("method", sorted(camlens.METHODS))
 @pytest.mark.parametrize("failure", ["forward", "target", "index"])
-def test_model_untouched_when_the_call_raises(method: str, failure: str) -> None:
-    model = prepared_model()
+def test_model_untouched_when_the_call_raises(method: str, failure: str, training: bool) -> None:
+    model = prepared_model(training)
     x = torch.randn(2, 3, 8, 8)
     before = snapshot(model)
     kw = dict(LAYER_KW[method])

@@ -101,13 +101,15 @@ class Crash(nn.Module):
     def __init__(self, net: nn.Module, limit: int) -> None:
         super().__init__()
         self.net = net
-        self.calls = 0
+        # a list: camlens runs each call on a private copy of the module, on which
+        # `self.calls += 1` would rebind the attribute of the copy only
+        self.calls = [0]
         self.limit = limit
         self.train(net.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls >= self.limit:
+        self.calls[0] += 1
+        if self.calls[0] >= self.limit:
             raise SimulatedCrash("simulated crash")
         return self.net(x)
 

@@ -143,3 +143,31 @@ def test_a_call_that_raises_leaves_them_too(method: str) -> None:
     with pytest.raises(camlens.TargetError):
         run(method, {}, "image-second", ts, "requires-grad", target=99)
     assert_untouched(ts, before)
+
+
+class InPlaceNet(nn.Module):
+    """Normalises its input in place (``x.sub_(0.5)``), as some users' models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.sub_(0.5)
+        a = torch.relu(self.conv(x))
+        return self.head(a.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("method", sorted(camlens.METHODS))
+def test_a_model_that_writes_into_its_input_does_not_reach_the_callers(method: str) -> None:
+    model = InPlaceNet().eval()
+    x = torch.rand(2, 3, 8, 8)
+    before, version = x.clone(), x._version
+    layer = "conv" if camlens.METHODS[method].needs_layer else None
+    kw = {"window": 4, "stride": 4} if method == "occlusion" else {}
+    if method == "cam":
+        pytest.skip("InPlaceNet's head is GAP + linear after a ReLU, not after the layer")
+    camlens.explain(model, x, method=method, layer=layer, **kw)
+    assert torch.equal(x, before) and x._version == version

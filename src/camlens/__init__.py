@@ -8,6 +8,7 @@ from camlens.errors import (
     ExplainError,
     InputError,
     LayerError,
+    NonFiniteError,
     OptionError,
     TargetError,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "Explanation",
     "InputError",
     "LayerError",
+    "NonFiniteError",
     "OptionError",
     "TargetError",
     "explain",

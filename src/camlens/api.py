@@ -17,6 +17,7 @@ from camlens.guided import RULES
 from camlens.layers import LayerSpec, resolve_layers
 from camlens.methods import METHODS, Job, Method, OptionError
 from camlens.targets import TargetSpec
+from camlens.view import private_view
 
 
 @overload
@@ -68,9 +69,12 @@ def explain(
     comes from torch, torchvision or camlens, whose code does not depend on the layout.
 
     Several methods share one forward pass and one backward per distinct (layer or input,
-    rectifier rule): the CLI's Figure 1 set costs one forward and three backwards.
+    rectifier rule): the CLI's Figure 1 set costs one forward and two backwards.
 
-    The model is left as it was: no hooks, same modules, flags, ``requires_grad`` and ``.grad``.
+    The model is left as it was: no hooks, same modules, flags, ``requires_grad``, ``.grad``
+    and buffers (BatchNorm's running statistics too, in training mode). Safe to call from any
+    number of threads on one model: each call runs on its own view of the model (shared
+    weights, private hooks and buffers), so other threads' forwards see nothing of it.
     """
     names = [method] if isinstance(method, str) else list(method)
     specs = _methods(names, options)
@@ -89,12 +93,14 @@ def explain(
         raise InputError(f"image_index {image_index} is out of range for {len(seq)} input(s)")
     device = next((p.device for p in model.parameters()), seq[image_index].device)
     with torch.inference_mode(False):  # also under a caller's inference_mode()
-        # tensors made under inference_mode cannot enter autograd: a plain copy of those
-        seq = tuple((t.clone() if t.is_inference() else t.detach()).to(device) for t in seq)
+        # private copies: a model that writes into its input (x.sub_(mean)) must not write into
+        # the caller's tensors, and tensors made under inference_mode cannot enter autograd
+        seq = tuple(t.detach().to(device, copy=True) for t in seq)
         if _use_channels_last(channels_last, model, seq[image_index]):
             seq = tuple(t.contiguous(memory_format=torch.channels_last) if i == image_index
                         else t for i, t in enumerate(seq))
         image = seq[image_index]
+        _check_inputs(seq, image_index)
         for spec in specs.values():
             if (spec.pixel_space or spec.base == "occlusion") and image.dim() != 4:
                 raise InputError(f"{spec.name} needs an image batch (B, C, H, W), got shape "
@@ -113,12 +119,16 @@ def explain(
             reshape = _known_layout(model, [n for n, _ in layers])
         elif not needs_layer and isinstance(method, str):
             raise ExplainError(f"{method} works on the input and takes no reshape; drop reshape=")
-        job = Job(model, seq, layers, target, top_k, image_index, rectifiers, _reshape(reshape))
+        # Everything runs on a private view: hooks and buffer updates never reach the model
+        # that other threads may be running (see camlens.view).
+        view = private_view(model)
+        job = Job(view.root, seq, view.layers(layers), target, top_k, image_index, rectifiers,
+                  _reshape(reshape))
         settings = {n: s.settings(options) for n, s in specs.items()}
         needs = Needs()
         for n, s in specs.items():
             needs = needs | s.needs(job, **settings[n])
-        ev = gather(model, seq, layers, target, top_k, needs, image_index=image_index,
+        ev = gather(job.model, seq, job.layers, target, top_k, needs, image_index=image_index,
                     via=rectifiers, reshape=job.reshape)
         out = {}
         for n, s in specs.items():
@@ -146,6 +156,26 @@ def _methods(names: list[str], options: dict[str, Any]) -> dict[str, Method]:
     if options.get("backward", "normal") not in RULES:
         raise OptionError(f"backward must be one of {list(RULES)}, got {options['backward']!r}")
     return specs
+
+
+def _check_inputs(seq: tuple[torch.Tensor, ...], image_index: int) -> None:
+    """An empty batch or a non-finite value is a clear :class:`InputError`, not a bare error
+    from deep inside the method or an all-zero "no evidence" map."""
+    image = seq[image_index]
+    if image.dim() >= 1 and image.shape[0] == 0:
+        raise InputError(f"the image batch is empty (shape {tuple(image.shape)}); pass at least "
+                         "one image")
+    # the image must be finite; another input may hold -inf as a mask, never NaN
+    for i, t in enumerate(seq):
+        if t.is_floating_point():
+            bad = int(t.numel() - (torch.isfinite(t) if i == image_index
+                                   else ~torch.isnan(t)).sum())
+            if bad:
+                which = "the image" if i == image_index else f"input {i}"
+                what = "non-finite value(s) (NaN or Inf)" if i == image_index else "NaN value(s)"
+                raise InputError(
+                    f"{which} holds {bad} {what} of {t.numel()}; the input must be finite: "
+                    "check how it was loaded and normalised")
 
 
 # modules whose code is layout-agnostic: torch.nn's layers (not TorchScript or FX modules, whose

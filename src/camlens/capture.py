@@ -35,7 +35,11 @@ class Capture:
         if missing:
             raise LayerError(
                 f"layer(s) {missing} did not run during the forward pass; choose a layer on "
-                "the path from the input to the output (`camlens layers` lists them)"
+                "the path from the input to the output (`camlens layers` lists them). If the "
+                "model does run it, it reaches it in a way camlens cannot follow (e.g. a "
+                "nested container, or a helper function called by a forward patched onto the "
+                "model), which leads to the original module, not the private copy camlens "
+                "explains: make the layer a registered submodule that forward calls"
             )
         return [a for a in self.activations if a is not None]
 

@@ -22,3 +22,8 @@ class InputError(ExplainError):
 class OptionError(ExplainError):
     """A method option of the wrong type or out of range (e.g. an occlusion window larger than
     the image, or a stride that would leave pixels no window covers)."""
+
+
+class NonFiniteError(ExplainError):
+    """NaN or Inf in the model's scores, a layer's output, the gradients or the map (NaN weights,
+    an overflow): the explanation would be meaningless."""

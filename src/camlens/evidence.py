@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from camlens.capture import capture, forward
-from camlens.errors import LayerError, TargetError
+from camlens.errors import LayerError, NonFiniteError, TargetError
 from camlens.guided import Rule, RuleState, rectifiers
 from camlens.targets import TargetSpec, class_indices, scores_of
 
@@ -49,6 +49,16 @@ def channels_last_to_maps(x: torch.Tensor) -> torch.Tensor:
         raise LayerError(f"reshape='channels-last' needs (B, h, w, C) maps, got shape "
                          f"{tuple(x.shape)}")
     return x.permute(0, 3, 1, 2)
+
+
+def require_finite(t: torch.Tensor, what: str) -> None:
+    """Raise :class:`NonFiniteError` when ``t`` holds NaN or Inf, saying how many and where."""
+    bad = int(t.numel() - torch.isfinite(t).sum())
+    if bad:
+        raise NonFiniteError(
+            f"{what} hold {bad} NaN or Inf value(s) of {t.numel()}, so the map would be "
+            "meaningless; check the model's weights (NaN after training or loading?) and the "
+            "input's scaling (an overflow in a low-precision dtype?)")
 
 
 RESHAPES: dict[str, Reshape] = {"tokens": tokens_to_maps, "channels-last": channels_last_to_maps}
@@ -151,7 +161,7 @@ def gather(
     image = None
     if grad == "from-input":
         image = inputs[image_index].detach().requires_grad_(True)
-        inputs[image_index] = image
+        inputs[image_index] = image.clone()  # a model may write into its input (x.sub_(mean))
     state = RuleState() if needs.rules - {"normal"} else None
     with ExitStack() as stack:
         if state is not None:  # first: a hooked rectifier layer then feeds the capture hook
@@ -177,6 +187,9 @@ def gather(
         scores = scores_of(output, target, indices)
     if scores.shape[0] != batch:
         raise TargetError(f"the target gave {scores.shape[0]} scores for a batch of {batch}")
+    for name, act in zip(cap.names, captured):
+        require_finite(act.detach(), f"the outputs of layer {name!r}")
+    require_finite(scores.detach(), "the model's scores for the explained targets")
     ev = Evidence(output, indices, scores, captured, activations, image, reshape,
                   None if state is None else state.calls)
     plan = [("layer", r) for r in sorted(needs.layer_rules)]
@@ -230,4 +243,6 @@ def gradients(
             f"the explained scores do not depend on {what}: choose a layer on the path from "
             "the input to the explained output"
         )
+    for g in out:
+        require_finite(g, f"the gradients of the scores with respect to {what}")  # type: ignore[arg-type]
     return out  # type: ignore[return-value]

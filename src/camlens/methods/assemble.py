@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from camlens import maps
-from camlens.evidence import Evidence
+from camlens.evidence import Evidence, require_finite
 from camlens.explanation import Explanation
 from camlens.methods.registry import Job
 
@@ -26,7 +26,8 @@ def heatmaps(job: Job, raws: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
 
 def result(job: Job, ev: Evidence, method: str, maps_: torch.Tensor, raw: torch.Tensor,
            weights: torch.Tensor | None, **options: Any) -> Explanation:
-    """The frozen record, every tensor detached and contiguous."""
+    """The frozen record, every tensor detached and contiguous; a non-finite map is an error."""
+    require_finite(raw.detach(), f"the {method} map's values")
     out = getattr(ev.output, "logits", ev.output)
     return Explanation(
         method=method,

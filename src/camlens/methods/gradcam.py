@@ -78,14 +78,25 @@ def check_gap_linear_head(
 ) -> None:
     """CAM is only defined when y^c = sum_k w_k^c GAP(A^k) + b_c: check that identity on the
     scores the model produced, so a classifier that does not follow the layer directly is an
-    error rather than a meaningless map."""
-    pooled = activations.mean(dim=(-2, -1)).to(weight.dtype)  # (B, C)
-    predicted = torch.einsum("bc,bkc->bk", pooled, weight[indices])
+    error rather than a meaningless map.
+
+    The identity is recomputed in float32 (float64 for float64 models); the error is taken
+    relative to the size of its terms, max |w^c| . |GAP(A)| + |b_c| (at least 1), and allowed
+    to be 4 eps of the least precise dtype involved (at least 1e-3): a bfloat16 model rounds
+    its pooled features and scores to eps = 2^-7.
+    """
+    exact = torch.promote_types(weight.dtype, torch.float32)
+    pooled = activations.to(exact).mean(dim=(-2, -1))  # (B, C)
+    w = weight.to(exact)[indices]  # (B, K, C)
+    predicted = torch.einsum("bc,bkc->bk", pooled, w)
+    size = torch.einsum("bc,bkc->bk", pooled.abs(), w.abs())
     if bias is not None:
-        predicted = predicted + bias[indices]
-    scale = scores.abs().amax().clamp(min=1.0)
-    err = float((predicted - scores.to(predicted.dtype)).abs().amax() / scale)
-    if err > 1e-3:
+        predicted = predicted + bias.to(exact)[indices]
+        size = size + bias.to(exact)[indices].abs()
+    scale = size.amax().clamp(min=1.0)
+    err = float((predicted - scores.to(exact)).abs().amax() / scale)
+    eps = max(torch.finfo(t.dtype).eps for t in (activations, weight, scores))
+    if err > max(1e-3, 4 * eps):
         raise LayerError(
             f"CAM needs layer {layer!r} to be followed directly by global average pooling and the "
             f"linear classifier, but W . GAP(A) + b does not reproduce the model's scores "

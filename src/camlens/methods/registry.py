@@ -29,7 +29,8 @@ from camlens.targets import TargetSpec
 
 @dataclass(frozen=True)
 class Job:
-    """What to explain: the model, its inputs, the layers and the target."""
+    """What to explain: the model (camlens's private view of the user's, see camlens.view), its
+    inputs, the layers (modules of that view) and the target."""
 
     model: nn.Module
     inputs: tuple[torch.Tensor, ...]
