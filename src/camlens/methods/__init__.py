@@ -164,12 +164,22 @@ def _warn_if_no_rectifier(state: RuleState, job: Job, method: str) -> None:
 
 
 def _pixel(job: Job, method: str, rule: Rule) -> Explanation:
-    state = RuleState(rule)
+    """Input gradients (B, K, 3, H, W) under ``rule``; "normal" runs plain autograd (no
+    rectifier is intercepted, so there is nothing to warn about)."""
+    state = RuleState(rule) if rule != "normal" else None
     ev = gather(job.model, job.inputs, (), job.target, job.top_k, grad="from-input",
                 image_index=job.image_index, rules=state, via=job.rectifiers)
-    _warn_if_no_rectifier(state, job, method)
+    if state is not None:
+        _warn_if_no_rectifier(state, job, method)
     (grads,) = gradients(ev.scores, [ev.image], what="the input", batched=False)
     return _result(job, ev, method, maps.signed_scale(grads).float(), grads, None)
+
+
+@register("gradient", needs_layer=False, pixel_space=True,
+          summary="Input gradient (Simonyan et al.; the paper's 'Backprop'): plain dy^c/dx")
+def run_gradient(job: Job) -> Explanation:
+    """dy^c/dx (B, K, 3, H, W) by plain autograd; its saliency map is max_channels |dy^c/dx|."""
+    return _pixel(job, "gradient", "normal")
 
 
 @register("guided-backprop", needs_layer=False, pixel_space=True,
