@@ -17,3 +17,8 @@ class TargetError(ExplainError):
 
 class InputError(ExplainError):
     """An input the model cannot take, or one of the wrong rank for the method."""
+
+
+class DataError(ValueError):
+    """A dataset, annotation or sample that cannot be read or used (a missing image, a sample
+    with no pixels): in a run over many items, one item's DataError skips that item only."""
