@@ -13,6 +13,7 @@ from camlens.evaluate import (
     coco_box,
     coco_mask,
     dataset_formats,
+    datasets,
     load_dataset,
     polygon_mask,
     read_coco,
@@ -24,7 +25,6 @@ from camlens.evaluate import (
     rle_encode,
     wnid_to_index,
 )
-from camlens.evaluate import datasets
 
 # ---------------------------------------------------------------- RLE
 
@@ -241,7 +241,7 @@ def test_read_coco(tmp_path):
     first, second = samples
     assert second.objects == ()
     assert first.image_path == tmp_path / "imgs" / "000000000001.jpg"
-    dog, crowd, person = first.objects
+    dog, crowd, _person = first.objects
     assert (dog.label, dog.box, dog.crowd) == ("dog", (1, 1, 2, 3), False)
     assert (crowd.label, crowd.box, crowd.crowd) == ("person", (4, 1, 6, 2), True)
     expected = np.zeros((6, 8), bool)

@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from camlens.evaluate import inside_outside_ratio, rank_correlation, rankdata, resize_map
+from camlens.evaluate import (
+    inside_outside_ratio,
+    rank_correlation,
+    rankdata,
+    resize_map,
+)
 
 
 def test_rankdata_averages_ties():

@@ -24,9 +24,10 @@ import json
 import math
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -55,9 +56,9 @@ class AnnotatedObject:
     ``crowd``: COCO's ``iscrowd``.
     """
 
-    label: Union[str, int]
+    label: str | int
     box: Box
-    mask: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
     difficult: bool = False
     crowd: bool = False
     segmentation: Any = field(default=None, compare=False, repr=False)
@@ -67,25 +68,25 @@ class AnnotatedObject:
 class Sample:
     """One annotated image: its path (None when unknown), size and objects."""
 
-    image_path: Optional[Path]
+    image_path: Path | None
     width: int
     height: int
     objects: tuple[AnnotatedObject, ...] = ()
-    image_id: Union[str, int, None] = None
+    image_id: str | int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objects", tuple(self.objects))
 
     @property
-    def labels(self) -> list[Union[str, int]]:
+    def labels(self) -> list[str | int]:
         """Distinct object labels in order of first appearance."""
         return list(dict.fromkeys(o.label for o in self.objects))
 
-    def boxes(self, label: Union[str, int], include_difficult: bool = True) -> list[Box]:
+    def boxes(self, label: str | int, include_difficult: bool = True) -> list[Box]:
         """Boxes of the objects with ``label``."""
         return [o.box for o in self.objects if o.label == label and (include_difficult or not o.difficult)]
 
-    def object_mask(self, obj: AnnotatedObject) -> Optional[np.ndarray]:
+    def object_mask(self, obj: AnnotatedObject) -> np.ndarray | None:
         """The object's (height, width) boolean mask, or None when it has only a box."""
         if obj.mask is not None:
             m = as_mask(obj.mask, "object mask")
@@ -98,7 +99,7 @@ class Sample:
         return None
 
     def gt_mask(
-        self, label: Union[str, int], use_boxes: bool = True, include_difficult: bool = True
+        self, label: str | int, use_boxes: bool = True, include_difficult: bool = True
     ) -> np.ndarray:
         """Union of the masks of every object with ``label`` (pointing-game ground truth).
 
@@ -115,6 +116,13 @@ class Sample:
             elif use_boxes:
                 out |= box_to_mask(obj.box, (self.height, self.width))
         return out
+
+
+@dataclass(frozen=True)
+class ArraySample(Sample):
+    """A :class:`Sample` whose image is held in memory: ``pixels`` is (H, W, 3) uint8 RGB."""
+
+    pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,7 +144,7 @@ def _text(node: ET.Element, tag: str, path: Path) -> str:
     return found.text.strip()
 
 
-def _find_image(images_dir: Optional[Path], filename: str, default_suffix: str) -> Optional[Path]:
+def _find_image(images_dir: Path | None, filename: str, default_suffix: str) -> Path | None:
     """The image file for ``filename`` in ``images_dir``: the name as given if it exists, else
     the first existing name with a known suffix, else the name with ``default_suffix``."""
     if images_dir is None or not filename:
@@ -153,7 +161,7 @@ def _find_image(images_dir: Optional[Path], filename: str, default_suffix: str) 
 
 
 def _read_bndbox_xml(
-    path: PathLike, images_dir: Optional[PathLike], one_based: bool, default_suffix: str
+    path: PathLike, images_dir: PathLike | None, one_based: bool, default_suffix: str
 ) -> Sample:
     path = Path(path)
     root = ET.parse(path).getroot()
@@ -171,10 +179,10 @@ def _read_bndbox_xml(
         bnd = obj.find("bndbox")
         if bnd is None:
             raise ValueError(f"{path}: object {name!r} has no <bndbox>")
-        coords = [int(round(float(_text(bnd, t, path)))) - shift for t in ("xmin", "ymin", "xmax", "ymax")]
+        coords = [round(float(_text(bnd, t, path))) - shift for t in ("xmin", "ymin", "xmax", "ymax")]
         difficult_node = obj.find("difficult")
         difficult = difficult_node is not None and (difficult_node.text or "0").strip() not in ("", "0")
-        box = _clip_box(*coords, width, height)
+        box = _clip_box(coords[0], coords[1], coords[2], coords[3], width, height)
         objects.append(AnnotatedObject(label=name, box=box, difficult=difficult))
     filename_node = root.find("filename")
     filename = (filename_node.text or "").strip() if filename_node is not None else ""
@@ -190,7 +198,7 @@ def _read_bndbox_xml(
     )
 
 
-def read_ilsvrc_xml(path: PathLike, images_dir: Optional[PathLike] = None, one_based: bool = False) -> Sample:
+def read_ilsvrc_xml(path: PathLike, images_dir: PathLike | None = None, one_based: bool = False) -> Sample:
     """One ILSVRC (CLS-LOC) validation annotation: image size and every ``(wnid, box)``.
 
     Labels are the wnids as written (``n01751748``); map them to class indices with
@@ -199,7 +207,7 @@ def read_ilsvrc_xml(path: PathLike, images_dir: Optional[PathLike] = None, one_b
     return _read_bndbox_xml(path, images_dir, one_based, ".JPEG")
 
 
-def read_voc_xml(path: PathLike, images_dir: Optional[PathLike] = None, one_based: bool = True) -> Sample:
+def read_voc_xml(path: PathLike, images_dir: PathLike | None = None, one_based: bool = True) -> Sample:
     """One PASCAL VOC annotation: size, objects (class name, box, ``difficult``).
 
     VOC coordinates are 1-based and are shifted to 0-based unless ``one_based=False``.
@@ -221,7 +229,7 @@ def read_synsets(path: PathLike) -> list[str]:
     return wnids
 
 
-def wnid_to_index(synsets: Union[PathLike, Sequence[str]]) -> dict[str, int]:
+def wnid_to_index(synsets: PathLike | Sequence[str]) -> dict[str, int]:
     """``{wnid: class index}`` from a synset list file or a list of wnids in index order."""
     wnids = read_synsets(synsets) if isinstance(synsets, (str, os.PathLike)) else list(synsets)
     return {w: i for i, w in enumerate(wnids)}
@@ -323,7 +331,7 @@ def coco_box(bbox: Sequence[float], height: int, width: int) -> Box:
     return _clip_box(x0, y0, x1, y1, width, height)
 
 
-def read_coco(annotation_json: PathLike, images_dir: Optional[PathLike] = None) -> list[Sample]:
+def read_coco(annotation_json: PathLike, images_dir: PathLike | None = None) -> list[Sample]:
     """Every image of a COCO instances file, in file order, with its objects.
 
     Labels are category names; ``crowd`` is ``iscrowd``; segmentations are kept raw and decoded
@@ -370,7 +378,7 @@ def read_coco(annotation_json: PathLike, images_dir: Optional[PathLike] = None) 
 # load_dataset
 
 
-def _split_paths(rest: str) -> tuple[str, Optional[str]]:
+def _split_paths(rest: str) -> tuple[str, str | None]:
     """``PATH`` or ``PATH:SECOND``; a PATH that exists as given wins over splitting."""
     if not rest:
         raise ValueError("the dataset spec has no path after the format")
@@ -421,10 +429,17 @@ def _load_coco(rest: str) -> list[Sample]:
     return read_coco(path, Path(images_dir) if images_dir else _coco_images_dir(path))
 
 
+def _load_synthetic(rest: str) -> list[Sample]:
+    from camlens.evaluate.synthetic_data import load_synthetic_samples
+
+    return load_synthetic_samples(rest)
+
+
 _LOADERS: dict[str, Callable[[str], list[Sample]]] = {
     "ilsvrc": _load_ilsvrc,
     "voc": _load_voc,
     "coco": _load_coco,
+    "synthetic": _load_synthetic,  # camlens.synthetic's world (camlens.evaluate.synthetic_data)
 }
 
 
@@ -449,6 +464,8 @@ def load_dataset(spec: str) -> list[Sample]:
       ``ROOT/ImageSets/Main/val.txt`` when it exists, else every annotation.
     - ``coco:ANNOTATION_JSON`` or ``coco:ANNOTATION_JSON:IMAGES_DIR``: the images folder
       defaults to the COCO layout (``annotations/instances_val2017.json`` -> ``val2017/``).
+    - ``synthetic:FOLDER`` or ``synthetic:seed=S,n=N``: camlens's synthetic world (see
+      :func:`camlens.evaluate.synthetic_data.load_synthetic_samples`).
 
     An unknown format raises ``ValueError`` naming the known ones.
     """

@@ -14,14 +14,15 @@ Numpy, and scipy (the ``eval`` extra) for connected components.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
 from camlens.evaluate.extras import require
 
-Box = Tuple[int, int, int, int]
+Box = tuple[int, int, int, int]
 """``(x0, y0, x1, y1)``: inclusive, 0-based pixel indices (see the module docstring)."""
 
 Label = Hashable
@@ -108,7 +109,7 @@ def largest_component(mask: Any, connectivity: int = 8, priority: Any = None) ->
     return labels == int(candidates[0]) + 1
 
 
-def mask_to_box(mask: Any) -> Optional[Box]:
+def mask_to_box(mask: Any) -> Box | None:
     """Tight inclusive box ``(x0, y0, x1, y1)`` around the True pixels; None if there are none."""
     m = as_mask(mask)
     rows = np.flatnonzero(m.any(axis=1))
@@ -129,7 +130,7 @@ def _check_box(box: Sequence[float], name: str = "box") -> tuple[float, float, f
 
 def box_to_mask(box: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
     """(H, W) boolean mask of the pixels an inclusive box covers, clipped to the image."""
-    x0, y0, x1, y1 = (int(round(c)) for c in _check_box(box))
+    x0, y0, x1, y1 = (round(c) for c in _check_box(box))
     h, w = int(shape[0]), int(shape[1])
     m = np.zeros((h, w), dtype=bool)
     m[max(y0, 0) : max(min(y1 + 1, h), 0), max(x0, 0) : max(min(x1 + 1, w), 0)] = True
@@ -137,7 +138,7 @@ def box_to_mask(box: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
 
 
 def bbox_from_map(heatmap: Any, threshold: float = 0.15, connectivity: int = 8,
-                  relative_to: str = "max") -> Optional[Box]:
+                  relative_to: str = "max") -> Box | None:
     """Box around the largest segment of a thresholded heatmap (Sec. 4.1).
 
     The paper binarises the map at 15% of its maximum and draws a box around the single
@@ -200,7 +201,7 @@ class ImageLocalization:
     """
 
     pred_classes: Sequence[Label]
-    pred_boxes: Sequence[Optional[Box]]
+    pred_boxes: Sequence[Box | None]
     gt: Sequence[tuple[Label, Box]]
 
     def __post_init__(self) -> None:
