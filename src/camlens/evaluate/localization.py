@@ -137,6 +137,15 @@ def box_to_mask(box: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
     return m
 
 
+def check_threshold(threshold: float, relative_to: str = "max") -> None:
+    """Refuse a threshold outside [0, 1] or an unknown ``relative_to``."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1] (a fraction of the maximum), got {threshold}")
+    if relative_to not in RELATIVE_TO:
+        raise ValueError(f"relative_to must be one of {', '.join(map(repr, RELATIVE_TO))}, "
+                         f"got {relative_to!r}")
+
+
 def bbox_from_map(heatmap: Any, threshold: float = 0.15, connectivity: int = 8,
                   relative_to: str = "max") -> Box | None:
     """Box around the largest segment of a thresholded heatmap (Sec. 4.1).
@@ -151,11 +160,7 @@ def bbox_from_map(heatmap: Any, threshold: float = 0.15, connectivity: int = 8,
     (so the one containing the maximum), then to the first in raster order. Returns the
     inclusive ``(x0, y0, x1, y1)`` box, or None.
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1] (a fraction of the maximum), got {threshold}")
-    if relative_to not in RELATIVE_TO:
-        raise ValueError(f"relative_to must be one of {', '.join(map(repr, RELATIVE_TO))}, "
-                         f"got {relative_to!r}")
+    check_threshold(threshold, relative_to)
     hm = as_map(heatmap)
     if hm.size == 0:
         return None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from tqdm import tqdm
 
 
 def progress_bar(total: int | None, desc: str = "", *, enabled: bool = True,
-                 initial: int = 0, stream: TextIO | None = None) -> Any:
+                 initial: int = 0, stream: TextIO | None = None) -> tqdm:
     """A tqdm bar over ``total`` items (``None``: unknown), starting at ``initial`` (items
     already done, e.g. resumed). Redrawn in place on a terminal; elsewhere (a log file) at
     most every 10 s. ``enabled=False`` draws nothing. Use it as a context manager."""

@@ -10,13 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from camlens.evaluate.explainer import Explainer, MapCache, as_cache
 from camlens.evaluate.localization import (
     Box,
     ImageLocalization,
     bbox_from_map,
+    check_threshold,
     localization_error,
     localization_table,
 )
@@ -210,7 +209,7 @@ def evaluate_localization(
     t0 = time.perf_counter()
     res = resolve_model(model, preprocess)
     explainer = Explainer(res, method, layer, dict(options or {}), as_cache(cache))
-    bbox_from_map(np.ones((1, 1)), threshold, relative_to=relative_to)  # bad values raise now
+    check_threshold(threshold, relative_to)  # bad values raise before any forward pass
     settings = LocalizationSettings(top_k, threshold, iou_threshold, relative_to, all_boxes)
     items = as_samples(samples)
     ids = sample_ids(items)
