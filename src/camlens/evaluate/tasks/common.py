@@ -26,7 +26,7 @@ SamplesLike = str | Sequence[Sample] | Sequence[Any]
 """A ``FORMAT:PATH`` spec for :func:`~camlens.evaluate.load_dataset`, samples, or synthetic
 scenes."""
 
-ITEM_FAILURES = (ImageError, DataError)
+SKIPPED_ERRORS = (ImageError, DataError)
 """What skips one image (an unreadable file, a sample without pixels); anything else (a wrong
 model, an unknown layer) applies to every image and stops the run."""
 
@@ -130,7 +130,7 @@ def execute(samples: Sequence[Sample], ids: Sequence[str], positions: Sequence[i
                              initial=len(positions) - len(pending)) as bar:
         report = run(pending, lambda i: load_input(samples[i], res.preprocess), compute_batch,
                      lambda i, rows: store.add(ids[i], rows), key=lambda x: tuple(x.shape),
-                     batch_size=batch_size, failures=ITEM_FAILURES, progress=bar)
+                     batch_size=batch_size, failures=SKIPPED_ERRORS, progress=bar)
     rows = {ids[i]: store.done[ids[i]] for i in positions if ids[i] in store.done}
     if report.failures:
         first = report.failures[0]
