@@ -512,7 +512,8 @@ def test_evaluate_threshold_relative_to_the_range(tmp_path: Path,
             "synthetic:gapnet", "--option", "relu=false", "--csv", csv_file, "--no-progress")
     code, _, err = run(capsys, *args, "--relative-to", "range")
     assert code == 0, err
-    assert '"relative_to":"range"' in csv_file.read_text().replace('""', '"')
+    recorded = json.loads(csv_file.with_name("loc.csv.config.json").read_text())  # the config
+    assert recorded["config"]["relative_to"] == "range"
     code, _, err = run(capsys, *args)  # the same CSV under the paper's convention: refused
     assert code == 2 and "resume=False" in err and len(err.strip().splitlines()) == 1
 

@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from camlens.evaluate import inside_outside_ratio, rank_correlation, rankdata, resize_map
+from camlens.evaluate import (
+    inside_outside_ratio,
+    rank_correlation,
+    rankdata,
+    resize_map,
+)
 
 
 def test_rankdata_averages_ties():
@@ -79,3 +84,16 @@ def test_inside_outside_ratio():
         inside_outside_ratio(hm, np.ones((10, 10), bool))  # nothing outside
     with pytest.raises(ValueError):
         inside_outside_ratio(hm, np.ones((5, 5), bool))
+
+
+def test_missing_scipy_says_how_to_install(monkeypatch):
+    import sys
+
+    from camlens.evaluate import connected_components
+
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
+    monkeypatch.setitem(sys.modules, "scipy.ndimage", None)
+    with pytest.raises(ImportError, match=r"rank correlation .* pip install camlens\[eval\]"):
+        rank_correlation(np.arange(4.0), np.arange(4.0)[::-1])
+    with pytest.raises(ImportError, match=r"connected components .* pip install camlens\[eval\]"):
+        connected_components(np.ones((2, 2), bool))

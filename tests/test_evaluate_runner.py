@@ -15,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from camlens.evaluate import load_dataset
+from camlens.evaluate.datasets import AnnotatedObject, dataset_formats
 from camlens.evaluate.runner import (
     ArraySample,
     evaluate,
@@ -25,8 +26,8 @@ from camlens.evaluate.runner import (
     scale_box,
     to_unit_tensor,
 )
-from camlens.evaluate.datasets import AnnotatedObject, dataset_formats
 from camlens.synthetic import GAPNet, make_dataset, save_dataset
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -190,7 +191,7 @@ def _iou(a, b):
     if iw <= 0 or ih <= 0:
         return 0.0
     inter = iw * ih
-    area = lambda r: (r[2] - r[0] + 1) * (r[3] - r[1] + 1)  # noqa: E731
+    area = lambda r: (r[2] - r[0] + 1) * (r[3] - r[1] + 1)
     return inter / (area(a) + area(b) - inter)
 
 

@@ -38,11 +38,8 @@ FILE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pth", ".pt", ".txt", ".json", ".py",
                  ".npz", ".xml")
 ARGUMENT_ERRORS = ("unrecognized arguments", "no such option", "invalid choice", "usage:",
                    "--help)", "arguments are required", "expected one argument")
-KNOWN_BROKEN = {
-    # (predicate on the command, reason)
-    "evaluate --weights": (lambda argv: argv[:1] == ["evaluate"] and "--weights" in argv,
-                           ("`camlens evaluate` has no --weights (issue 9): the README's "
-                            "pointing command fails with 'unrecognized arguments'")),
+KNOWN_BROKEN: dict[str, tuple] = {
+    # name: (predicate on the command, reason) for a README command known to fail; empty now
 }
 
 

@@ -27,3 +27,8 @@ class OptionError(ExplainError):
 class NonFiniteError(ExplainError):
     """NaN or Inf in the model's scores, a layer's output, the gradients or the map (NaN weights,
     an overflow): the explanation would be meaningless."""
+
+
+class DataError(ValueError):
+    """A dataset, annotation or sample that cannot be read or used (a missing image, a sample
+    with no pixels): in a run over many items, one item's DataError skips that item only."""

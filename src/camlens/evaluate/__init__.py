@@ -2,14 +2,25 @@
 IJCV 2019): weakly-supervised localisation (Sec. 4.1), the pointing game (Sec. 4.3), faithfulness
 by rank correlation (Sec. 5.3), RISE deletion / insertion curves, and ground-truth readers.
 
-Pure functions over numpy arrays (torch tensors are accepted and converted). Boxes are
-inclusive, 0-based ``(x0, y0, x1, y1)``; connected components default to 8-connectivity.
+- metrics, pure functions over numpy arrays (torch tensors are accepted and converted):
+  :mod:`~camlens.evaluate.localization`, :mod:`~camlens.evaluate.pointing`,
+  :mod:`~camlens.evaluate.faithfulness`, :mod:`~camlens.evaluate.curves`. Boxes are
+  inclusive, 0-based ``(x0, y0, x1, y1)``; connected components default to 8-connectivity;
+- ground truth: :mod:`~camlens.evaluate.datasets` (ILSVRC, VOC, COCO, ``synthetic:``);
+- dataset-scale runs: :func:`evaluate_localization`, :func:`evaluate_pointing`,
+  :func:`evaluate_faithfulness` and :func:`evaluate` (:mod:`~camlens.evaluate.tasks`), with
+  their maps (:mod:`~camlens.evaluate.explainer`), resumable CSV rows
+  (:mod:`~camlens.evaluate.store`) and tables (:mod:`~camlens.evaluate.report`);
+- the paper's reproduction: :mod:`~camlens.evaluate.reproduce`.
+
+Connected components and ranks need scipy, COCO masks pycocotools: ``pip install camlens[eval]``.
 """
 
 from camlens.evaluate.curves import auc, deletion_curve, gaussian_blur, insertion_curve
 from camlens.evaluate.datasets import (
     VOC_CLASSES,
     AnnotatedObject,
+    ArraySample,
     Sample,
     coco_box,
     coco_mask,
@@ -25,12 +36,18 @@ from camlens.evaluate.datasets import (
     rle_encode,
     wnid_to_index,
 )
-from camlens.evaluate.faithfulness import inside_outside_ratio, rank_correlation, rankdata, resize_map
+from camlens.evaluate.explainer import MapCache, localization_maps
+from camlens.evaluate.faithfulness import (
+    inside_outside_ratio,
+    rank_correlation,
+    rankdata,
+    resize_map,
+)
 from camlens.evaluate.localization import (
+    RELATIVE_TO,
     Box,
     ImageLocalization,
     LocalizationResult,
-    RELATIVE_TO,
     bbox_from_map,
     box_to_mask,
     connected_components,
@@ -40,6 +57,7 @@ from camlens.evaluate.localization import (
     localization_table,
     mask_to_box,
 )
+from camlens.evaluate.model import ResolvedModel, resolve_model, to_unit_tensor
 from camlens.evaluate.pointing import (
     PointingResult,
     PointingTrial,
@@ -48,17 +66,32 @@ from camlens.evaluate.pointing import (
     pointing_game,
     pointing_hit,
 )
+from camlens.evaluate.tasks import (
+    FaithfulnessSummary,
+    LocalizationSummary,
+    PointingSummary,
+    evaluate,
+    evaluate_faithfulness,
+    evaluate_localization,
+    evaluate_pointing,
+)
 
 __all__ = [
+    "RELATIVE_TO",
+    "VOC_CLASSES",
     "AnnotatedObject",
+    "ArraySample",
     "Box",
+    "FaithfulnessSummary",
     "ImageLocalization",
     "LocalizationResult",
+    "LocalizationSummary",
+    "MapCache",
     "PointingResult",
+    "PointingSummary",
     "PointingTrial",
-    "RELATIVE_TO",
+    "ResolvedModel",
     "Sample",
-    "VOC_CLASSES",
     "auc",
     "bbox_from_map",
     "box_to_mask",
@@ -68,13 +101,18 @@ __all__ = [
     "connected_components",
     "dataset_formats",
     "deletion_curve",
+    "evaluate",
+    "evaluate_faithfulness",
+    "evaluate_localization",
+    "evaluate_pointing",
     "gaussian_blur",
-    "inside_outside_ratio",
     "insertion_curve",
+    "inside_outside_ratio",
     "iou",
     "largest_component",
     "load_dataset",
     "localization_error",
+    "localization_maps",
     "localization_table",
     "mask_to_box",
     "max_locations",
@@ -89,17 +127,9 @@ __all__ = [
     "read_voc_xml",
     "register_format",
     "resize_map",
+    "resolve_model",
     "rle_decode",
     "rle_encode",
+    "to_unit_tensor",
     "wnid_to_index",
 ]
-
-# Dataset-scale runs; importing the runner also registers the "synthetic:" dataset format.
-from camlens.evaluate.runner import (  # noqa: E402
-    evaluate,
-    evaluate_faithfulness,
-    evaluate_localization,
-    evaluate_pointing,
-)
-
-__all__ += ["evaluate", "evaluate_faithfulness", "evaluate_localization", "evaluate_pointing"]

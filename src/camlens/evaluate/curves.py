@@ -9,7 +9,8 @@ should rise fast (high area is good). Every channel of a pixel changes together.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from camlens.evaluate.localization import as_map, to_numpy
 ScoreFn = Callable[[torch.Tensor], Any]
 """Maps a batch (N, C, H, W) to N scores (a tensor or array of shape (N,) or (N, 1))."""
 
-Baseline = Union[float, torch.Tensor, np.ndarray, str]
+Baseline = float | torch.Tensor | np.ndarray | str
 
 
 def auc(xs: Any, ys: Any) -> float:

@@ -1,7 +1,8 @@
 """Ground-truth readers for the paper's evaluations: ILSVRC (Sec. 4.1), PASCAL VOC and COCO
 (pointing game, Sec. 4.3; faithfulness, Sec. 5.3).
 
-Pure Python and numpy (``xml.etree``, ``json``); no pycocotools. Every reader returns
+``xml.etree`` and ``json`` for the readers; COCO's masks (RLE, polygons) are decoded by
+pycocotools (the ``eval`` extra) when first asked for. Every reader returns
 :class:`Sample` records whose boxes follow the package convention: inclusive, 0-based pixel
 indices ``(x0, y0, x1, y1)`` (see :mod:`camlens.evaluate.localization`).
 
@@ -23,12 +24,14 @@ import json
 import math
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
+from camlens.evaluate.extras import require
 from camlens.evaluate.localization import Box, as_mask, box_to_mask
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -53,9 +56,9 @@ class AnnotatedObject:
     ``crowd``: COCO's ``iscrowd``.
     """
 
-    label: Union[str, int]
+    label: str | int
     box: Box
-    mask: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
     difficult: bool = False
     crowd: bool = False
     segmentation: Any = field(default=None, compare=False, repr=False)
@@ -65,25 +68,25 @@ class AnnotatedObject:
 class Sample:
     """One annotated image: its path (None when unknown), size and objects."""
 
-    image_path: Optional[Path]
+    image_path: Path | None
     width: int
     height: int
     objects: tuple[AnnotatedObject, ...] = ()
-    image_id: Union[str, int, None] = None
+    image_id: str | int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objects", tuple(self.objects))
 
     @property
-    def labels(self) -> list[Union[str, int]]:
+    def labels(self) -> list[str | int]:
         """Distinct object labels in order of first appearance."""
         return list(dict.fromkeys(o.label for o in self.objects))
 
-    def boxes(self, label: Union[str, int], include_difficult: bool = True) -> list[Box]:
+    def boxes(self, label: str | int, include_difficult: bool = True) -> list[Box]:
         """Boxes of the objects with ``label``."""
         return [o.box for o in self.objects if o.label == label and (include_difficult or not o.difficult)]
 
-    def object_mask(self, obj: AnnotatedObject) -> Optional[np.ndarray]:
+    def object_mask(self, obj: AnnotatedObject) -> np.ndarray | None:
         """The object's (height, width) boolean mask, or None when it has only a box."""
         if obj.mask is not None:
             m = as_mask(obj.mask, "object mask")
@@ -96,7 +99,7 @@ class Sample:
         return None
 
     def gt_mask(
-        self, label: Union[str, int], use_boxes: bool = True, include_difficult: bool = True
+        self, label: str | int, use_boxes: bool = True, include_difficult: bool = True
     ) -> np.ndarray:
         """Union of the masks of every object with ``label`` (pointing-game ground truth).
 
@@ -113,6 +116,13 @@ class Sample:
             elif use_boxes:
                 out |= box_to_mask(obj.box, (self.height, self.width))
         return out
+
+
+@dataclass(frozen=True)
+class ArraySample(Sample):
+    """A :class:`Sample` whose image is held in memory: ``pixels`` is (H, W, 3) uint8 RGB."""
+
+    pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,7 +144,7 @@ def _text(node: ET.Element, tag: str, path: Path) -> str:
     return found.text.strip()
 
 
-def _find_image(images_dir: Optional[Path], filename: str, default_suffix: str) -> Optional[Path]:
+def _find_image(images_dir: Path | None, filename: str, default_suffix: str) -> Path | None:
     """The image file for ``filename`` in ``images_dir``: the name as given if it exists, else
     the first existing name with a known suffix, else the name with ``default_suffix``."""
     if images_dir is None or not filename:
@@ -151,7 +161,7 @@ def _find_image(images_dir: Optional[Path], filename: str, default_suffix: str) 
 
 
 def _read_bndbox_xml(
-    path: PathLike, images_dir: Optional[PathLike], one_based: bool, default_suffix: str
+    path: PathLike, images_dir: PathLike | None, one_based: bool, default_suffix: str
 ) -> Sample:
     path = Path(path)
     root = ET.parse(path).getroot()
@@ -169,10 +179,10 @@ def _read_bndbox_xml(
         bnd = obj.find("bndbox")
         if bnd is None:
             raise ValueError(f"{path}: object {name!r} has no <bndbox>")
-        coords = [int(round(float(_text(bnd, t, path)))) - shift for t in ("xmin", "ymin", "xmax", "ymax")]
+        coords = [round(float(_text(bnd, t, path))) - shift for t in ("xmin", "ymin", "xmax", "ymax")]
         difficult_node = obj.find("difficult")
         difficult = difficult_node is not None and (difficult_node.text or "0").strip() not in ("", "0")
-        box = _clip_box(*coords, width, height)
+        box = _clip_box(coords[0], coords[1], coords[2], coords[3], width, height)
         objects.append(AnnotatedObject(label=name, box=box, difficult=difficult))
     filename_node = root.find("filename")
     filename = (filename_node.text or "").strip() if filename_node is not None else ""
@@ -188,7 +198,7 @@ def _read_bndbox_xml(
     )
 
 
-def read_ilsvrc_xml(path: PathLike, images_dir: Optional[PathLike] = None, one_based: bool = False) -> Sample:
+def read_ilsvrc_xml(path: PathLike, images_dir: PathLike | None = None, one_based: bool = False) -> Sample:
     """One ILSVRC (CLS-LOC) validation annotation: image size and every ``(wnid, box)``.
 
     Labels are the wnids as written (``n01751748``); map them to class indices with
@@ -197,7 +207,7 @@ def read_ilsvrc_xml(path: PathLike, images_dir: Optional[PathLike] = None, one_b
     return _read_bndbox_xml(path, images_dir, one_based, ".JPEG")
 
 
-def read_voc_xml(path: PathLike, images_dir: Optional[PathLike] = None, one_based: bool = True) -> Sample:
+def read_voc_xml(path: PathLike, images_dir: PathLike | None = None, one_based: bool = True) -> Sample:
     """One PASCAL VOC annotation: size, objects (class name, box, ``difficult``).
 
     VOC coordinates are 1-based and are shifted to 0-based unless ``one_based=False``.
@@ -219,7 +229,7 @@ def read_synsets(path: PathLike) -> list[str]:
     return wnids
 
 
-def wnid_to_index(synsets: Union[PathLike, Sequence[str]]) -> dict[str, int]:
+def wnid_to_index(synsets: PathLike | Sequence[str]) -> dict[str, int]:
     """``{wnid: class index}`` from a synset list file or a list of wnids in index order."""
     wnids = read_synsets(synsets) if isinstance(synsets, (str, os.PathLike)) else list(synsets)
     return {w: i for i, w in enumerate(wnids)}
@@ -229,124 +239,70 @@ def wnid_to_index(synsets: Union[PathLike, Sequence[str]]) -> dict[str, int]:
 # COCO
 
 
-def _counts_from_string(s: Union[str, bytes]) -> list[int]:
-    """Decode COCO's compressed RLE counts string.
-
-    Each count is written in 5-bit groups, least significant first, as characters
-    ``48 + group`` with bit 0x20 set while more groups follow; bit 0x10 of the last group is
-    the sign. From the fourth count on, the value stored is the difference to the count two
-    places earlier.
-    """
-    if isinstance(s, bytes):
-        s = s.decode("ascii")
-    counts: list[int] = []
-    p, n = 0, len(s)
-    while p < n:
-        x, k, more = 0, 0, True
-        while more:
-            if p >= n:
-                raise ValueError("truncated compressed RLE string")
-            c = ord(s[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError(f"invalid character {s[p]!r} in compressed RLE string")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return counts
-
-
-def _counts_to_string(counts: Sequence[int]) -> str:
-    """Inverse of :func:`_counts_from_string`."""
-    out: list[str] = []
-    counts = [int(c) for c in counts]
-    for i, x in enumerate(counts):
-        if i > 2:
-            x -= counts[i - 2]
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
+def _mask_api() -> Any:
+    return require("pycocotools.mask", "COCO masks (RLE, polygons)")
 
 
 def rle_encode(mask: Any) -> dict[str, Any]:
-    """COCO compressed RLE of a boolean (H, W) mask: ``{"size": [H, W], "counts": str}``.
-
-    Runs alternate background / foreground starting with background, over the pixels in
-    column-major (Fortran) order.
-    """
+    """COCO compressed RLE of a boolean (H, W) mask: ``{"size": [H, W], "counts": str}``
+    (``pycocotools.mask.encode``; runs over the pixels in column-major order, starting with
+    background)."""
     m = as_mask(mask)
     h, w = m.shape
-    flat = m.ravel(order="F").astype(np.int8)
-    if flat.size == 0:
+    if m.size == 0:
         return {"size": [h, w], "counts": ""}
-    change = np.flatnonzero(np.diff(flat)) + 1
-    runs = np.diff(np.concatenate([[0], change, [flat.size]])).tolist()
-    if flat[0]:
-        runs = [0] + runs
-    return {"size": [h, w], "counts": _counts_to_string(runs)}
+    rle = _mask_api().encode(np.asfortranarray(m, dtype=np.uint8))
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
 
 
 def rle_decode(rle: dict[str, Any]) -> np.ndarray:
-    """Boolean (H, W) mask of a COCO RLE, compressed (string counts) or not (list of ints)."""
+    """Boolean (H, W) mask of a COCO RLE, compressed (string counts) or not (list of ints).
+
+    The runs must cover the mask exactly; a compressed string must be as pycocotools writes it
+    (re-encoding the decoded mask gives it back), which also catches a truncated string.
+    """
     try:
         h, w = (int(v) for v in rle["size"])
         counts = rle["counts"]
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"not a COCO RLE (needs 'size' [h, w] and 'counts'): {err}") from err
-    runs = _counts_from_string(counts) if isinstance(counts, (str, bytes)) else [int(c) for c in counts]
+    if h < 0 or w < 0:
+        raise ValueError(f"RLE size {[h, w]} is negative")
+    if h * w == 0:
+        return np.zeros((h, w), dtype=bool)
+    api = _mask_api()
+    if isinstance(counts, (str, bytes)):
+        text = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+        try:
+            m = api.decode({"size": [h, w], "counts": text})
+        except ValueError as err:
+            raise ValueError(f"RLE counts {text[:40]!r} do not decode to a {h}x{w} mask "
+                             f"({err})") from None
+        if api.encode(np.asfortranarray(m, dtype=np.uint8))["counts"] != text:
+            raise ValueError(f"RLE counts {text[:40]!r} do not cover the {h}x{w} mask exactly "
+                             "(a truncated string, or not written by pycocotools)")
+        return m.astype(bool)
+    runs = [int(c) for c in counts]
     if any(r < 0 for r in runs):
         raise ValueError("RLE has negative run lengths")
     if sum(runs) != h * w:
         raise ValueError(f"RLE runs cover {sum(runs)} pixels, the mask has {h * w}")
-    values = np.arange(len(runs)) % 2 == 1
-    flat = np.repeat(values, runs)
-    return flat.reshape((h, w), order="F")
+    compressed = api.frPyObjects({"size": [h, w], "counts": runs}, h, w)
+    return api.decode(compressed).astype(bool)
 
 
 def polygon_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """Rasterise COCO polygons ``[[x1, y1, x2, y2, ...], ...]`` (their union) to (H, W) bool.
-
-    A pixel is inside when its centre ``(c + 0.5, r + 0.5)`` is, by the even-odd rule.
-    pycocotools rasterises differently (on an upsampled grid), so the two agree up to pixels on
-    the polygon boundary. Scanline implementation: each edge toggles, in every row whose centre
-    it crosses, the pixels left of the crossing.
-    """
-    out = np.zeros((height, width), dtype=bool)
-    for poly in polygons:
-        pts = np.asarray(poly, dtype=np.float64).reshape(-1)
-        if pts.size < 6 or pts.size % 2:
-            continue  # fewer than 3 vertices: no area
-        xs, ys = pts[0::2], pts[1::2]
-        toggles = np.zeros((height, width + 1), dtype=np.int64)
-        for xa, ya, xb, yb in zip(xs, ys, np.roll(xs, -1), np.roll(ys, -1)):
-            if ya == yb:
-                continue
-            lo, hi = min(ya, yb), max(ya, yb)
-            # rows whose centre r + 0.5 lies in [lo, hi)
-            r0 = max(math.ceil(lo - 0.5), 0)
-            r1 = min(math.ceil(hi - 0.5), height)
-            if r0 >= r1:
-                continue
-            rows = np.arange(r0, r1)
-            cy = rows + 0.5
-            cx = xa + (cy - ya) * (xb - xa) / (yb - ya)
-            # pixels with centre c + 0.5 < cx, i.e. c < ceil(cx - 0.5)
-            k = np.clip(np.ceil(cx - 0.5), 0, width).astype(np.int64)
-            np.add.at(toggles, (rows, k), 1)
-        crossings_right = np.cumsum(toggles[:, ::-1], axis=1)[:, ::-1]  # sum over k >= j
-        out |= crossings_right[:, 1:] % 2 == 1
-    return out
+    """Rasterise COCO polygons ``[[x1, y1, x2, y2, ...], ...]`` (their union) to (H, W) bool
+    with pycocotools (the rasterisation of COCO's own masks: a pixel is in when its centre
+    ``(c + 0.5, r + 0.5)`` is, up to pixels the outline passes through). Polygons of fewer
+    than three vertices have no area and are skipped; the result is clipped to the image."""
+    polys = [[float(v) for v in np.asarray(p, dtype=np.float64).reshape(-1)]
+             for p in polygons]
+    polys = [p for p in polys if len(p) >= 6 and len(p) % 2 == 0]
+    if not polys or height < 1 or width < 1:
+        return np.zeros((max(height, 0), max(width, 0)), dtype=bool)
+    api = _mask_api()
+    return api.decode(api.merge(api.frPyObjects(polys, height, width))).astype(bool)
 
 
 def coco_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -375,7 +331,7 @@ def coco_box(bbox: Sequence[float], height: int, width: int) -> Box:
     return _clip_box(x0, y0, x1, y1, width, height)
 
 
-def read_coco(annotation_json: PathLike, images_dir: Optional[PathLike] = None) -> list[Sample]:
+def read_coco(annotation_json: PathLike, images_dir: PathLike | None = None) -> list[Sample]:
     """Every image of a COCO instances file, in file order, with its objects.
 
     Labels are category names; ``crowd`` is ``iscrowd``; segmentations are kept raw and decoded
@@ -422,7 +378,7 @@ def read_coco(annotation_json: PathLike, images_dir: Optional[PathLike] = None) 
 # load_dataset
 
 
-def _split_paths(rest: str) -> tuple[str, Optional[str]]:
+def _split_paths(rest: str) -> tuple[str, str | None]:
     """``PATH`` or ``PATH:SECOND``; a PATH that exists as given wins over splitting."""
     if not rest:
         raise ValueError("the dataset spec has no path after the format")
@@ -473,10 +429,17 @@ def _load_coco(rest: str) -> list[Sample]:
     return read_coco(path, Path(images_dir) if images_dir else _coco_images_dir(path))
 
 
+def _load_synthetic(rest: str) -> list[Sample]:
+    from camlens.evaluate.synthetic_data import load_synthetic_samples
+
+    return load_synthetic_samples(rest)
+
+
 _LOADERS: dict[str, Callable[[str], list[Sample]]] = {
     "ilsvrc": _load_ilsvrc,
     "voc": _load_voc,
     "coco": _load_coco,
+    "synthetic": _load_synthetic,  # camlens.synthetic's world (camlens.evaluate.synthetic_data)
 }
 
 
@@ -501,6 +464,8 @@ def load_dataset(spec: str) -> list[Sample]:
       ``ROOT/ImageSets/Main/val.txt`` when it exists, else every annotation.
     - ``coco:ANNOTATION_JSON`` or ``coco:ANNOTATION_JSON:IMAGES_DIR``: the images folder
       defaults to the COCO layout (``annotations/instances_val2017.json`` -> ``val2017/``).
+    - ``synthetic:FOLDER`` or ``synthetic:seed=S,n=N``: camlens's synthetic world (see
+      :func:`camlens.evaluate.synthetic_data.load_synthetic_samples`).
 
     An unknown format raises ``ValueError`` naming the known ones.
     """

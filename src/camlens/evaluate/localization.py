@@ -9,17 +9,20 @@ Conventions used throughout :mod:`camlens.evaluate`:
   devkit convention, ``xmin, ymin, xmax, ymax``, shifted to 0-based indices).
 - Connected components use 8-connectivity unless told otherwise (4 is the alternative).
 
-Everything here needs only numpy.
+Numpy, and scipy (the ``eval`` extra) for connected components.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
-Box = Tuple[int, int, int, int]
+from camlens.evaluate.extras import require
+
+Box = tuple[int, int, int, int]
 """``(x0, y0, x1, y1)``: inclusive, 0-based pixel indices (see the module docstring)."""
 
 Label = Hashable
@@ -65,59 +68,20 @@ def _check_connectivity(connectivity: int) -> None:
 
 
 def connected_components(mask: Any, connectivity: int = 8) -> tuple[np.ndarray, int]:
-    """Label the connected foreground segments of a 2-D mask.
+    """Label the connected foreground segments of a 2-D mask (``scipy.ndimage.label``).
 
     ``connectivity=8`` joins pixels that share an edge or a corner, ``4`` only an edge.
     Returns ``(labels, n)``: ``labels`` is an int32 (H, W) array with 0 for background and
-    1..n for the segments, numbered in raster order of each segment's first pixel (the same
-    numbering as ``scipy.ndimage.label``).
-
-    Implementation: vectorised union-find over neighbour edges (hook the larger root onto the
-    smaller, then path-halve to full compression), so a root is always the segment's first
-    pixel in raster order. Each round at least halves the number of roots still touching a
-    foreign edge, so the rounds are O(log n).
+    1..n for the segments, numbered in raster order of each segment's first pixel.
     """
     _check_connectivity(connectivity)
     m = as_mask(mask)
-    h, w = m.shape
-    labels = np.zeros((h, w), dtype=np.int32)
-    fg = np.flatnonzero(m)
-    n = fg.size
-    if n == 0:
-        return labels, 0
-    grid = np.full(h * w, -1, dtype=np.int64)
-    grid[fg] = np.arange(n, dtype=np.int64)
-    grid = grid.reshape(h, w)
-
-    pairs = [(grid[:, :-1], grid[:, 1:]), (grid[:-1, :], grid[1:, :])]
-    if connectivity == 8:
-        pairs += [(grid[:-1, :-1], grid[1:, 1:]), (grid[:-1, 1:], grid[1:, :-1])]
-    us, vs = [], []
-    for a, b in pairs:
-        keep = (a >= 0) & (b >= 0)
-        us.append(a[keep])
-        vs.append(b[keep])
-    u = np.concatenate(us)
-    v = np.concatenate(vs)
-
-    parent = np.arange(n, dtype=np.int64)
-    while u.size:
-        ru, rv = parent[u], parent[v]
-        foreign = ru != rv
-        if not foreign.any():
-            break
-        u, v, ru, rv = u[foreign], v[foreign], ru[foreign], rv[foreign]
-        # Edges whose ends already share a root stay internal forever: dropping them is safe.
-        np.minimum.at(parent, np.maximum(ru, rv), np.minimum(ru, rv))
-        while True:
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                break
-            parent = grand
-
-    roots, inverse = np.unique(parent, return_inverse=True)
-    labels.reshape(-1)[fg] = inverse.reshape(-1).astype(np.int32) + 1
-    return labels, int(roots.size)
+    ndimage = require("scipy.ndimage", "connected components (camlens.evaluate)")
+    structure = np.ones((3, 3), dtype=bool) if connectivity == 8 else \
+        ndimage.generate_binary_structure(2, 1)
+    labels = np.zeros(m.shape, dtype=np.int32)
+    n = ndimage.label(m, structure=structure, output=labels)
+    return labels, int(n)
 
 
 def largest_component(mask: Any, connectivity: int = 8, priority: Any = None) -> np.ndarray:
@@ -145,7 +109,7 @@ def largest_component(mask: Any, connectivity: int = 8, priority: Any = None) ->
     return labels == int(candidates[0]) + 1
 
 
-def mask_to_box(mask: Any) -> Optional[Box]:
+def mask_to_box(mask: Any) -> Box | None:
     """Tight inclusive box ``(x0, y0, x1, y1)`` around the True pixels; None if there are none."""
     m = as_mask(mask)
     rows = np.flatnonzero(m.any(axis=1))
@@ -166,15 +130,24 @@ def _check_box(box: Sequence[float], name: str = "box") -> tuple[float, float, f
 
 def box_to_mask(box: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
     """(H, W) boolean mask of the pixels an inclusive box covers, clipped to the image."""
-    x0, y0, x1, y1 = (int(round(c)) for c in _check_box(box))
+    x0, y0, x1, y1 = (round(c) for c in _check_box(box))
     h, w = int(shape[0]), int(shape[1])
     m = np.zeros((h, w), dtype=bool)
     m[max(y0, 0) : max(min(y1 + 1, h), 0), max(x0, 0) : max(min(x1 + 1, w), 0)] = True
     return m
 
 
+def check_threshold(threshold: float, relative_to: str = "max") -> None:
+    """Refuse a threshold outside [0, 1] or an unknown ``relative_to``."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1] (a fraction of the maximum), got {threshold}")
+    if relative_to not in RELATIVE_TO:
+        raise ValueError(f"relative_to must be one of {', '.join(map(repr, RELATIVE_TO))}, "
+                         f"got {relative_to!r}")
+
+
 def bbox_from_map(heatmap: Any, threshold: float = 0.15, connectivity: int = 8,
-                  relative_to: str = "max") -> Optional[Box]:
+                  relative_to: str = "max") -> Box | None:
     """Box around the largest segment of a thresholded heatmap (Sec. 4.1).
 
     The paper binarises the map at 15% of its maximum and draws a box around the single
@@ -187,11 +160,7 @@ def bbox_from_map(heatmap: Any, threshold: float = 0.15, connectivity: int = 8,
     (so the one containing the maximum), then to the first in raster order. Returns the
     inclusive ``(x0, y0, x1, y1)`` box, or None.
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1] (a fraction of the maximum), got {threshold}")
-    if relative_to not in RELATIVE_TO:
-        raise ValueError(f"relative_to must be one of {', '.join(map(repr, RELATIVE_TO))}, "
-                         f"got {relative_to!r}")
+    check_threshold(threshold, relative_to)
     hm = as_map(heatmap)
     if hm.size == 0:
         return None
@@ -237,7 +206,7 @@ class ImageLocalization:
     """
 
     pred_classes: Sequence[Label]
-    pred_boxes: Sequence[Optional[Box]]
+    pred_boxes: Sequence[Box | None]
     gt: Sequence[tuple[Label, Box]]
 
     def __post_init__(self) -> None:

@@ -17,8 +17,9 @@ Rules chosen here (all tested):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,12 +39,12 @@ def _within(gt: np.ndarray, ys: np.ndarray, xs: np.ndarray, tolerance: float) ->
     np.cumsum(gt, axis=1, out=prefix[:, 1:])
     hit = np.zeros(ys.shape, dtype=bool)
     integral = float(tolerance).is_integer()
-    reach = int(math.floor(tolerance))
+    reach = math.floor(tolerance)
     for dy in range(-reach, reach + 1):
         if integral:
             half = math.isqrt(int(tolerance) ** 2 - dy * dy)
         else:
-            half = int(math.floor(math.sqrt(tolerance * tolerance - dy * dy)))
+            half = math.floor(math.sqrt(tolerance * tolerance - dy * dy))
         rows = ys + dy
         ok = (rows >= 0) & (rows < h) & ~hit
         if not ok.any():
@@ -117,10 +118,10 @@ class PointingTrial:
         cls,
         heatmap: Any,
         gt_mask: Any = None,
-        evidence: Optional[float] = None,
+        evidence: float | None = None,
         tolerance: float = 15,
         ties: Ties = "any",
-    ) -> "PointingTrial":
+    ) -> PointingTrial:
         """Score one map. ``gt_mask`` None or empty means the class is absent; ``evidence``
         defaults to the map's maximum."""
         hm = as_map(heatmap)
@@ -140,10 +141,10 @@ class PointingResult:
     correct_rejections: int
     misses: int
     n: int
-    threshold: Optional[float]
+    threshold: float | None
 
 
-def pointing_game(trials: Iterable[PointingTrial], threshold: Optional[float] = None) -> PointingResult:
+def pointing_game(trials: Iterable[PointingTrial], threshold: float | None = None) -> PointingResult:
     """Pointing-game accuracy, optionally with the paper's rejection (Sec. 4.3).
 
     ``threshold=None``: the standard game of Zhang et al.: only trials of present classes

@@ -114,7 +114,7 @@ def _synthetic(name: str) -> ModelSource:
     from camlens.synthetic import CLASSES, DEFAULT_LAYERS, NETS, load_pretrained
 
     if name not in NETS:
-        raise CliError(f"synthetic:{name}: no such net; choose from "
+        raise CliError(f"unknown synthetic net {name!r}; choose from "
                        f"{', '.join('synthetic:' + n for n in sorted(NETS))}")
     model = load_pretrained(name)
     return ModelSource(model, DEFAULT_LAYERS[name], list(CLASSES), (0.0, 0.0, 0.0),
