@@ -1,0 +1,262 @@
+"""read -> batch -> explain -> write: the work behind ``camlens explain``, without argparse or
+a terminal. A problem with one image (unreadable, refused by the model, non-finite scores or
+maps, an unwritable folder) is reported through :class:`Reporter` and the run goes on; a
+problem with the request (a layer or target that does not fit the model) raises."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterable, Iterator, Protocol, Sequence
+
+import torch
+from PIL import Image
+
+import camlens
+from camlens import io as cio
+from camlens import output, viz
+from camlens.errors import ExplainError, LayerError, TargetError
+from camlens.explanation import Explanation
+from camlens.loading import LoadedModel
+from camlens.methods import METHODS
+
+__all__ = ["Item", "Plan", "Reporter", "Tally", "batches_by_shape", "read", "run",
+           "unique_stems"]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image waiting for its batch: ``image`` is already shrunk to the output size,
+    ``tensor`` is the model's (3, H, W) input."""
+
+    path: Path
+    stem: str
+    image: Image.Image
+    original_size: tuple[int, int]
+    tensor: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to explain and how to write it."""
+
+    loaded: LoadedModel
+    methods: tuple[str, ...]
+    layer: str | None
+    reshape: str | None
+    targets: list[int] | None
+    top_k: int
+    out: Path
+    max_output_side: int
+    options: dict[str, Any] = field(default_factory=dict)
+    what: Collection[str] = output.WHAT
+    colormap: str = "jet"
+    alpha: float = 0.5
+
+
+@dataclass
+class Tally:
+    done: int = 0
+    failed: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Reporter(Protocol):
+    """Where the run's news goes (the CLI prints it)."""
+
+    def failed(self, message: str) -> None:
+        """One image failed (called inside the ``except`` block when an exception caused it)."""
+
+    def warn(self, message: str) -> None:
+        """A caveat about one image that was still explained."""
+
+    def explained(self, item: Item, folder: Path,
+                  predictions: list[tuple[int, float]]) -> None:
+        """One image's outputs are written; ``predictions``: its top-k (class, probability)."""
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """One output folder name per input: its stem made safe (:func:`camlens.io.safe_stem`:
+    valid UTF-8, never ``.`` or ``..``, no separators), with -2, -3... when stems repeat
+    (compared case-insensitively)."""
+    used: set[str] = set()
+    out: list[str] = []
+    for path in paths:
+        stem = cio.safe_stem(path)
+        name, n = stem, 1
+        while name.casefold() in used:
+            n += 1
+            name = f"{stem}-{n}"
+        used.add(name.casefold())
+        out.append(name)
+    return out
+
+
+def read(path: Path, stem: str, preprocess: Callable[[Image.Image], torch.Tensor], *,
+         max_pixels: int, max_output_side: int, warn: Callable[[str], None]) -> Item:
+    """Load one image (:class:`camlens.io.ImageError` if it cannot be used) and prepare its
+    input; the decoder's notes go to ``warn``."""
+    img, notes = cio.load_image_reporting(path, max_pixels=max_pixels)
+    for note in notes:
+        warn(f"{cio.display_path(path)}: {note}")
+    return Item(path, stem, viz.shrink_to(img, max_output_side), img.size, preprocess(img))
+
+
+def batches_by_shape(items: Iterable[Item], batch_size: int) -> Iterator[list[Item]]:
+    """Batches of up to ``batch_size`` items whose inputs have the same shape, in arrival
+    order of completion. At most 4 x ``batch_size`` items wait: photos of many sizes flush
+    their oldest group early."""
+    pending: dict[tuple[int, ...], list[Item]] = {}
+    for item in items:
+        shape = tuple(item.tensor.shape)
+        group = pending.setdefault(shape, [])
+        group.append(item)
+        if len(group) >= batch_size:
+            yield pending.pop(shape)
+        elif sum(map(len, pending.values())) >= 4 * batch_size:
+            yield pending.pop(next(iter(pending)))
+    yield from pending.values()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+class _Run:
+    def __init__(self, plan: Plan, reporter: Reporter) -> None:
+        self.plan = plan
+        self.reporter = reporter
+        self.tally = Tally()
+
+    def fail(self, message: str) -> None:
+        self.tally.failed += 1
+        self.reporter.failed(message)
+
+    def read_all(self, paths: Sequence[Path], max_pixels: int) -> Iterator[Item]:
+        loaded = self.plan.loaded
+        for path, stem in zip(paths, unique_stems(paths)):
+            try:
+                yield read(path, stem, loaded.preprocess, max_pixels=max_pixels,
+                           max_output_side=self.plan.max_output_side, warn=self.reporter.warn)
+            except cio.ImageError as exc:
+                self.fail(str(exc))
+
+    def scores(self, items: list[Item]) -> tuple[list[Item], torch.Tensor, torch.Tensor] | None:
+        """(items, inputs (B, 3, H, W), scores (B, N)) for the images of one batch whose
+        scores are finite (None: all failed)."""
+        x = torch.stack([it.tensor for it in items]).to(self.plan.loaded.device)
+        try:
+            with torch.no_grad():
+                out = self.plan.loaded.model(x)
+            logits = getattr(out, "logits", out).detach().float().cpu()
+        except Exception as exc:  # noqa: BLE001 - the user's model refused this input
+            h, w = x.shape[-2:]
+            for it in items:
+                self.fail(f"{cio.display_path(it.path)}: the model failed on its {h}x{w} input "
+                          f"({_first_line(exc)}); a model that takes one input size only needs "
+                          "images of that shape (e.g. square ones)")
+            return None
+        finite = torch.isfinite(logits).all(dim=1).tolist()
+        for it, ok in zip(items, finite):
+            if not ok:
+                self.fail(f"{cio.display_path(it.path)}: the model's scores for this image are "
+                          "not finite (NaN or Inf), so there is nothing to explain; check the "
+                          "model's weights and the image")
+        keep = [i for i, ok in enumerate(finite) if ok]
+        if not keep:
+            return None
+        return [items[i] for i in keep], x[keep], logits[keep]
+
+    def batch(self, items: list[Item]) -> None:
+        plan = self.plan
+        scored = self.scores(items)
+        if scored is None:
+            return
+        items, x, logits = scored
+        probs = torch.softmax(logits, dim=1)
+        top = probs.topk(min(plan.top_k, probs.shape[1]), dim=1)
+        target = (torch.tensor([plan.targets] * len(items), dtype=torch.long)
+                  if plan.targets is not None else top.indices.clone())
+        results: dict[str, Explanation] = {}
+        seconds: dict[str, float] = {}
+        try:
+            for name in plan.methods:
+                spec = METHODS[name]
+                options = {k: v for k, v in plan.options.items() if k in spec.free_options}
+                start = time.perf_counter()
+                results[name] = camlens.explain(
+                    plan.loaded.model, x, method=name,
+                    layer=plan.layer if spec.needs_layer else None,
+                    target=target.to(plan.loaded.device),
+                    reshape=plan.reshape if spec.needs_layer else None, **options)
+                seconds[name] = (time.perf_counter() - start) / len(items)
+        except ExplainError as exc:
+            if isinstance(exc, (LayerError, TargetError)) and not self.tally.done:
+                raise  # --layer, --reshape or --target do not fit the model: a usage error
+            for it in items:
+                self.fail(f"{cio.display_path(it.path)}: {exc}")
+            return
+        for name, s in seconds.items():
+            self.tally.seconds[name] = self.tally.seconds.get(name, 0.0) + s * len(items)
+        for i, item in enumerate(items):
+            self.write(item, i, results, seconds, top.indices[i].tolist(),
+                       top.values[i].tolist(), tuple(x.shape[-2:]))
+
+    def write(self, item: Item, i: int, results: dict[str, Explanation],
+              seconds: dict[str, float], top_idx: list[int], top_p: list[float],
+              input_hw: tuple[int, ...]) -> None:
+        plan = self.plan
+        folder = plan.out / item.stem
+        try:
+            output.save(results, item.image, folder, labels=plan.loaded.labels, sample=i,
+                        what=plan.what, colormap=plan.colormap, alpha=plan.alpha,
+                        record=self.record(item, seconds, top_idx, top_p, input_hw))
+        except ExplainError as exc:
+            self.fail(f"{cio.display_path(item.path)}: {exc}")
+        except OSError as exc:
+            self.fail(f"{cio.display_path(item.path)}: cannot write the outputs: "
+                      f"{exc.strerror or exc} ({cio.display_path(exc.filename or plan.out)})")
+        else:
+            self.tally.done += 1
+            self.reporter.explained(item, folder, list(zip(top_idx, top_p)))
+
+    def record(self, item: Item, seconds: dict[str, float], top_idx: list[int],
+               top_p: list[float], input_hw: tuple[int, ...]) -> dict[str, Any]:
+        """explanation.json's fields beyond the maps: the photo, the model, the predictions."""
+        plan = self.plan
+        labels = plan.loaded.labels
+        shown = cio.display_path(item.path)
+        exact = {} if shown == os.fspath(item.path) else {
+            "image_bytes_hex": os.fsencode(item.path).hex(),
+            "image_note": "the file name is not valid UTF-8: \"image\" shows its odd bytes as "
+                          "\\xNN, image_bytes_hex is the exact name",
+        }
+        return {
+            "image": shown,
+            **exact,
+            "model": plan.loaded.name,
+            "device": str(plan.loaded.device),
+            "layer": plan.layer,
+            "reshape": plan.reshape,
+            "input_size": plan.loaded.input_size,
+            "model_input_size": {"height": int(input_hw[0]), "width": int(input_hw[1])},
+            "original_size": {"height": item.original_size[1], "width": item.original_size[0]},
+            "output_size_note": "size of the PNGs and maps: the original size, shrunk to a "
+                                f"longer side of {plan.max_output_side} pixels when larger",
+            "predictions": [{"rank": r + 1, "index": c, "name": labels[c], "probability": p}
+                            for r, (c, p) in enumerate(zip(top_idx, top_p))],
+            "timings": {m: round(s, 4) for m, s in seconds.items()},
+            "timings_note": "seconds per image: each method's time on its batch / batch size",
+        }
+
+
+def run(paths: Sequence[Path], plan: Plan, reporter: Reporter, *, batch_size: int = 8,
+        max_pixels: int = cio.DEFAULT_MAX_PIXELS) -> Tally:
+    """Explain every image in ``paths`` and write ``plan.out/<stem>/``; returns the tally."""
+    job = _Run(plan, reporter)
+    for items in batches_by_shape(job.read_all(paths, max_pixels), batch_size):
+        job.batch(items)
+    return job.tally
