@@ -155,8 +155,8 @@ def test_full_run_explanation_json(full_run: tuple[int, Path, str]) -> None:
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert all(isinstance(p["name"], str) and p["name"] for p in preds)
     assert [t["index"] for t in record["targets"]] == [p["index"] for p in preds]
-    assert set(record["timings"]) == set(record["methods"])
-    assert all(t >= 0 for t in record["timings"].values())
+    assert set(record["timings"]) == {"explain"}  # one call for every method
+    assert record["timings"]["explain"] > 0
 
 
 def test_top1_is_a_cat_at_224(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

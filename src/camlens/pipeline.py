@@ -17,10 +17,9 @@ from PIL import Image
 import camlens
 from camlens import io as cio
 from camlens import output, viz
-from camlens.errors import ExplainError, LayerError, TargetError
+from camlens.errors import ExplainError, InputError, LayerError, TargetError
 from camlens.explanation import Explanation
 from camlens.loading import LoadedModel
-from camlens.methods import METHODS
 
 __all__ = ["Item", "Plan", "Reporter", "Tally", "batches_by_shape", "read", "run",
            "unique_stems"]
@@ -60,7 +59,8 @@ class Plan:
 class Tally:
     done: int = 0
     failed: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    """time spent in camlens.explain for the images explained"""
 
 
 class Reporter(Protocol):
@@ -144,69 +144,57 @@ class _Run:
             except cio.ImageError as exc:
                 self.fail(str(exc))
 
-    def scores(self, items: list[Item]) -> tuple[list[Item], torch.Tensor, torch.Tensor] | None:
-        """(items, inputs (B, 3, H, W), scores (B, N)) for the images of one batch whose
-        scores are finite (None: all failed)."""
-        x = torch.stack([it.tensor for it in items]).to(self.plan.loaded.device)
-        try:
-            with torch.no_grad():
-                out = self.plan.loaded.model(x)
-            logits = getattr(out, "logits", out).detach().float().cpu()
-        except Exception as exc:  # noqa: BLE001 - the user's model refused this input
-            h, w = x.shape[-2:]
-            for it in items:
-                self.fail(f"{cio.display_path(it.path)}: the model failed on its {h}x{w} input "
-                          f"({_first_line(exc)}); a model that takes one input size only needs "
-                          "images of that shape (e.g. square ones)")
-            return None
-        finite = torch.isfinite(logits).all(dim=1).tolist()
-        for it, ok in zip(items, finite):
-            if not ok:
-                self.fail(f"{cio.display_path(it.path)}: the model's scores for this image are "
-                          "not finite (NaN or Inf), so there is nothing to explain; check the "
-                          "model's weights and the image")
-        keep = [i for i, ok in enumerate(finite) if ok]
-        if not keep:
-            return None
-        return [items[i] for i in keep], x[keep], logits[keep]
-
     def batch(self, items: list[Item]) -> None:
+        """Explain one batch with every requested method in one :func:`camlens.explain` call
+        (one forward pass, one backward per distinct layer/input and rectifier rule), then
+        write each image whose scores and maps are finite."""
         plan = self.plan
-        scored = self.scores(items)
-        if scored is None:
-            return
-        items, x, logits = scored
-        probs = torch.softmax(logits, dim=1)
-        top = probs.topk(min(plan.top_k, probs.shape[1]), dim=1)
-        target = (torch.tensor([plan.targets] * len(items), dtype=torch.long)
-                  if plan.targets is not None else top.indices.clone())
-        results: dict[str, Explanation] = {}
-        seconds: dict[str, float] = {}
+        x = torch.stack([it.tensor for it in items]).to(plan.loaded.device)
+        target = (None if plan.targets is None else
+                  torch.tensor([plan.targets] * len(items), dtype=torch.long, device=x.device))
+        start = time.perf_counter()
         try:
-            for name in plan.methods:
-                spec = METHODS[name]
-                options = {k: v for k, v in plan.options.items() if k in spec.free_options}
-                start = time.perf_counter()
-                results[name] = camlens.explain(
-                    plan.loaded.model, x, method=name,
-                    layer=plan.layer if spec.needs_layer else None,
-                    target=target.to(plan.loaded.device),
-                    reshape=plan.reshape if spec.needs_layer else None, **options)
-                seconds[name] = (time.perf_counter() - start) / len(items)
+            results = camlens.explain(
+                plan.loaded.model, x, method=list(plan.methods), layer=plan.layer,
+                target=target, top_k=None if target is not None else plan.top_k,
+                reshape=plan.reshape, **plan.options)
+        except InputError as exc:
+            cause = exc.__cause__
+            if cause is None or isinstance(cause, ExplainError):
+                self.fail_all(items, str(exc))
+                return
+            h, w = x.shape[-2:]  # the user's model refused this input
+            self.fail_all(items, f"the model failed on its {h}x{w} input ({_first_line(cause)}); "
+                                 "a model that takes one input size only needs images of that "
+                                 "shape (e.g. square ones)")
+            return
         except ExplainError as exc:
             if isinstance(exc, (LayerError, TargetError)) and not self.tally.done:
                 raise  # --layer, --reshape or --target do not fit the model: a usage error
-            for it in items:
-                self.fail(f"{cio.display_path(it.path)}: {exc}")
+            self.fail_all(items, str(exc))
             return
-        for name, s in seconds.items():
-            self.tally.seconds[name] = self.tally.seconds.get(name, 0.0) + s * len(items)
+        seconds = (time.perf_counter() - start) / len(items)
+        output = next(iter(results.values())).output
+        logits = getattr(output, "logits", output).detach().float().cpu()
+        probs = torch.softmax(logits, dim=1)
+        top = probs.topk(min(plan.top_k, probs.shape[1]), dim=1)
+        finite = torch.isfinite(logits).all(dim=1).tolist()
         for i, item in enumerate(items):
+            if not finite[i]:
+                self.fail(f"{cio.display_path(item.path)}: the model's scores for this image are "
+                          "not finite (NaN or Inf), so there is nothing to explain; check the "
+                          "model's weights and the image")
+                continue
+            self.tally.seconds += seconds
             self.write(item, i, results, seconds, top.indices[i].tolist(),
                        top.values[i].tolist(), tuple(x.shape[-2:]))
 
+    def fail_all(self, items: list[Item], message: str) -> None:
+        for it in items:
+            self.fail(f"{cio.display_path(it.path)}: {message}")
+
     def write(self, item: Item, i: int, results: dict[str, Explanation],
-              seconds: dict[str, float], top_idx: list[int], top_p: list[float],
+              seconds: float, top_idx: list[int], top_p: list[float],
               input_hw: tuple[int, ...]) -> None:
         plan = self.plan
         folder = plan.out / item.stem
@@ -223,7 +211,7 @@ class _Run:
             self.tally.done += 1
             self.reporter.explained(item, folder, list(zip(top_idx, top_p)))
 
-    def record(self, item: Item, seconds: dict[str, float], top_idx: list[int],
+    def record(self, item: Item, seconds: float, top_idx: list[int],
                top_p: list[float], input_hw: tuple[int, ...]) -> dict[str, Any]:
         """explanation.json's fields beyond the maps: the photo, the model, the predictions."""
         plan = self.plan
@@ -248,8 +236,9 @@ class _Run:
                                 f"longer side of {plan.max_output_side} pixels when larger",
             "predictions": [{"rank": r + 1, "index": c, "name": labels[c], "probability": p}
                             for r, (c, p) in enumerate(zip(top_idx, top_p))],
-            "timings": {m: round(s, 4) for m, s in seconds.items()},
-            "timings_note": "seconds per image: each method's time on its batch / batch size",
+            "timings": {"explain": round(seconds, 4)},
+            "timings_note": "seconds per image: the batch's one camlens.explain call for every "
+                            "method (one forward pass, shared) / batch size",
         }
 
 

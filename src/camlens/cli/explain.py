@@ -184,8 +184,8 @@ def run(args: argparse.Namespace) -> int:
         console.close()
     if not args.quiet and tally.done:
         total = time.perf_counter() - start
-        per = ", ".join(f"{m} {s / tally.done:.2f}s" for m, s in tally.seconds.items())
-        say(f"explained {tally.done} image(s) in {total:.1f}s (per image: {per})"
+        say(f"explained {tally.done} image(s) in {total:.1f}s ({tally.seconds / tally.done:.2f}s "
+            "per image in camlens.explain)"
             + (f"; {tally.failed} failed" if tally.failed else ""))
     if tally.failed:
         return 1 if tally.done else 2
