@@ -100,3 +100,84 @@ def test_missing_layer_runs_nothing(tmp_path: Path, net: Path, calls: list[tuple
         f"camlens: error: --layer is required for {net}:build (it has no default layer) with "
         f"{', '.join(m for m in FIGURE1 if METHODS[m].needs_layer)}: the usual choice is the last convolutional block, e.g. "
         f"'features', 'features.2'; `camlens layers --model {net}:build` lists them"]
+
+
+# --------------------------------------------------------------------------- --option
+
+
+def test_options_reach_the_methods(tmp_path: Path, net: Path, calls: list[tuple[int, ...]],
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """--option pooling=gmp --option relu=false: the saved maps are the library's maps with
+    those options (to float16 precision), for gradcam and guided-gradcam alike."""
+    from camlens import io as cio
+    from camlens.loading import load_model
+    from camlens.output import resized
+
+    inputs = photos(tmp_path / "in", [(20, 20)])
+    out = tmp_path / "out"
+    code = main(["explain", str(inputs), "--model", f"{net}:build", "--layer", "features.3",
+                 "--input-size", "16", "--target", "2", "--method", "gradcam", "--method",
+                 "guided-gradcam", "--option", "pooling=gmp", "--option", "relu=false",
+                 "--out", str(out), "-q"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((out / "0" / "explanation.json").read_text())
+    assert record["options"]["gradcam"]["pooling"] == "gmp"
+    assert record["options"]["guided-gradcam"]["relu"] is False
+
+    loaded = load_model(f"{net}:build", input_size=16)
+    x = loaded.preprocess(cio.load_image(inputs / "0.png"))[None]
+    with np.load(out / "0" / "maps.npz") as npz:
+        for method in ("gradcam", "guided-gradcam"):
+            want = camlens.explain(loaded.model, x, method=method, layer="features.3", target=2,
+                                   pooling="gmp", relu=False).maps[0, 0]
+            default = camlens.explain(loaded.model, x, method=method, layer="features.3",
+                                      target=2).maps[0, 0]
+            got = npz[f"{method}/2"].astype(np.float32)
+            np.testing.assert_allclose(got, resized(want, (20, 20)), atol=1e-3)
+            assert np.abs(got - resized(default, (20, 20))).max() > 0.02  # the options matter
+
+
+@pytest.mark.parametrize("option,message", [
+    ("windw=8", "--option windw: gradcam take(s) no option 'windw'; the options are: "
+                "backward (normal | guided | deconv), counterfactual (true/false), "
+                "pooling (gap | gmp), relu (true/false) (`camlens methods` describes them)"),
+    ("relu=maybe", "--option relu=maybe: option relu='maybe': expected true/false"),
+    ("pooling=max", "--option pooling=max: option pooling='max': choose one of ['gap', 'gmp']"),
+    ("relu", "--option 'relu': expected KEY=VALUE; the options of gradcam are: "),
+])
+def test_bad_option_is_one_line_exit_2(option: str, message: str, tmp_path: Path, net: Path,
+                                       calls: list[tuple[int, ...]],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    inputs = photos(tmp_path / "in", [(20, 20)])
+    code = main(["explain", str(inputs), "--model", f"{net}:build", "--layer", "features.3",
+                 "--input-size", "16", "--method", "gradcam", "--option", option,
+                 "--out", str(tmp_path / "out")])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"camlens: error: {message}")
+    assert not (tmp_path / "out" / "0").exists()
+
+
+def test_occlusion_option_checked_before_any_image(tmp_path: Path, net: Path,
+                                                   calls: list[tuple[int, ...]],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A window larger than the image is the user's mistake: one line, exit 2, not one
+    failure per image."""
+    inputs = photos(tmp_path / "in", [(20, 20), (21, 20)])
+    code = main(["explain", str(inputs), "--model", f"{net}:build", "--input-size", "16",
+                 "--method", "occlusion", "--option", "window=64", "--out", str(tmp_path / "o")])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1 and "window" in lines[0]
+
+
+def test_methods_lists_options_with_types_and_defaults(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "--option window: an integer or H,W (default 16)" in out
+    assert "--option pooling: gap | gmp (default gap)" in out
+    assert "--option relu: true/false (default true)" in out
+    for name, method in METHODS.items():
+        block = out.split(f"\n{name} ", 1)[-1] if not out.startswith(name) else out
+        block = block.split("\n\n")[0]
+        for key in method.free_options:
+            assert f"--option {key}: " in block, (name, key)

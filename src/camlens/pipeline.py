@@ -17,7 +17,7 @@ from PIL import Image
 import camlens
 from camlens import io as cio
 from camlens import output, viz
-from camlens.errors import ExplainError, InputError, LayerError, TargetError
+from camlens.errors import ExplainError, InputError, LayerError, OptionError, TargetError
 from camlens.explanation import Explanation
 from camlens.loading import LoadedModel
 
@@ -169,8 +169,8 @@ class _Run:
                                  "shape (e.g. square ones)")
             return
         except ExplainError as exc:
-            if isinstance(exc, (LayerError, TargetError)) and not self.tally.done:
-                raise  # --layer, --reshape or --target do not fit the model: a usage error
+            if isinstance(exc, (LayerError, TargetError, OptionError)) and not self.tally.done:
+                raise  # --layer, --reshape, --target or --option do not fit: a usage error
             self.fail_all(items, str(exc))
             return
         seconds = (time.perf_counter() - start) / len(items)

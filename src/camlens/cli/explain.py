@@ -19,6 +19,7 @@ from camlens.cli.options import (
     MIN_MAX_OUTPUT_SIDE,
     debug_options,
     input_options,
+    method_options,
     model_options,
     output_options,
     positive_int,
@@ -65,6 +66,10 @@ def add(sub: Any) -> None:
     g.add_argument("--method", action="append", choices=sorted(METHODS), metavar="METHOD",
                    help="repeatable; one of: " + ", ".join(sorted(METHODS)) + " (default: "
                         + ", ".join(FIGURE1) + ")")
+    g.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, e.g. pooling=gmp, relu=false, window=16,8; "
+                        "repeatable; each goes to the requested methods that take it "
+                        "(`camlens methods` lists them with types and defaults)")
     ex.set_defaults(func=run)
 
 
@@ -151,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
                         input_size=args.input_size, mean=args.mean, std=args.std,
                         device=args.device, max_input_side=args.max_input_side)
     methods = tuple(_dedupe(args.method or FIGURE1))
+    options = method_options(args.option, methods)
     with_layer = [m for m in methods if METHODS[m].needs_layer]
     layer = args.layer or loaded.default_layer
     if args.layer is not None:
@@ -174,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     plan = Plan(loaded, methods, layer if with_layer else None,
                 args.reshape if with_layer else None, targets, top_k, out,
                 args.max_output_side or max(MIN_MAX_OUTPUT_SIDE, 2 * args.input_size),
-                colormap=args.colormap, alpha=args.alpha)
+                options=options, colormap=args.colormap, alpha=args.alpha)
     console = Console(len(paths), args.quiet, args.debug, loaded.labels)
     start = time.perf_counter()
     try:

@@ -1,12 +1,12 @@
-"""``camlens methods``: the registered methods and presets, their options, types and
-defaults."""
+"""``camlens methods``: the registered methods and presets, and the ``--option KEY=VALUE``
+each takes, with its type and default."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from camlens.cli.options import debug_options
+from camlens.cli.options import debug_options, value_type
 from camlens.methods import FIGURE1, METHODS
 
 
@@ -27,12 +27,18 @@ def run(args: argparse.Namespace) -> int:
         if m.fixed:
             traits.append(f"{m.base} with " + ", ".join(
                 f"{k}={_shown(v)}" for k, v in m.fixed.items()))
-        if m.free_options:
-            traits.append("options: " + ", ".join(m.free_options))
         print(f"{name:<{width}}  {m.summary}{default}")
         print(f"{'':<{width}}    {', '.join(traits)}")
+        for key, option in m.free_options.items():
+            print(f"{'':<{width}}    --option {key}: {value_type(option)} "
+                  f"(default {_shown(option.default)})")
     return 0
 
 
 def _shown(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    """A value as ``--option`` spells it: true/false, 16,8, none."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)

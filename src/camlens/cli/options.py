@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, Sequence
 
 from camlens import io as cio
 from camlens import viz
+from camlens.loading import CliError
+from camlens.methods import METHODS, Option, OptionError
 
 MIN_MAX_OUTPUT_SIDE = 768
 """Default longer side, in pixels, of the saved maps and overlays of a larger photo (or twice
@@ -111,3 +114,35 @@ def debug_options() -> argparse.ArgumentParser:
     p = _parent()
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return p
+
+
+def value_type(option: Option) -> str:
+    """What ``--option KEY=VALUE`` accepts for ``option``: "gap | gmp", "true/false"..."""
+    return " | ".join(map(str, option.choices)) if option.choices else option.type_name
+
+
+def method_options(texts: Sequence[str], methods: Sequence[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` texts -> ``{KEY: value}`` for the requested ``methods``, each
+    value parsed by the option's own type (:meth:`camlens.methods.Option.parse`); a
+    :class:`CliError` for a malformed text, a key none of them takes, or a bad value."""
+    valid: dict[str, Option] = {}
+    for name in methods:
+        for key, option in METHODS[name].free_options.items():
+            valid.setdefault(key, option)
+    listing = (", ".join(f"{k} ({value_type(o)})" for k, o in sorted(valid.items()))
+               or "none")
+    out: dict[str, Any] = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CliError(f"--option {text!r}: expected KEY=VALUE; the options of "
+                           f"{', '.join(methods)} are: {listing}")
+        if key not in valid:
+            raise CliError(f"--option {key}: {', '.join(methods)} take(s) no option {key!r}; "
+                           f"the options are: {listing} (`camlens methods` describes them)")
+        try:
+            out[key] = valid[key].parse(value.strip())
+        except OptionError as exc:
+            raise CliError(f"--option {text}: {exc}") from exc
+    return out
