@@ -14,7 +14,7 @@ from camlens.errors import ExplainError, InputError, LayerError
 from camlens.evidence import RESHAPES, Needs, Reshape, ReshapeSpec, gather
 from camlens.explanation import Explanation
 from camlens.guided import RULES
-from camlens.layers import LayerSpec, resolve_layers
+from camlens.layers import LayerSpec, layer_hint, resolve_layers
 from camlens.methods import METHODS, Job, Method, OptionError
 from camlens.targets import TargetSpec
 from camlens.view import private_view
@@ -109,7 +109,7 @@ def explain(
         if needs_layer:
             if layer is None:
                 raise LayerError(f"{', '.join(needs_layer)} need(s) layer=...: "
-                                 f"{_layer_hint(model)}")
+                                 f"{layer_hint(model)}")
             layers = resolve_layers(model, layer)
         elif layer is not None and isinstance(method, str):
             raise ExplainError(f"{method} works on the input and takes no layer; drop layer=")
@@ -216,14 +216,3 @@ def _reshape(reshape: ReshapeSpec) -> Reshape | None:
     if not callable(reshape):
         raise ExplainError(f"reshape must be a name or a callable, got {type(reshape).__name__}")
     return reshape
-
-
-def _layer_hint(model: nn.Module) -> str:
-    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        return "pass the dotted name of a layer whose output is (B, C, h, w)"
-    last = convs[-1]
-    parents = [".".join(last.split(".")[:i]) for i in range(1, last.count(".") + 1)]
-    return "the usual choice is the last convolutional block, e.g. " + ", ".join(
-        repr(p) for p in parents[::-1][:2] + [last]
-    )

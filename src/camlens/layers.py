@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
-from typing import Sequence, Union
+import functools
+from typing import Any, Sequence, Union
 
+import torch
 from torch import nn
 
 from camlens.errors import LayerError
@@ -54,3 +56,53 @@ def resolve_layers(
                 f"layer must be a dotted name or an nn.Module, not {type(spec).__name__}"
             )
     return out
+
+
+def layer_hint(model: nn.Module) -> str:
+    """Advice on which layer to explain in ``model``: the last convolution and its parents
+    (the paper's choice, the last convolutional block), read from the module tree; nothing
+    runs."""
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return "pass the dotted name of a layer whose output is (B, C, h, w)"
+    last = convs[-1]
+    parents = [".".join(last.split(".")[:i]) for i in range(1, last.count(".") + 1)]
+    return "the usual choice is the last convolutional block, e.g. " + ", ".join(
+        repr(p) for p in parents[::-1][:2] + [last]
+    )
+
+
+def _shape_of(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return str(tuple(value.shape))
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_shape_of(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_shape_of(v)}" for k, v in value.items()) + "}"
+    return type(value).__name__
+
+
+def layer_table(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str, str, int]]:
+    """(name, module type, output shape, calls) for every named submodule of ``model``, recorded
+    with forward hooks on one no-grad forward pass of ``example``; the hooks are removed
+    afterwards, even when the forward raises. A module that never ran has shape ``-``."""
+    seen: dict[str, list[str]] = {}
+    handles = []
+
+    def record(name: str, _module: Any, _inputs: Any, output: Any) -> None:
+        seen.setdefault(name, []).append(_shape_of(output))
+
+    named = [(n, m) for n, m in model.named_modules() if n]
+    try:
+        for name, module in named:
+            handles.append(module.register_forward_hook(functools.partial(record, name)))
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    rows = []
+    for name, module in named:
+        shapes = seen.get(name, [])
+        rows.append((name, type(module).__name__, shapes[0] if shapes else "-", len(shapes)))
+    return rows

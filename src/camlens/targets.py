@@ -8,6 +8,8 @@ outputs, caption log-probabilities, VQA answers or policy actions.
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Any, Callable, Sequence, Union
 
 import torch
@@ -108,3 +110,30 @@ def scores_of(output: Any, target: TargetSpec, indices: torch.Tensor | None) -> 
             f"a callable target must return (B,) or (B, K) scores, got shape {tuple(scores.shape)}"
         )
     return scores
+
+
+def class_index(text: str, labels: Sequence[str]) -> int:
+    """A class index (``"281"``) or a label name (``"Tabby"``, case-insensitive) -> its class
+    index in ``labels``; a :class:`TargetError` naming the nearest labels otherwise."""
+    s = text.strip()
+    n = len(labels)
+    if re.fullmatch(r"[+-]?\d+", s):
+        idx = int(s)
+        if not 0 <= idx < n:
+            raise TargetError(f"{s}: class index out of range: the model has {n} classes, "
+                              f"so indices run from 0 to {n - 1}")
+        return idx
+    key = s.casefold()
+    hits = [i for i, name in enumerate(labels) if name.casefold() == key]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise TargetError(f"{s!r} names {len(hits)} classes ({', '.join(map(str, hits))}); "
+                          "pass the class index instead")
+    folded: dict[str, str] = {}
+    for name in labels:
+        folded.setdefault(name.casefold(), name)
+    near = difflib.get_close_matches(key, list(folded), n=5, cutoff=0.6)
+    hint = ("nearest names: " + ", ".join(repr(folded[m]) for m in near) if near else
+            f"give a class index (0 to {n - 1}) or one of the model's label names")
+    raise TargetError(f"{s!r}: no class has that name; {hint}")

@@ -1,0 +1,199 @@
+"""``camlens explain``: explain photos with the requested methods and write the outputs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from tqdm import tqdm
+
+from camlens import io as cio
+from camlens import viz
+from camlens.cli import PROG, one_line, say, warn
+from camlens.cli.options import (
+    MIN_MAX_OUTPUT_SIDE,
+    debug_options,
+    input_options,
+    method_options,
+    model_options,
+    output_options,
+    positive_int,
+    progress_options,
+)
+from camlens.errors import TargetError
+from camlens.evidence import RESHAPES
+from camlens.layers import layer_hint, resolve_layers
+from camlens.loading import CliError
+from camlens.models import load_model
+from camlens.methods import FIGURE1, METHODS
+from camlens.pipeline.images import Item, Plan, run as run_pipeline
+from camlens.targets import class_index
+
+DEFAULT_TOP_K = 3
+
+
+def add(sub: Any) -> None:
+    ex = sub.add_parser(
+        "explain", help="explain photos: heatmaps, pixel-space maps, Figure 1, maps.npz",
+        parents=[model_options(), output_options(), input_options(), progress_options(),
+                 debug_options()],
+        description="Explain the model's decisions on images. For each image writes "
+                    "OUT/<stem>/: <method>_<class>.png, summary.png (Figure 1), maps.npz "
+                    "(compressed; <method>/<class> -> float16 maps in [0, 1] at the photo's "
+                    "resolution, up to --max-output-side) and explanation.json. Folders are "
+                    "searched recursively, skipping hidden ones and OUT.",
+    )
+    ex.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
+                    help="image files, folders (searched recursively) or sample:NAME "
+                         f"({', '.join(sorted(cio.SAMPLE_IMAGES))})")
+    g = ex.add_argument_group("what to explain")
+    g.add_argument("--layer", metavar="NAME",
+                   help="dotted layer name for Grad-CAM (default: the model's default layer; "
+                        "`camlens layers` lists them)")
+    g.add_argument("--reshape", choices=sorted(RESHAPES), default=None,
+                   help="tokens: the layer outputs a vision transformer's (B, N, C) tokens; "
+                        "drop the class token(s), put the patches back on their square grid. "
+                        "channels-last: the layer outputs (B, h, w, C) maps (Swin)")
+    g.add_argument("--target", action="append", metavar="CLASS",
+                   help="class index or label name (case-insensitive); repeatable")
+    g.add_argument("--top-k", type=positive_int, default=None, metavar="K",
+                   help=f"explain the top K classes when no --target is given (default "
+                        f"{DEFAULT_TOP_K}); with --target, K predictions are reported")
+    g.add_argument("--method", action="append", choices=sorted(METHODS), metavar="METHOD",
+                   help="repeatable; one of: " + ", ".join(sorted(METHODS)) + " (default: "
+                        + ", ".join(FIGURE1) + ")")
+    g.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option, e.g. pooling=gmp, relu=false, window=16,8; "
+                        "repeatable; each goes to the requested methods that take it "
+                        "(`camlens methods` lists them with types and defaults)")
+    ex.set_defaults(func=run)
+
+
+def _dedupe(items: Iterable[Any]) -> list[Any]:
+    return list(dict.fromkeys(items))
+
+
+def _outside(specs: Sequence[str], out: Path) -> list[str]:
+    """The input specs that do not lie inside ``out``; each one that does is skipped with a
+    warning. camlens never reads its own outputs: a second ``camlens explain .`` would
+    otherwise explain the first one's pictures, and an input such as ``OUT/x/summary.png``
+    would be overwritten by its own summary."""
+    kept = []
+    for spec in specs:
+        if (not spec.lower().startswith(cio.SAMPLE_PREFIX)
+                and cio.is_inside(os.path.expanduser(spec), out)):
+            warn(f"{cio.display_path(spec)}: skipped: it is inside the output folder "
+                 f"--out {cio.display_path(out)}, and camlens never reads its own outputs")
+        else:
+            kept.append(spec)
+    if not kept:
+        raise CliError(f"every input is inside the output folder --out {cio.display_path(out)};"
+                       " give inputs outside it, or another --out")
+    return kept
+
+
+class Console:
+    """The run's news on the terminal: a tqdm bar on stderr (only when stderr is a terminal
+    and there is more than one image), one line per error or warning, the top-k per image."""
+
+    def __init__(self, total: int, quiet: bool, debug: bool, labels: Sequence[str]) -> None:
+        self.quiet = quiet
+        self.debug = debug
+        self.labels = labels
+        enabled = not quiet and total > 1 and _isatty(sys.stderr)
+        self.bar = tqdm(total=total, unit="image", file=sys.stderr, leave=False,
+                        disable=not enabled, dynamic_ncols=True)
+
+    def failed(self, message: str) -> None:
+        if self.debug and sys.exc_info()[0] is not None:
+            self.bar.clear()
+            traceback.print_exc()
+        say(f"{PROG}: error: {one_line(message)}", sys.stderr)
+        self.bar.update()
+
+    def warn(self, message: str) -> None:
+        warn(message)
+
+    def explained(self, item: Item, folder: Path, predictions: list[tuple[int, float]]) -> None:
+        if not self.quiet:
+            lines = [f"{cio.display_path(item.path.name)} -> {cio.display_path(folder)}/"]
+            width = max(len(self.labels[c]) for c, _ in predictions)
+            for r, (c, p) in enumerate(predictions):
+                lines.append(f"  {r + 1}. {self.labels[c]:<{width}}  {p:.3f}  (class {c})")
+            say("\n".join(lines))
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _targets(texts: Sequence[str], labels: Sequence[str]) -> list[int]:
+    try:
+        return _dedupe(class_index(t, labels) for t in texts)
+    except TargetError as exc:
+        raise CliError(f"--target {exc}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        viz.colormap(args.colormap)
+    except ImportError as exc:
+        raise CliError(str(exc)) from exc
+    out = Path(args.out).expanduser()
+    paths = cio.resolve_inputs(_outside(args.inputs, out), exclude=out)
+    loaded = load_model(args.model, weights=args.weights, labels=args.labels,
+                        input_size=args.input_size, mean=args.mean, std=args.std,
+                        device=args.device, max_input_side=args.max_input_side)
+    methods = tuple(_dedupe(args.method or FIGURE1))
+    options = method_options(args.option, methods)
+    with_layer = [m for m in methods if METHODS[m].needs_layer]
+    layer = args.layer or loaded.default_layer
+    if args.layer is not None:
+        resolve_layers(loaded.model, args.layer)  # LayerError with the nearest names
+    if with_layer and layer is None:
+        raise CliError(
+            f"--layer is required for {loaded.name} (it has no default layer) with "
+            f"{', '.join(with_layer)}: {layer_hint(loaded.model)}; "
+            f"`camlens layers --model {loaded.name}` lists them"
+        )
+    if args.top_k is not None and args.top_k > loaded.num_classes:
+        raise CliError(f"--top-k {args.top_k}: the model has only {loaded.num_classes} classes")
+    top_k = min(args.top_k or DEFAULT_TOP_K, loaded.num_classes)
+    targets = _targets(args.target, loaded.labels) if args.target else None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"--out {cio.display_path(out)}: cannot create the folder "
+                       f"({exc.strerror or exc})") from exc
+
+    plan = Plan(loaded, methods, layer if with_layer else None,
+                args.reshape if with_layer else None, targets, top_k, out,
+                args.max_output_side or max(MIN_MAX_OUTPUT_SIDE, 2 * args.input_size),
+                options=options, colormap=args.colormap, alpha=args.alpha)
+    console = Console(len(paths), args.quiet, args.debug, loaded.labels)
+    start = time.perf_counter()
+    try:
+        tally = run_pipeline(paths, plan, console, batch_size=args.batch_size,
+                             max_pixels=args.max_pixels)
+    finally:
+        console.close()
+    if not args.quiet and tally.done:
+        total = time.perf_counter() - start
+        say(f"explained {tally.done} image(s) in {total:.1f}s ({tally.seconds / tally.done:.2f}s "
+            "per image in camlens.explain)"
+            + (f"; {tally.failed} failed" if tally.failed else ""))
+    if tally.failed:
+        return 1 if tally.done else 2
+    return 0

@@ -1,0 +1,148 @@
+"""Option groups shared by the commands, as argparse parent parsers, and argument types."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Sequence
+
+from camlens import io as cio
+from camlens import viz
+from camlens.loading import CliError
+from camlens.methods import METHODS, Option, OptionError
+
+MIN_MAX_OUTPUT_SIDE = 768
+"""Default longer side, in pixels, of the saved maps and overlays of a larger photo (or twice
+--input-size when that is more): the maps come from a model input of about --input-size pixels,
+so more pixels would only interpolate them. A 12 MP photo with 4 methods x 3 classes wrote
+1.2 GB at full size; at 768, under 20 MB."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
+def _parent() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+def model_options() -> argparse.ArgumentParser:
+    """--model, --weights, --labels, --input-size, --max-input-side, --mean, --std, --device."""
+    p = _parent()
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model", default=None, metavar="SPEC",
+        help="efficientnet_lite0 (default, bundled), torchvision:NAME (needs --weights), "
+             "path/to/file.py:FACTORY or package.module:ATTR (an nn.Module or a zero-argument "
+             "factory returning one; the file or module is imported, so its code runs: name "
+             "only files you trust)",
+    )
+    g.add_argument("--weights", metavar="FILE",
+                   help="state dict for the model (torch.load weights_only=True, loaded strictly)")
+    g.add_argument("--labels", metavar="FILE",
+                   help="class names, one per line in class-index order")
+    g.add_argument("--input-size", type=positive_int, default=224, metavar="N",
+                   help="resize the shorter side to N pixels, aspect kept, no crop (default 224)")
+    g.add_argument("--max-input-side", type=positive_int, default=None, metavar="N",
+                   help="cap the longer side of the model's input at N pixels (default 4 x "
+                        "--input-size): an image longer than 4:1 is shrunk to fit, its shorter "
+                        "side then below --input-size")
+    g.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="normalisation mean (default: ImageNet's)")
+    g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"),
+                   help="normalisation std (default: ImageNet's)")
+    g.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    return p
+
+
+def output_options() -> argparse.ArgumentParser:
+    """--out, --max-output-side, --colormap, --alpha."""
+    p = _parent()
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default="explanations", metavar="DIR",
+                   help="output folder (default ./explanations); inputs inside it are skipped")
+    g.add_argument("--max-output-side", type=positive_int, default=None, metavar="N",
+                   help="write the overlay PNGs and maps.npz at the photo's resolution, shrunk "
+                        f"to a longer side of N pixels when larger (default "
+                        f"{MIN_MAX_OUTPUT_SIDE}, or 2 x --input-size when that is more)")
+    g.add_argument("--colormap", default="jet", choices=viz.COLORMAPS,
+                   help="heatmap colormap (default jet)")
+    g.add_argument("--alpha", type=unit_float, default=0.5,
+                   help="heatmap opacity over the photo, 0..1 (default 0.5)")
+    return p
+
+
+def input_options() -> argparse.ArgumentParser:
+    """--batch-size, --max-pixels."""
+    p = _parent()
+    g = p.add_argument_group("images")
+    g.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
+                   help="images per batch; only images of the same resized shape share one "
+                        "(default 8)")
+    g.add_argument("--max-pixels", type=positive_int, default=cio.DEFAULT_MAX_PIXELS,
+                   metavar="N",
+                   help=f"refuse images above N pixels, a decompression-bomb guard "
+                        f"(default {cio.DEFAULT_MAX_PIXELS})")
+    return p
+
+
+def progress_options() -> argparse.ArgumentParser:
+    """--quiet."""
+    p = _parent()
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print nothing but errors (and no progress bar)")
+    return p
+
+
+def debug_options() -> argparse.ArgumentParser:
+    """--debug."""
+    p = _parent()
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return p
+
+
+def value_type(option: Option) -> str:
+    """What ``--option KEY=VALUE`` accepts for ``option``: "gap | gmp", "true/false"..."""
+    return " | ".join(map(str, option.choices)) if option.choices else option.type_name
+
+
+def method_options(texts: Sequence[str], methods: Sequence[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` texts -> ``{KEY: value}`` for the requested ``methods``, each
+    value parsed by the option's own type (:meth:`camlens.methods.Option.parse`); a
+    :class:`CliError` for a malformed text, a key none of them takes, or a bad value."""
+    valid: dict[str, Option] = {}
+    for name in methods:
+        for key, option in METHODS[name].free_options.items():
+            valid.setdefault(key, option)
+    listing = (", ".join(f"{k} ({value_type(o)})" for k, o in sorted(valid.items()))
+               or "none")
+    out: dict[str, Any] = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise CliError(f"--option {text!r}: expected KEY=VALUE; the options of "
+                           f"{', '.join(methods)} are: {listing}")
+        if key not in valid:
+            raise CliError(f"--option {key}: {', '.join(methods)} take(s) no option {key!r}; "
+                           f"the options are: {listing} (`camlens methods` describes them)")
+        try:
+            out[key] = valid[key].parse(value.strip())
+        except OptionError as exc:
+            raise CliError(f"--option {text}: {exc}") from exc
+    return out

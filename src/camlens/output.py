@@ -1,0 +1,183 @@
+"""The on-disk layout of explanations, shared by the CLI and any other consumer.
+
+One folder per image::
+
+    maps.npz          "<method>/<class>" -> float16 maps in [0, 1] at the photo's size:
+                      (H, W) heatmaps, (H, W, 3) pixel-space maps (0.5 = no contribution)
+    <method>_<class>.png   the map over the photo (heatmaps) or as an image (pixel space)
+    summary.png       the paper's Figure 1: one row per class, one column per method
+    explanation.json  what was explained: methods, targets, maps, and the caller's record
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Collection, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import camlens
+from camlens import io as cio
+from camlens import viz
+from camlens.errors import ExplainError
+from camlens.explanation import Explanation
+from camlens.methods import FIGURE1, METHODS
+
+__all__ = ["WHAT", "columns", "resized", "save"]
+
+WHAT = ("maps", "png", "summary", "json")
+"""What :func:`save` can write: maps.npz, the per-map PNGs, summary.png, explanation.json."""
+
+
+def resized(m: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """One (h, w) heatmap or (3, h, w) pixel-space map -> ``size`` = (H, W), bilinear
+    (antialiased when shrinking), clipped to [0, 1]; float32 (H, W) or (H, W, 3)."""
+    pixel = m.dim() == 3
+    x = (m if pixel else m[None])[None].detach().float().cpu()
+    if tuple(x.shape[-2:]) != size:
+        shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    arr = x[0].clamp(0.0, 1.0).numpy()
+    return np.ascontiguousarray(np.moveaxis(arr, 0, -1)) if pixel else arr[0]
+
+
+def _header(name: str) -> str:
+    """A method's short title, from its summary: "Grad-CAM (Eq. 1-2): ..." -> "Grad-CAM"."""
+    summary = METHODS[name].summary if name in METHODS else name
+    return re.split(r" \(|:", summary, maxsplit=1)[0]
+
+
+def columns(methods: Sequence[str]) -> list[tuple[str, str]]:
+    """summary.png's columns as (method, header): the photo, then Figure 1's methods in the
+    paper's order, then any others in the order given."""
+    ordered = [m for m in FIGURE1 if m in methods] + [m for m in methods if m not in FIGURE1]
+    return [("image", "Original image")] + [(m, _header(m)) for m in ordered]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def save(explanations: Mapping[str, Explanation], image: Image.Image, folder: str | Path, *,
+         labels: Sequence[str] | None = None, sample: int = 0,
+         what: Collection[str] = WHAT, colormap: str = "jet", alpha: float = 0.5,
+         record: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write sample ``sample`` of ``explanations`` (method -> :class:`Explanation`, all with
+    the same targets) for the photo ``image`` into ``folder`` (the module's layout); maps are
+    resized to the photo's size. ``what``: a subset of :data:`WHAT`. ``record``: extra fields
+    for explanation.json. Non-finite maps are refused (:class:`ExplainError`, nothing written);
+    on any error, what this call wrote is removed. Returns the paths written."""
+    unknown = sorted(set(what) - set(WHAT))
+    if unknown:
+        raise ExplainError(f"save: unknown output(s) {unknown}; choose from {list(WHAT)}")
+    if not explanations:
+        raise ExplainError("save: no explanations to write")
+    methods = list(explanations)
+    first = explanations[methods[0]]
+    n = first.maps.shape[1]
+    classes = (first.targets[sample].tolist() if first.targets is not None
+               else list(range(n)))
+    maps = {m: explanations[m].maps[sample].detach().float().cpu() for m in methods}
+    bad = [m for m in methods if not torch.isfinite(maps[m]).all()]
+    if bad:
+        raise ExplainError(f"the {', '.join(bad)} map(s) came out non-finite (NaN or Inf); "
+                           "nothing was written")
+    names = [labels[c] if labels is not None and first.targets is not None else str(c)
+             for c in classes]
+    output = first.output
+    probs = (torch.softmax(output[sample].detach().float().cpu(), dim=0)
+             if isinstance(output, torch.Tensor) and output.dim() == 2 else None)
+
+    folder = Path(folder)
+    created = not os.path.lexists(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        empty = _write_maps(maps, classes, names, probs, image, folder, what, colormap, alpha,
+                            written)
+        if "json" in what:
+            targets = [{"index": c, "name": name,
+                        **({} if probs is None else {"probability": float(probs[c])})}
+                       for c, name in zip(classes, names)]
+            doc = {
+                "camlens_version": camlens.__version__,
+                "methods": methods,
+                "options": {m: {k: _jsonable(v) for k, v in explanations[m].options.items()}
+                            for m in methods},
+                "layers": list(first.layers),
+                "targets": targets,
+                "output_size": {"height": image.height, "width": image.width},
+                "maps_dtype": "float16",
+                "maps": sorted(f"{m}/{c}" for m in methods for c in classes),
+                "empty_maps": sorted(empty),
+                "empty_maps_note": "maps that are constant (no evidence for the method's "
+                                   "question)",
+                **(record or {}),
+            }
+            text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+            cio.atomic_write_bytes(folder / "explanation.json", text.encode("utf-8"))
+            written.append(folder / "explanation.json")
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return written
+
+
+def _write_maps(maps: Mapping[str, torch.Tensor], classes: list[int], names: list[str],
+                probs: torch.Tensor | None, img: Image.Image, folder: Path,
+                what: Collection[str], colormap: str, alpha: float,
+                written: list[Path]) -> list[str]:
+    """maps.npz, the per-map PNGs and summary.png, one map at a time at the photo's size.
+    Returns the keys of the constant ("empty") maps."""
+    size = (img.height, img.width)
+    cols = columns(list(maps))
+    layout = viz.figure1_layout(img.size, len(classes), cols)
+    thumb = (layout.panel_w, layout.panel_h)
+    pictures = "png" in what or "summary" in what
+    empty: list[str] = []
+    panels: dict[int, dict[str, Image.Image]] = {k: {} for k in range(len(classes))}
+    with contextlib.ExitStack() as stack:
+        add = (stack.enter_context(cio.npz_writer(folder / "maps.npz")) if "maps" in what
+               else None)
+        for name, stack_k in maps.items():
+            for k, cls in enumerate(classes):
+                m = resized(stack_k[k], size)
+                saved = m.astype(np.float16)
+                if add is not None:
+                    add(f"{name}/{cls}", saved)
+                is_empty = bool(saved.max() == saved.min())  # e.g. nothing against the class
+                if is_empty:
+                    empty.append(f"{name}/{cls}")
+                if not pictures:
+                    continue
+                pic = viz.pixel_space_image(m) if m.ndim == 3 else viz.overlay(
+                    img, m, alpha=alpha, colormap=colormap)
+                if is_empty:
+                    pic = viz.caption(pic, "no evidence: the map is zero")
+                if "png" in what:
+                    written.append(viz.save_png(pic, folder / f"{name}_{cls}.png"))
+                panels[k][name] = pic.resize(thumb, Image.Resampling.BILINEAR)
+    if add is not None:
+        written.append(folder / "maps.npz")
+    if "summary" in what:
+        rows = [viz.Row(f"{name} (class {cls}" + (
+                    "" if probs is None else f", p={float(probs[cls]):.3f}") + ")", panels[k])
+                for k, (cls, name) in enumerate(zip(classes, names))]
+        summary = viz.figure1(img.resize(thumb, Image.Resampling.BILINEAR), rows, columns=cols)
+        written.append(viz.save_png(summary, folder / "summary.png"))
+    return empty
