@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Literal, Sequence, overload
+from collections.abc import Sequence
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence, Union
+from typing import Any, Literal, Union
 
 import torch
 from torch import nn
@@ -14,7 +15,6 @@ from camlens.capture import capture, forward
 from camlens.errors import LayerError, NonFiniteError, TargetError
 from camlens.guided import Rule, RuleState, rectifiers
 from camlens.targets import TargetSpec, class_indices, scores_of
-
 
 Reshape = Callable[[torch.Tensor], torch.Tensor]
 """Turns a layer's output into (B, C, h, w) feature maps, e.g. ViT tokens (B, N, C)."""

@@ -19,9 +19,10 @@ forward pass can serve a normal backward (Grad-CAM) and a guided one (Guided Bac
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F

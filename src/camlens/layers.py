@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import functools
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import torch
 from torch import nn

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import nn
 
-
 __all__ = [
     "CliError",
     "apply_weights",

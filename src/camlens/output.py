@@ -15,8 +15,9 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

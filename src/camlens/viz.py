@@ -10,10 +10,11 @@ from __future__ import annotations
 import io
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -73,7 +74,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lut(name: str) -> np.ndarray:
     x = np.linspace(0.0, 1.0, _LUT_SIZE)
     if name == "jet":

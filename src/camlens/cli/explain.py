@@ -7,8 +7,9 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from tqdm import tqdm
 
@@ -29,9 +30,10 @@ from camlens.errors import TargetError
 from camlens.evidence import RESHAPES
 from camlens.layers import layer_hint, resolve_layers
 from camlens.loading import CliError
-from camlens.models import load_model
 from camlens.methods import FIGURE1, METHODS
-from camlens.pipeline.images import Item, Plan, run as run_pipeline
+from camlens.models import load_model
+from camlens.pipeline.images import Item, Plan
+from camlens.pipeline.images import run as run_pipeline
 from camlens.targets import class_index
 
 DEFAULT_TOP_K = 3

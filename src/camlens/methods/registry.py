@@ -15,14 +15,15 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from camlens.errors import OptionError
-from camlens.evidence import Evidence, Needs, Reshape
+from camlens.evidence import Needs, Reshape
 from camlens.explanation import Explanation
 from camlens.targets import TargetSpec
 

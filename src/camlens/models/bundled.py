@@ -8,8 +8,8 @@ Everything here works offline: the weights come from the
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from importlib import resources
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,6 @@ from PIL import Image
 from torch import nn
 
 from camlens.models.efficientnet_lite import EfficientNetLite0
-
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -409,7 +410,7 @@ def make_dataset(n: int, seed: int, **kwargs) -> list[Scene]:
     return [make_scene(np.random.default_rng((int(seed), i)), **kwargs) for i in range(n)]
 
 
-def to_tensors(scenes: Sequence[Scene]) -> tuple["torch.Tensor", "torch.Tensor"]:
+def to_tensors(scenes: Sequence[Scene]) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 3, H, W) float32 in [0, 1] and multi-hot labels (N, NUM_CLASSES) float32."""
     import torch
 
