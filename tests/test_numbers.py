@@ -15,7 +15,10 @@ import camlens
 from camlens import InputError, NonFiniteError
 
 METHODS = sorted(camlens.METHODS)
-GRADIENT_METHODS = [m for m in METHODS if m not in ("cam", "occlusion")]
+# methods whose maps come from autograd gradients of the scores (Excitation Backprop propagates
+# probabilities by its own rules, and refuses AbsNet's sqrt(c * c) by name)
+GRADIENT_METHODS = [m for m in METHODS if camlens.METHODS[m].base not in (
+    "cam", "occlusion", "excitation-backprop")]
 
 
 def _image(batch: int = 2, size: int = 8) -> torch.Tensor:

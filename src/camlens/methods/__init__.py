@@ -1,7 +1,12 @@
 """The registered methods. :data:`METHODS` (name -> :class:`Method`) drives ``explain``, the
 CLI's choices and the parametrised tests; see :mod:`camlens.methods.registry`."""
 
-from camlens.methods import gradcam, occlusion, pixel  # noqa: F401 - they register themselves
+from camlens.methods import (  # noqa: F401 - they register themselves
+    excitation,
+    gradcam,
+    occlusion,
+    pixel,
+)
 from camlens.methods.registry import METHODS, Job, Method, Option, OptionError, preset, register
 
 FIGURE1 = ("guided-backprop", "gradcam", "guided-gradcam", "counterfactual-gradcam")
