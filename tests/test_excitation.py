@@ -476,16 +476,16 @@ def test_warnings_negative_inputs_and_a_second_forward_that_differs() -> None:
         camlens.explain(no_relu, torch.rand(1, 3, 8, 8), method="excitation-backprop",
                         layer="0")
 
-    class Normalises(nn.Module):  # writes into its input: the second forward sees x - 1
+    class Drifts(nn.Module):  # each forward adds a shared counter: the second run differs
         def __init__(self) -> None:
             super().__init__()
             torch.manual_seed(0)
             self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 2)
+            self.runs = [0]
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x.sub_(0.5)
-            return self.fc(F.relu(self.conv(x)).mean((2, 3)))
+            self.runs[0] += 1
+            return self.fc(F.relu(self.conv(x + self.runs[0])).mean((2, 3)))
 
     with pytest.warns(UserWarning, match="cmwp: running the model again gave other scores"):
-        camlens.explain(Normalises().eval(), torch.rand(1, 3, 8, 8), method="cmwp",
-                        layer="conv")
+        camlens.explain(Drifts().eval(), torch.rand(1, 3, 8, 8), method="cmwp", layer="conv")

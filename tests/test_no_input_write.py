@@ -9,6 +9,8 @@ equal to the image, a window count that leaves one over).
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Any
 
 import pytest
@@ -171,3 +173,24 @@ def test_a_model_that_writes_into_its_input_does_not_reach_the_callers(method: s
         pytest.skip("InPlaceNet's head is GAP + linear after a ReLU, not after the layer")
     camlens.explain(model, x, method=method, layer=layer, **kw)
     assert torch.equal(x, before) and x._version == version
+
+
+class OutOfPlaceNet(InPlaceNet):
+    """InPlaceNet's function without the in-place write."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.conv(x - 0.5))
+        return self.head(a.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("method", sorted(m for m in camlens.METHODS if m != "cam"))
+def test_methods_that_rerun_the_model_see_the_inputs_as_they_were(method: str) -> None:
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    layer = "conv" if camlens.METHODS[method].needs_layer else None
+    kw = {"window": 4, "stride": 2} if method == "occlusion" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # excitation's caveats about negative inputs
+        got = camlens.explain(InPlaceNet().double().eval(), x, method=method, layer=layer, **kw)
+        want = camlens.explain(OutOfPlaceNet().double().eval(), x, method=method, layer=layer,
+                               **kw)
+    torch.testing.assert_close(got.raw, want.raw, rtol=1e-10, atol=1e-12)

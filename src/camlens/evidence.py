@@ -157,11 +157,13 @@ def gather(
     (destination, rule) once.
     """
     grad = needs.grad
-    inputs = list(inputs)
+    # the forward gets copies: a model may write into its input (x.sub_(mean)), and methods
+    # that run the model again (occlusion, excitation) must see the inputs as they were
+    inputs = [t.clone() for t in inputs]
     image = None
     if grad == "from-input":
         image = inputs[image_index].detach().requires_grad_(True)
-        inputs[image_index] = image.clone()  # a model may write into its input (x.sub_(mean))
+        inputs[image_index] = image.clone()
     state = RuleState() if needs.rules - {"normal"} else None
     with ExitStack() as stack:
         if state is not None:  # first: a hooked rectifier layer then feeds the capture hook
