@@ -15,7 +15,6 @@ from PIL import Image
 from camlens import viz
 from camlens.explanation import Explanation
 
-
 # ---------------------------------------------------------------- colormaps
 
 
@@ -35,7 +34,9 @@ def test_jet_known_entries() -> None:
 
 
 def test_gray_and_optional_matplotlib_maps() -> None:
-    assert np.array_equal(viz.colormap("gray"), np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1))
+    assert np.array_equal(
+        viz.colormap("gray"), np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1)
+    )
     matplotlib = pytest.importorskip("matplotlib")
     ref = matplotlib.colormaps["viridis"](np.linspace(0, 1, 256))[:, :3]
     assert np.abs(viz.colormap("viridis") / 255.0 - ref).max() <= 1 / 255 + 1e-12
@@ -67,8 +68,12 @@ def test_apply_colormap_bins_like_matplotlib() -> None:
 # ---------------------------------------------------------------- resize and overlay
 
 
-@pytest.mark.parametrize("src,dst", [((2, 2), (4, 4)), ((7, 5), (13, 22)), ((10, 9), (4, 6)), ((3, 8), (3, 5))])
-def test_resize_bilinear_matches_torch_interpolate(src: tuple[int, int], dst: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    "src,dst", [((2, 2), (4, 4)), ((7, 5), (13, 22)), ((10, 9), (4, 6)), ((3, 8), (3, 5))]
+)
+def test_resize_bilinear_matches_torch_interpolate(
+    src: tuple[int, int], dst: tuple[int, int]
+) -> None:
     x = torch.rand(src, generator=torch.Generator().manual_seed(1))
     ref = F.interpolate(x[None, None], size=dst, mode="bilinear", align_corners=False)[0, 0]
     out = viz.resize_bilinear(x, dst)
@@ -86,7 +91,9 @@ def test_overlay_blends_a_hand_made_2x2_case() -> None:
     assert out[1, 0].tolist() == [50, 25, 228]  # (200+255)/2 = 227.5 -> 228
     assert out[1, 1].tolist() == [5, 10, 79]  # (30+128)/2 = 79
     # alpha = 0 keeps the image, alpha = 1 is the colour alone; PIL input and torch heatmap
-    assert np.array_equal(np.asarray(viz.overlay(Image.fromarray(image), torch.tensor(heat), alpha=0.0)), image)
+    assert np.array_equal(
+        np.asarray(viz.overlay(Image.fromarray(image), torch.tensor(heat), alpha=0.0)), image
+    )
     assert np.array_equal(np.asarray(viz.overlay(image, heat, alpha=1.0)), viz.apply_colormap(heat))
     with pytest.raises(ValueError):
         viz.overlay(image, heat, alpha=1.5)
@@ -172,7 +179,9 @@ def test_figure1_size_and_panel_offsets() -> None:
 def test_figure1_custom_columns_and_other_aspect_panel_is_centred() -> None:
     image = Image.new("RGB", (40, 40), (0, 0, 0))
     tall = Image.new("RGB", (10, 40), (0, 0, 255))
-    fig = viz.figure1(image, [viz.Row("x", {"m": tall})], columns=[("m", "Map")], panel_height=40, pad=2)
+    fig = viz.figure1(
+        image, [viz.Row("x", {"m": tall})], columns=[("m", "Map")], panel_height=40, pad=2
+    )
     lay = viz.figure1_layout(image.size, 1, [("m", "Map")], panel_height=40, pad=2)
     assert fig.size == lay.size == (2 + 42, 2 + lay.header_h + lay.title_h + 42)
     x0, y0, _, _ = lay.cell(0, 0)

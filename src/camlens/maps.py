@@ -25,7 +25,10 @@ def pool_gradients(grads: torch.Tensor, pooling: Pooling = "gap") -> torch.Tenso
 
 
 def weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
-    """Eq. 2 before the ReLU: sum_k alpha_k^c A^k, weights (B, K, C) x acts (B, C, h, w) -> (B, K, h, w)."""
+    """Eq. 2 before the ReLU: sum_k alpha_k^c A^k.
+
+    weights (B, K, C) x activations (B, C, h, w) -> (B, K, h, w).
+    """
     return torch.einsum("bkc,bchw->bkhw", weights, activations)
 
 

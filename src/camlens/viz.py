@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 ArrayLike = Any  # numpy array, torch tensor, or anything np.asarray accepts
-ImageLike = Union[Image.Image, np.ndarray]
+ImageLike: TypeAlias = Image.Image | np.ndarray
 
 # --------------------------------------------------------------------------------------------
 # Colormaps
@@ -79,7 +79,10 @@ def _lut(name: str) -> np.ndarray:
     x = np.linspace(0.0, 1.0, _LUT_SIZE)
     if name == "jet":
         rgb = np.stack(
-            [np.interp(x, [p for p, _ in seg], [v for _, v in seg]) for seg in _JET_SEGMENTS.values()],
+            [
+                np.interp(x, [p for p, _ in seg], [v for _, v in seg])
+                for seg in _JET_SEGMENTS.values()
+            ],
             axis=1,
         )
     elif name == "gray":

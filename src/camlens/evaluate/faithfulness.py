@@ -85,7 +85,9 @@ def inside_outside_ratio(heatmap: Any, region: Any) -> float:
     elif r.ndim == 2:
         mask = as_mask(r, "region")
         if mask.shape != hm.shape:
-            raise ValueError(f"region mask shape {mask.shape} differs from heatmap shape {hm.shape}")
+            raise ValueError(
+                f"region mask shape {mask.shape} differs from heatmap shape {hm.shape}"
+            )
     else:
         raise ValueError("region must be a box (x0, y0, x1, y1) or an (H, W) mask")
     n_in = int(mask.sum())
