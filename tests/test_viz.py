@@ -71,14 +71,22 @@ def test_apply_colormap_bins_like_matplotlib() -> None:
 @pytest.mark.parametrize(
     "src,dst", [((2, 2), (4, 4)), ((7, 5), (13, 22)), ((10, 9), (4, 6)), ((3, 8), (3, 5))]
 )
-def test_resize_bilinear_matches_torch_interpolate(
+def test_overlay_resizes_like_torch_antialiased_bilinear(
     src: tuple[int, int], dst: tuple[int, int]
 ) -> None:
-    x = torch.rand(src, generator=torch.Generator().manual_seed(1))
-    ref = F.interpolate(x[None, None], size=dst, mode="bilinear", align_corners=False)[0, 0]
-    out = viz.resize_bilinear(x, dst)
-    assert out.shape == dst
-    np.testing.assert_allclose(out, ref.double().numpy(), atol=1e-6, rtol=0)
+    x = torch.rand(src, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = F.interpolate(x[None, None], size=dst, mode="bilinear", align_corners=False,
+                        antialias=True)[0, 0]
+    out = np.asarray(viz.overlay(np.zeros((*dst, 3), np.uint8), x, alpha=1.0))
+    assert np.array_equal(out, viz.apply_colormap(ref.numpy()))
+
+
+def test_overlay_does_not_alias_a_shrunk_map() -> None:
+    # A one-pixel checkerboard shrunk 3x: plain bilinear would pick single pixels (all 0 or 1);
+    # averaged over each output pixel's footprint it is grey.
+    board = (np.indices((6, 6)).sum(0) % 2).astype(np.float64)
+    out = np.asarray(viz.overlay(np.zeros((2, 2, 3), np.uint8), board, 1.0, colormap="gray"))
+    assert np.isin(out, (127, 128)).all()  # 0.5 (to rounding) everywhere: gray's middle bins
 
 
 def test_overlay_blends_a_hand_made_2x2_case() -> None:

@@ -1,8 +1,8 @@
 """Pictures of explanations: colormaps, heatmap overlays, the paper's Figure 1 grid, PNG output.
 
-Depends only on numpy and Pillow. matplotlib is optional: when installed it supplies the
-perceptual colormaps (``viridis``, ``inferno``, ...); ``jet`` (the paper's) and ``gray`` are
-built in. Torch tensors are accepted wherever an array is, without importing torch.
+numpy and Pillow draw; torch resizes maps. matplotlib is optional: when installed it supplies
+the perceptual colormaps (``viridis``, ``inferno``, ...); ``jet`` (the paper's) and ``gray`` are
+built in. Torch tensors are accepted wherever an array is.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from camlens.maps import upsample
 
 if TYPE_CHECKING:  # pragma: no cover
     from camlens.explanation import Explanation
@@ -39,7 +42,6 @@ __all__ = [
     "heatmap_image",
     "overlay",
     "pixel_space_image",
-    "resize_bilinear",
     "save_png",
     "shrink_to",
 ]
@@ -146,35 +148,6 @@ def _squeeze_2d(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-def _source_index(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lower/upper source indices and weights of the upper one (half-pixel centres)."""
-    src = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
-    src = np.maximum(src, 0.0)
-    lo = np.minimum(np.floor(src).astype(np.intp), in_size - 1)
-    hi = np.minimum(lo + 1, in_size - 1)
-    return lo, hi, src - lo
-
-
-def resize_bilinear(a: ArrayLike, size: tuple[int, int]) -> np.ndarray:
-    """Resize an (h, w) array to ``size`` = (H, W) bilinearly, float64.
-
-    Same sampling as ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``
-    (half-pixel centres, edge clamping, no antialiasing when shrinking).
-    """
-    x = _squeeze_2d(_as_float_array(a), "array")
-    out_h, out_w = int(size[0]), int(size[1])
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"size must be positive, got {size}")
-    in_h, in_w = x.shape
-    if (in_h, in_w) == (out_h, out_w):
-        return x.copy()
-    y0, y1, wy = _source_index(out_h, in_h)
-    x0, x1, wx = _source_index(out_w, in_w)
-    top = x[y0][:, x0] * (1 - wx) + x[y0][:, x1] * wx
-    bottom = x[y1][:, x0] * (1 - wx) + x[y1][:, x1] * wx
-    return top * (1 - wy)[:, None] + bottom * wy[:, None]
-
-
 def _as_rgb_array(image: ImageLike) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
@@ -199,15 +172,16 @@ def overlay(
     """Blend a coloured heatmap onto an image: ``(1 - alpha) * image + alpha * colour``.
 
     ``image``: PIL image or (H, W, 3) uint8 array. ``heatmap``: (h, w) in [0, 1] (numpy or torch;
-    leading singleton dims are dropped), resized with :func:`resize_bilinear` to (H, W) when
-    the sizes differ. The result is rounded half up to uint8.
+    leading singleton dims are dropped), resized to (H, W) when the sizes differ: bilinear
+    (:func:`camlens.maps.upsample`), antialiased where it shrinks. The result is rounded half up
+    to uint8.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     img = _as_rgb_array(image)
     h = _squeeze_2d(_as_float_array(heatmap), "heatmap")
     if h.shape != img.shape[:2]:
-        h = resize_bilinear(h, img.shape[:2])
+        h = upsample(torch.from_numpy(h)[None, None], img.shape[:2], antialias=True)[0, 0].numpy()
     colour = apply_colormap(h, colormap).astype(np.float64)
     blended = (1.0 - alpha) * img.astype(np.float64) + alpha * colour
     return Image.fromarray(np.floor(blended + 0.5).clip(0, 255).astype(np.uint8), "RGB")
