@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from camlens.io import atomic_path
 from camlens.maps import upsample
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -495,20 +495,9 @@ def shrink_to(image: Image.Image, max_side: int) -> Image.Image:
 
 
 def save_png(img: Image.Image, path: str | os.PathLike[str]) -> Path:
-    """Write ``img`` as PNG to ``path`` atomically: a temp file in the same folder, then
-    ``os.replace``. On any error the temp file is removed and ``path`` is left untouched."""
+    """Write ``img`` as PNG to ``path`` atomically (:func:`camlens.io.atomic_path`): on any
+    error ``path`` is left untouched and no temporary file stays behind."""
     dest = Path(path)
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # honours the umask, unlike mkstemp's 0600
-            img.save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(dest, make_parents=False) as tmp, open(tmp, "xb") as f:
+        img.save(f, format="PNG")
     return dest
