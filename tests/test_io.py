@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 import warnings
@@ -249,7 +250,7 @@ def test_unknown_sample_lists_names() -> None:
 
 
 def test_sample_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cio.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImageError, match=r"pip install \"camlens\[samples\]\""):
         sample_image("chelsea")
     with pytest.raises(ImageError, match=r"camlens\[viz\]"):
