@@ -14,6 +14,7 @@ from PIL import Image
 
 from camlens import viz
 from camlens.explanation import Explanation
+from camlens.viz.grid import _font_size
 
 # ---------------------------------------------------------------- colormaps
 
@@ -252,7 +253,7 @@ def test_caption_draws_a_band_and_keeps_the_original() -> None:
     out = viz.caption(base, "no evidence: the map is zero")
     a = np.asarray(out)
     assert out.size == base.size and np.asarray(base).min() == 30  # the input is untouched
-    band = viz._font_size(90) * 3 // 2 + 6
+    band = _font_size(90) * 3 // 2 + 6
     assert (a[: 90 - band] == (200, 30, 30)).all()  # above the band: unchanged
     assert (a[-1] == 0).all() and (a[90 - band:] > 200).sum() > 100  # black band, white text
 
