@@ -12,7 +12,7 @@ eval mode and the dtype. :func:`sample` draws a seeded random input batch for a 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ NUM_CLASSES = 5
 
 
 def _randomize_bn(module: nn.Module, gamma: tuple[float, float] = (0.5, 1.5)) -> None:
-    """Give every BatchNorm2d random eval-mode statistics and affine parameters (seeded by caller)."""
+    """Give every BatchNorm2d random eval-mode statistics and affine parameters (caller seeds)."""
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
             with torch.no_grad():

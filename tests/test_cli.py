@@ -15,8 +15,8 @@ from PIL import Image
 
 import camlens.models
 from camlens import METHODS
-from camlens.cli import methods as cli_methods
 from camlens.cli import main
+from camlens.cli import methods as cli_methods
 from camlens.methods import FIGURE1
 from camlens.pipeline.images import unique_stems
 
@@ -501,7 +501,9 @@ def test_evaluate_localization_table_csv_and_resume(tmp_path: Path,
             "synthetic:gapnet", "--csv", csv_file, "--no-progress")
     code, out, err = run(capsys, *args)
     assert code == 0, err
-    assert "| Method | Top-1 loc error | Top-5 loc error | Top-1 cls error | Top-5 cls error |" in out
+    assert (
+        "| Method | Top-1 loc error | Top-5 loc error | Top-1 cls error | Top-5 cls error |" in out
+    )
     rows = csv_file.read_text().splitlines()
     assert len(rows) == 1 + 6  # header + one row per image
     code, again, _ = run(capsys, *args)  # resumed: nothing recomputed, same table

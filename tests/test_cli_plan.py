@@ -98,8 +98,10 @@ def test_missing_layer_runs_nothing(tmp_path: Path, net: Path, calls: list[tuple
     assert code == 2 and explained == [] and calls in ([], [(1, 3, 16, 16)])
     assert err.splitlines() == [
         f"camlens: error: --layer is required for {net}:build (it has no default layer) with "
-        f"{', '.join(m for m in FIGURE1 if METHODS[m].needs_layer)}: the usual choice is the last convolutional block, e.g. "
-        f"'features', 'features.2'; `camlens layers --model {net}:build` lists them"]
+        f"{', '.join(m for m in FIGURE1 if METHODS[m].needs_layer)}: "
+        "the usual choice is the last convolutional block, e.g. "
+        f"'features', 'features.2'; `camlens layers --model {net}:build` lists them"
+    ]
 
 
 # --------------------------------------------------------------------------- --option

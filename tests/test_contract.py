@@ -54,15 +54,21 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
     """Everything of ``model`` a call must leave as it was (buffers via the state dict)."""
     return {
         "modules": [(n, id(m), type(m)) for n, m in model.named_modules()],
-        "hooks": {n: [len(getattr(m, d, {})) for d in HOOK_DICTS] for n, m in model.named_modules()},
+        "hooks": {
+            n: [len(getattr(m, d, {})) for d in HOOK_DICTS] for n, m in model.named_modules()
+        },
         "training": {n: m.training for n, m in model.named_modules()},
         "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-        "grad": {n: None if p.grad is None else (id(p.grad), p.grad.clone())
-                 for n, p in model.named_parameters()},
+        "grad": {
+            n: None if p.grad is None else (id(p.grad), p.grad.clone())
+            for n, p in model.named_parameters()
+        },
         "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "global": (len(module_globals._global_forward_hooks),
-                   len(module_globals._global_forward_pre_hooks),
-                   len(module_globals._global_backward_hooks)),
+        "global": (
+            len(module_globals._global_forward_hooks),
+            len(module_globals._global_forward_pre_hooks),
+            len(module_globals._global_backward_hooks),
+        ),
         "grad_mode": torch.is_grad_enabled(),
         "function_modes": torch._C._len_torch_function_stack(),
     }
@@ -253,6 +259,13 @@ def test_bad_options_and_targets() -> None:
         camlens.explain(model, x, layer="features", top_k=6)
     with pytest.raises(TargetError, match="either target or top_k"):
         camlens.explain(model, x, layer="features", target=1, top_k=2)
+
+
+def test_scores_of_an_index_target_needs_its_indices() -> None:
+    from camlens.targets import scores_of
+
+    with pytest.raises(TargetError, match="target=3 is not callable"):
+        scores_of(torch.zeros(1, 5), 3, None)
 
 
 def test_target_forms_agree() -> None:

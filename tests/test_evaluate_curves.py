@@ -81,7 +81,9 @@ def test_uneven_steps_and_batches():
 def test_baselines():
     image = torch.full((3, 8, 8), 2.0)
     hm = np.random.default_rng(1).random((8, 8))
-    _, ys = deletion_curve(total, image, hm, steps=2, baseline=torch.tensor([1.0, 1.0, 1.0]).view(3, 1, 1))
+    _, ys = deletion_curve(
+        total, image, hm, steps=2, baseline=torch.tensor([1.0, 1.0, 1.0]).view(3, 1, 1)
+    )
     np.testing.assert_allclose(ys, [384, 288, 192])
     # the blur of a constant image is the image: insertion is flat
     _, ys = insertion_curve(total, image, hm, steps=4)

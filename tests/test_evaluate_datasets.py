@@ -216,9 +216,9 @@ def coco_file(tmp_path: Path) -> Path:
                 "segmentation": [[1, 1, 3, 1, 3, 4, 1, 4]],
             },
             {
-                "id": 11, "image_id": 1, "category_id": 1, "iscrowd": 1,
+                "id": 11, "image_id": 1, "category_id": 1, "iscrowd": 1,  # crowd, RLE by hand
                 "bbox": [4, 1, 3, 2], "area": 6.0,
-                "segmentation": {"size": [6, 8], "counts": [25, 2, 4, 2, 4, 2, 9]},  # crowd, by hand
+                "segmentation": {"size": [6, 8], "counts": [25, 2, 4, 2, 4, 2, 9]},
             },
             {
                 "id": 12, "image_id": 1, "category_id": 1, "iscrowd": 0,
@@ -285,7 +285,10 @@ def test_load_dataset_specs(tmp_path):
     assert samples[0].image_path == ilsvrc / "ILSVRC2012_val_00000001.JPEG"
     images = tmp_path / "ilsvrc_images"
     images.mkdir()
-    assert load_dataset(f"ilsvrc:{ilsvrc}:{images}")[1].image_path == images / "ILSVRC2012_val_00000002.JPEG"
+    assert (
+        load_dataset(f"ilsvrc:{ilsvrc}:{images}")[1].image_path
+        == images / "ILSVRC2012_val_00000002.JPEG"
+    )
 
     voc = tmp_path / "VOC2007"
     (voc / "Annotations").mkdir(parents=True)

@@ -56,7 +56,9 @@ def test_resize_map_matches_torch_bilinear():
     rng = np.random.default_rng(2)
     for src, dst in [((7, 7), (224, 224)), ((14, 10), (5, 33)), ((3, 4), (3, 4)), ((1, 5), (4, 9))]:
         x = rng.random(src)
-        ref = F.interpolate(torch.from_numpy(x)[None, None], size=dst, mode="bilinear", align_corners=False)
+        ref = F.interpolate(
+            torch.from_numpy(x)[None, None], size=dst, mode="bilinear", align_corners=False
+        )
         np.testing.assert_allclose(resize_map(x, dst), ref[0, 0].numpy(), atol=1e-12)
     a = resize_map(rng.random((7, 7)), (28, 28))
     assert rank_correlation(a, resize_map(a, (28, 28))) == pytest.approx(1.0)

@@ -191,8 +191,19 @@ def _iou(a, b):
     if iw <= 0 or ih <= 0:
         return 0.0
     inter = iw * ih
-    area = lambda r: (r[2] - r[0] + 1) * (r[3] - r[1] + 1)
-    return inter / (area(a) + area(b) - inter)
+    return inter / (_area(a) + _area(b) - inter)
+
+
+def _area(r):
+    return (r[2] - r[0] + 1) * (r[3] - r[1] + 1)
+
+
+def _hits(k: int, gt, classes, boxes) -> tuple[bool, bool]:
+    """(a top-k class is present, a top-k class is present with a box at IoU >= 0.5)."""
+    cls = any(c in {g for g, _ in gt} for c in classes[:k])
+    loc = any(b is not None and any(g == c and _iou(b, gb) >= 0.5 for g, gb in gt)
+              for c, b in zip(classes[:k], boxes[:k]))
+    return cls, loc
 
 
 def test_csv_rows_and_summary_recomputed_by_hand(tmp_path, scenes):
@@ -209,12 +220,7 @@ def test_csv_rows_and_summary_recomputed_by_hand(tmp_path, scenes):
         boxes = json.loads(r["pred_boxes"])
         assert len(classes) == len(boxes) == 5
         # by hand, from the CSV's own columns
-        def ok(k: int) -> tuple[bool, bool]:
-            cls = any(c in {g for g, _ in gt} for c in classes[:k])
-            loc = any(b is not None and any(g == c and _iou(b, gb) >= 0.5 for g, gb in gt)
-                      for c, b in zip(classes[:k], boxes[:k]))
-            return cls, loc
-        (c1, l1), (c5, l5) = ok(1), ok(5)
+        (c1, l1), (c5, l5) = _hits(1, gt, classes, boxes), _hits(5, gt, classes, boxes)
         assert (r["top1_cls_ok"], r["top1_loc_ok"]) == (str(int(c1)), str(int(l1)))
         assert (r["topk_cls_ok"], r["topk_loc_ok"]) == (str(int(c5)), str(int(l5)))
         for key, v in (("top1_loc", l1), ("topk_loc", l5), ("top1_cls", c1), ("topk_cls", c5)):

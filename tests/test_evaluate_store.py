@@ -106,6 +106,24 @@ def test_an_image_cut_short_is_dropped_and_redone(tmp_path, cut):
     assert path.read_text() == whole
 
 
+def test_a_failed_rewrite_keeps_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "rows.csv"
+    with RowStore(path, Row, CONFIG) as store:
+        store.add("a", rows(2))
+        store.add("b", rows(2))
+    cut = path.read_text()[:-5]  # b's last row cut short: reading it back rewrites the file
+    path.write_text(cut)
+
+    def full_disk(self, rows):  # the disk fills up after the header
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        RowStore(path, Row, CONFIG)
+    assert path.read_text() == cut
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv", "rows.csv.config.json"]
+
+
 def test_without_a_path_rows_stay_in_memory():
     store = RowStore(None, Row, CONFIG)
     store.add("a", rows(2))

@@ -7,10 +7,10 @@ import warnings
 
 import pytest
 import torch
-from models import ZOO, build, sample
 from torch import nn
 
 import camlens
+from models import ZOO, build, sample
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 import warnings
@@ -51,7 +52,8 @@ def test_rgb_png_round_trips_exactly(tmp_path: Path) -> None:
 
 def test_grayscale_l(tmp_path: Path) -> None:
     src = Image.fromarray(np.array([[0, 77, 255]], dtype=np.uint8), mode="L")
-    assert _pixels(load_image(_save(src, tmp_path / "g.png"))) == [(0, 0, 0), (77, 77, 77), (255,) * 3]
+    got = _pixels(load_image(_save(src, tmp_path / "g.png")))
+    assert got == [(0, 0, 0), (77, 77, 77), (255,) * 3]
 
 
 def test_one_bit(tmp_path: Path) -> None:
@@ -127,7 +129,8 @@ def test_int32_mode_i(tmp_path: Path) -> None:
 
 def test_float_mode_f(tmp_path: Path) -> None:
     unit = Image.fromarray(np.array([[0.0, 0.5, 1.0]], dtype=np.float32), mode="F")
-    assert _pixels(load_image(_save(unit, tmp_path / "f.tif"))) == [(0,) * 3, (128,) * 3, (255,) * 3]
+    got = _pixels(load_image(_save(unit, tmp_path / "f.tif")))
+    assert got == [(0,) * 3, (128,) * 3, (255,) * 3]
     wide = Image.fromarray(np.array([[-2.0, 0.0, 2.0, np.nan]], dtype=np.float32), mode="F")
     got = _pixels(load_image(_save(wide, tmp_path / "fw.tif")))
     assert got[:3] == [(0,) * 3, (128,) * 3, (255,) * 3]
@@ -204,7 +207,9 @@ def test_decompression_bomb_limit(tmp_path: Path) -> None:
     assert load_image(path, max_pixels=None).size == (2000, 2000)
 
 
-def test_limit_does_not_depend_on_pil_global(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_limit_does_not_depend_on_pil_global(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = _save(Image.new("L", (300, 200)), tmp_path / "mid.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow alone would refuse this file
     with warnings.catch_warnings():
@@ -245,7 +250,7 @@ def test_unknown_sample_lists_names() -> None:
 
 
 def test_sample_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cio.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImageError, match=r"pip install \"camlens\[samples\]\""):
         sample_image("chelsea")
     with pytest.raises(ImageError, match=r"camlens\[viz\]"):
@@ -259,7 +264,8 @@ def test_resolve_inputs_expands_folders(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     (root / "sub" / "deeper").mkdir(parents=True)
     (root / ".hidden").mkdir()
-    for rel in ["b.png", "A.JPG", "sub/c.Tiff", "sub/deeper/d.webp", "notes.txt", ".e.png", ".hidden/f.png"]:
+    names = ["b.png", "A.JPG", "sub/c.Tiff", "sub/deeper/d.webp", "notes.txt", ".e.png"]
+    for rel in [*names, ".hidden/f.png"]:
         (root / rel).write_bytes(b"x")
     single = tmp_path / "single.bin"
     single.write_bytes(b"x")

@@ -87,13 +87,17 @@ def test_coffee_is_espresso(bundle: ModelRecord) -> None:
         (1, 3, 2, (1, 1)),
     ],
 )
-def test_tf_same_padding_amounts(size: int, kernel: int, stride: int, expected: tuple[int, int]) -> None:
+def test_tf_same_padding_amounts(
+    size: int, kernel: int, stride: int, expected: tuple[int, int]
+) -> None:
     assert tf_same_padding(size, kernel, stride) == expected
 
 
 @pytest.mark.parametrize(("height", "width"), [(15, 15), (16, 16), (15, 22), (1, 2), (33, 8)])
 @pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (5, 2), (3, 1), (5, 1)])
-def test_conv2d_same_matches_explicit_pad(height: int, width: int, kernel: int, stride: int) -> None:
+def test_conv2d_same_matches_explicit_pad(
+    height: int, width: int, kernel: int, stride: int
+) -> None:
     torch.manual_seed(0)
     conv = Conv2dSame(4, 6, kernel, stride=stride)
     x = torch.randn(2, 4, height, width)

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 import torch
-from models import build
 from torch import nn
 
 import camlens
+from models import build
 
 #: extra option sets per method (each method also runs with its defaults, ``{}``). On the 16x16
 #: images here occlusion's default window 16 is the whole image: one window, a chunk of one.

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from test_contract import LAYER_KW, assert_same, prepared_model, snapshot
 from torch import nn
 
 import camlens
 from camlens import InputError, NonFiniteError
+from test_contract import LAYER_KW, assert_same, prepared_model, snapshot
 
 METHODS = sorted(camlens.METHODS)
 # methods whose maps come from autograd gradients of the scores (Excitation Backprop propagates

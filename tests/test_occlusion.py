@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 import torch
-from models import build, sample
-from test_no_input_write import assert_untouched, snapshot
-from test_reference import assert_rel, reference_occlusion
 from torch import nn
 
 import camlens
 from camlens import ExplainError, OptionError
 from camlens.methods.occlusion import occlusion_maps
+from models import build, sample
+from test_no_input_write import assert_untouched, snapshot
+from test_reference import assert_rel, reference_occlusion
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,5 +1,6 @@
 """The method planner: several methods share one forward pass and one backward per distinct
-(destination, rule); presets; options declared once, typed, and routed to the methods taking them."""
+(destination, rule); presets; options declared once, typed, and routed to the methods taking
+them."""
 
 from __future__ import annotations
 

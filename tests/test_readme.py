@@ -111,6 +111,11 @@ def commands() -> list[Command]:
             elif part[:1] in (["python"], ["python3"]) and part[1:3] == ["-m", "pytest"]:
                 found.append(Command(number, text, (), (), "runs this test suite itself"))
                 continue
+            elif part[:1] in (["python"], ["python3"]) and part[1:2] == ["-m"] and (
+                part[2:3] in (["ruff"], ["mypy"])
+            ):
+                found.append(Command(number, text, (), (), "a check of the sources: CI runs it"))
+                continue
             else:
                 raise AssertionError(f"README.md:{number}: no rule for running {text!r}; "
                                      "teach tests/test_readme.py how")
@@ -120,6 +125,18 @@ def commands() -> list[Command]:
 
 
 COMMANDS = commands()
+
+
+def test_ci_runs_the_readme_check_command() -> None:
+    """.ci/run runs README.md's second command, step by step (its installs quietly)."""
+    ci = []
+    for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines():
+        tokens = shlex.split(line, comments=True)
+        if tokens and tokens[0] not in ("set", "cd"):
+            quiet = tokens[1:3] == ["-m", "pip"]
+            ci.append(shlex.join([t for t in tokens if not (quiet and t == "-q")]))
+    second = [c.text for c in COMMANDS if c.line == sorted({c.line for c in COMMANDS})[1]]
+    assert ci == second
 
 
 def _param(c: Command) -> object:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -418,7 +419,7 @@ def test_hand_written_forward_reproduces_the_model(name: str) -> None:
             assert_rel(run_forward(model, inputs, rectifier(rule)), expected, 1e-12)
     for layer in model.LAYERS:  # every layer the tests cut at is tapped exactly once
         seen = []
-        run_forward(model, inputs, tap=lambda n, t: (seen.append(n), t)[1])
+        run_forward(model, inputs, tap=lambda n, t, seen=seen: (seen.append(n), t)[1])
         assert seen.count(layer) == 1, (layer, seen)
 
 

@@ -141,7 +141,9 @@ def test_nets_layout():
         assert convs[-1] == LAST_CONV[name]
         assert net(torch.zeros(2, 3, 64, 64)).shape == (2, len(CLASSES))
     gap = NETS["gapnet"]()
-    assert isinstance(gap.fc, torch.nn.Linear) and gap.fc.in_features == gap.features[12].out_channels
+    assert (
+        isinstance(gap.fc, torch.nn.Linear) and gap.fc.in_features == gap.features[12].out_channels
+    )
 
 
 # Held-out check of the shipped weights. The recorded accuracy is on the first 1000 scenes of

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from test_contract import assert_same, snapshot
 from torch import nn
 
 import camlens
+from test_contract import assert_same, snapshot
 
 THREADS = 4
 CALLS = 12  # per thread

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from test_contract import assert_same, snapshot
 from torch import nn
 from torch.nn.utils import parametrize
 
 import camlens
 from camlens import LayerError
 from camlens.view import private_view
+from test_contract import assert_same, snapshot
 
 
 def _image(seed: int = 0, size: int = 8) -> torch.Tensor:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from camlens import viz
 from camlens.explanation import Explanation
-
+from camlens.viz.grid import _font_size
 
 # ---------------------------------------------------------------- colormaps
 
@@ -35,7 +35,9 @@ def test_jet_known_entries() -> None:
 
 
 def test_gray_and_optional_matplotlib_maps() -> None:
-    assert np.array_equal(viz.colormap("gray"), np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1))
+    assert np.array_equal(
+        viz.colormap("gray"), np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1)
+    )
     matplotlib = pytest.importorskip("matplotlib")
     ref = matplotlib.colormaps["viridis"](np.linspace(0, 1, 256))[:, :3]
     assert np.abs(viz.colormap("viridis") / 255.0 - ref).max() <= 1 / 255 + 1e-12
@@ -67,13 +69,25 @@ def test_apply_colormap_bins_like_matplotlib() -> None:
 # ---------------------------------------------------------------- resize and overlay
 
 
-@pytest.mark.parametrize("src,dst", [((2, 2), (4, 4)), ((7, 5), (13, 22)), ((10, 9), (4, 6)), ((3, 8), (3, 5))])
-def test_resize_bilinear_matches_torch_interpolate(src: tuple[int, int], dst: tuple[int, int]) -> None:
-    x = torch.rand(src, generator=torch.Generator().manual_seed(1))
-    ref = F.interpolate(x[None, None], size=dst, mode="bilinear", align_corners=False)[0, 0]
-    out = viz.resize_bilinear(x, dst)
-    assert out.shape == dst
-    np.testing.assert_allclose(out, ref.double().numpy(), atol=1e-6, rtol=0)
+@pytest.mark.parametrize(
+    "src,dst", [((2, 2), (4, 4)), ((7, 5), (13, 22)), ((10, 9), (4, 6)), ((3, 8), (3, 5))]
+)
+def test_overlay_resizes_like_torch_antialiased_bilinear(
+    src: tuple[int, int], dst: tuple[int, int]
+) -> None:
+    x = torch.rand(src, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ref = F.interpolate(x[None, None], size=dst, mode="bilinear", align_corners=False,
+                        antialias=True)[0, 0]
+    out = np.asarray(viz.overlay(np.zeros((*dst, 3), np.uint8), x, alpha=1.0))
+    assert np.array_equal(out, viz.apply_colormap(ref.numpy()))
+
+
+def test_overlay_does_not_alias_a_shrunk_map() -> None:
+    # A one-pixel checkerboard shrunk 3x: plain bilinear would pick single pixels (all 0 or 1);
+    # averaged over each output pixel's footprint it is grey.
+    board = (np.indices((6, 6)).sum(0) % 2).astype(np.float64)
+    out = np.asarray(viz.overlay(np.zeros((2, 2, 3), np.uint8), board, 1.0, colormap="gray"))
+    assert np.isin(out, (127, 128)).all()  # 0.5 (to rounding) everywhere: gray's middle bins
 
 
 def test_overlay_blends_a_hand_made_2x2_case() -> None:
@@ -86,7 +100,9 @@ def test_overlay_blends_a_hand_made_2x2_case() -> None:
     assert out[1, 0].tolist() == [50, 25, 228]  # (200+255)/2 = 227.5 -> 228
     assert out[1, 1].tolist() == [5, 10, 79]  # (30+128)/2 = 79
     # alpha = 0 keeps the image, alpha = 1 is the colour alone; PIL input and torch heatmap
-    assert np.array_equal(np.asarray(viz.overlay(Image.fromarray(image), torch.tensor(heat), alpha=0.0)), image)
+    assert np.array_equal(
+        np.asarray(viz.overlay(Image.fromarray(image), torch.tensor(heat), alpha=0.0)), image
+    )
     assert np.array_equal(np.asarray(viz.overlay(image, heat, alpha=1.0)), viz.apply_colormap(heat))
     with pytest.raises(ValueError):
         viz.overlay(image, heat, alpha=1.5)
@@ -172,7 +188,9 @@ def test_figure1_size_and_panel_offsets() -> None:
 def test_figure1_custom_columns_and_other_aspect_panel_is_centred() -> None:
     image = Image.new("RGB", (40, 40), (0, 0, 0))
     tall = Image.new("RGB", (10, 40), (0, 0, 255))
-    fig = viz.figure1(image, [viz.Row("x", {"m": tall})], columns=[("m", "Map")], panel_height=40, pad=2)
+    fig = viz.figure1(
+        image, [viz.Row("x", {"m": tall})], columns=[("m", "Map")], panel_height=40, pad=2
+    )
     lay = viz.figure1_layout(image.size, 1, [("m", "Map")], panel_height=40, pad=2)
     assert fig.size == lay.size == (2 + 42, 2 + lay.header_h + lay.title_h + 42)
     x0, y0, _, _ = lay.cell(0, 0)
@@ -235,7 +253,7 @@ def test_caption_draws_a_band_and_keeps_the_original() -> None:
     out = viz.caption(base, "no evidence: the map is zero")
     a = np.asarray(out)
     assert out.size == base.size and np.asarray(base).min() == 30  # the input is untouched
-    band = viz._font_size(90) * 3 // 2 + 6
+    band = _font_size(90) * 3 // 2 + 6
     assert (a[: 90 - band] == (200, 30, 30)).all()  # above the band: unchanged
     assert (a[-1] == 0).all() and (a[90 - band:] > 200).sum() > 100  # black band, white text
 

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeAlias
 
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ from camlens.errors import LayerError, NonFiniteError, TargetError
 from camlens.guided import Rule, RuleState, rectifiers
 from camlens.targets import TargetSpec, class_indices, scores_of
 
-Reshape = Callable[[torch.Tensor], torch.Tensor]
+Reshape: TypeAlias = Callable[[torch.Tensor], torch.Tensor]
 """Turns a layer's output into (B, C, h, w) feature maps, e.g. ViT tokens (B, N, C)."""
 
 MAX_EXTRA_TOKENS = 8
@@ -62,7 +62,7 @@ def require_finite(t: torch.Tensor, what: str) -> None:
 
 
 RESHAPES: dict[str, Reshape] = {"tokens": tokens_to_maps, "channels-last": channels_last_to_maps}
-ReshapeSpec = Union[str, Reshape, None]
+ReshapeSpec: TypeAlias = str | Reshape | None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ pass, for an incoming gradient g (Springenberg et al.; Zeiler & Fergus):
 
 - ``normal``:  dx = g * 1[0 < x < hi]
 - ``guided``:  dx = g * 1[0 < x < hi] * 1[g > 0]   (Guided Backpropagation)
-- ``deconv``:  dx = max(g, 0)                        (Deconvnet: only the backward signal is rectified)
+- ``deconv``:  dx = max(g, 0)                        (Deconvnet: rectifies the gradient alone)
 
 :func:`rectifiers` swaps the rule in for the duration of one block. By default it intercepts the
 rectifier *functions* through a :class:`torch.overrides.TorchFunctionMode`, so ``nn.ReLU``
@@ -48,12 +48,12 @@ class _Rectifier(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, hi: float, inplace: bool, state: RuleState) -> torch.Tensor:  # type: ignore[override]
+    def forward(x: torch.Tensor, hi: float, inplace: bool, state: RuleState) -> torch.Tensor:
         upper = None if math.isinf(hi) else hi
         return x.clamp_(0, upper) if inplace else x.clamp(0, upper)
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:  # type: ignore[override]
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
         x, hi, inplace, state = inputs
         if inplace:
             ctx.mark_dirty(x)
@@ -64,7 +64,7 @@ class _Rectifier(torch.autograd.Function):
         ctx.state = state
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         (out,) = ctx.saved_tensors
         rule = ctx.state.rule
         if rule == "deconv":
@@ -109,7 +109,9 @@ class _RectifierMode(TorchFunctionMode):
         super().__init__()
         self.state = state
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(
+        self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         parse = _FUNCTIONS.get(func)
         spec = parse(args, kwargs) if parse is not None else None

@@ -5,14 +5,14 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
 
 from camlens.errors import LayerError
 
-LayerSpec = Union[str, nn.Module]
+LayerSpec: TypeAlias = str | nn.Module
 """A layer: its dotted name as in ``model.named_modules()``, or the module itself."""
 
 

@@ -25,7 +25,10 @@ def pool_gradients(grads: torch.Tensor, pooling: Pooling = "gap") -> torch.Tenso
 
 
 def weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
-    """Eq. 2 before the ReLU: sum_k alpha_k^c A^k, weights (B, K, C) x acts (B, C, h, w) -> (B, K, h, w)."""
+    """Eq. 2 before the ReLU: sum_k alpha_k^c A^k.
+
+    weights (B, K, C) x activations (B, C, h, w) -> (B, K, h, w).
+    """
     return torch.einsum("bkc,bchw->bkhw", weights, activations)
 
 
@@ -47,12 +50,18 @@ def signed_scale(maps: torch.Tensor, dims: int = 3) -> torch.Tensor:
     return scaled.view_as(maps)
 
 
-def upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear upsampling (align_corners=False) of (B, K, h, w) maps to ``size`` = (H, W)."""
+def upsample(maps: torch.Tensor, size: Sequence[int], antialias: bool = False) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) of (B, K, h, w) maps to ``size`` = (H, W).
+
+    ``antialias``: a side that shrinks averages over each output pixel's footprint (torch's
+    antialiased bilinear; a side that grows is sampled the same either way). ``maps`` itself
+    when it has that size already.
+    """
     size = tuple(int(s) for s in size)
     if tuple(maps.shape[-2:]) == size:
         return maps
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False,
+                         antialias=antialias)
 
 
 def fuse(maps: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import torch
 
 from camlens.errors import TargetError
 
-TargetFn = Callable[[Any], torch.Tensor]
-TargetSpec = Union[None, int, Sequence[int], Sequence[Sequence[int]], torch.Tensor, TargetFn]
+TargetFn: TypeAlias = Callable[[Any], torch.Tensor]
+TargetSpec: TypeAlias = (
+    int | Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | TargetFn | None
+)
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -99,7 +101,11 @@ def scores_of(output: Any, target: TargetSpec, indices: torch.Tensor | None) -> 
     """The (B, K) scores y^c to explain (pre-softmax class scores for class targets)."""
     if indices is not None:
         return logits_of(output).gather(1, indices)
-    scores = target(output)  # type: ignore[operator]
+    if not callable(target) or isinstance(target, torch.Tensor):
+        raise TargetError(
+            f"target={target!r} is not callable: pass its (B, K) class indices from class_indices"
+        )
+    scores = target(output)
     if not isinstance(scores, torch.Tensor):
         raise TargetError(
             f"a callable target must return a tensor of scores, got {type(scores).__name__}"

@@ -12,9 +12,10 @@ Attributes that refer to modules of the tree outside ``_modules`` (a plain attri
 tuple or dict of modules, a method bound to one, a functools.partial of one as accelerate's hooks
 set, a function such as ``model.forward = lambda x: ...`` through its closure or globals) are
 pointed at the copies too. TorchScript modules are shared as they are: their code cannot be
-hooked and is not copied (so one in training mode with buffers is refused). A torch.compile'd model runs its copied original module eagerly (its
-compiled forward closes over the original). Cost: about 1.3 ms for 150 modules, and one clone
-of every buffer (BatchNorm's statistics are small).
+hooked and is not copied (so one in training mode with buffers is refused). A torch.compile'd
+model runs its copied original module eagerly (its compiled forward closes over the original).
+Cost: about 1.3 ms for 150 modules, and one clone of every buffer (BatchNorm's statistics are
+small).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from camlens.loading import CliError
 
 
 def add(sub: Any) -> None:
-    from camlens.evaluate.runner import add_evaluate_arguments
+    from camlens.evaluate.cli import add_evaluate_arguments
 
     ev = sub.add_parser("evaluate", help="the paper's evaluations over a dataset",
                         description="Weakly-supervised localisation (Table 1), the pointing game "
@@ -25,7 +25,7 @@ def add(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """The library's dataset errors (a bad spec, a missing folder, an unreadable annotation, an
     unknown net) are the user's input, so they become one-line errors with exit code 2."""
-    from camlens.evaluate.runner import run_cli
+    from camlens.evaluate.cli import run_cli
 
     try:
         return run_cli(args)

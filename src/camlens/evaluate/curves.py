@@ -60,7 +60,9 @@ def gaussian_blur(image: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0
     return x.squeeze(0)
 
 
-def _prepare(image: Any, heatmap: Any, steps: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _prepare(
+    image: Any, heatmap: Any, steps: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     img = torch.as_tensor(image)
     if img.dim() != 3:
         raise ValueError(f"image must be (C, H, W), got shape {tuple(img.shape)}")
@@ -68,7 +70,9 @@ def _prepare(image: Any, heatmap: Any, steps: int, batch_size: int) -> tuple[tor
         img = img.float()
     hm = as_map(heatmap)
     if hm.shape != tuple(img.shape[1:]):
-        raise ValueError(f"heatmap shape {hm.shape} differs from the image's (H, W) {tuple(img.shape[1:])}")
+        raise ValueError(
+            f"heatmap shape {hm.shape} differs from the image's (H, W) {tuple(img.shape[1:])}"
+        )
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if int(batch_size) != batch_size or batch_size < 1:
@@ -111,7 +115,9 @@ def _curve(
             batch = torch.where(changed.unsqueeze(1), target.unsqueeze(0), source.unsqueeze(0))
             out = np.asarray(to_numpy(score_fn(batch)), dtype=np.float64).reshape(-1)
             if out.size != chunk.numel():
-                raise ValueError(f"score_fn returned {out.size} scores for a batch of {chunk.numel()}")
+                raise ValueError(
+                    f"score_fn returned {out.size} scores for a batch of {chunk.numel()}"
+                )
             scores.append(out)
     return counts / n_pix, np.concatenate(scores)
 

@@ -84,7 +84,11 @@ class Sample:
 
     def boxes(self, label: str | int, include_difficult: bool = True) -> list[Box]:
         """Boxes of the objects with ``label``."""
-        return [o.box for o in self.objects if o.label == label and (include_difficult or not o.difficult)]
+        return [
+            o.box
+            for o in self.objects
+            if o.label == label and (include_difficult or not o.difficult)
+        ]
 
     def object_mask(self, obj: AnnotatedObject) -> np.ndarray | None:
         """The object's (height, width) boolean mask, or None when it has only a box."""
@@ -179,9 +183,13 @@ def _read_bndbox_xml(
         bnd = obj.find("bndbox")
         if bnd is None:
             raise ValueError(f"{path}: object {name!r} has no <bndbox>")
-        coords = [round(float(_text(bnd, t, path))) - shift for t in ("xmin", "ymin", "xmax", "ymax")]
+        coords = [
+            round(float(_text(bnd, t, path))) - shift for t in ("xmin", "ymin", "xmax", "ymax")
+        ]
         difficult_node = obj.find("difficult")
-        difficult = difficult_node is not None and (difficult_node.text or "0").strip() not in ("", "0")
+        difficult = (
+            difficult_node is not None and (difficult_node.text or "0").strip() not in ("", "0")
+        )
         box = _clip_box(coords[0], coords[1], coords[2], coords[3], width, height)
         objects.append(AnnotatedObject(label=name, box=box, difficult=difficult))
     filename_node = root.find("filename")
@@ -198,7 +206,9 @@ def _read_bndbox_xml(
     )
 
 
-def read_ilsvrc_xml(path: PathLike, images_dir: PathLike | None = None, one_based: bool = False) -> Sample:
+def read_ilsvrc_xml(
+    path: PathLike, images_dir: PathLike | None = None, one_based: bool = False
+) -> Sample:
     """One ILSVRC (CLS-LOC) validation annotation: image size and every ``(wnid, box)``.
 
     Labels are the wnids as written (``n01751748``); map them to class indices with
@@ -207,7 +217,9 @@ def read_ilsvrc_xml(path: PathLike, images_dir: PathLike | None = None, one_base
     return _read_bndbox_xml(path, images_dir, one_based, ".JPEG")
 
 
-def read_voc_xml(path: PathLike, images_dir: PathLike | None = None, one_based: bool = True) -> Sample:
+def read_voc_xml(
+    path: PathLike, images_dir: PathLike | None = None, one_based: bool = True
+) -> Sample:
     """One PASCAL VOC annotation: size, objects (class name, box, ``difficult``).
 
     VOC coordinates are 1-based and are shifted to 0-based unless ``one_based=False``.
@@ -350,7 +362,8 @@ def read_coco(annotation_json: PathLike, images_dir: PathLike | None = None) -> 
     for ann in annotations:
         if ann["image_id"] not in sizes:
             raise ValueError(
-                f"{annotation_json}: annotation {ann.get('id')} refers to unknown image {ann['image_id']}"
+                f"{annotation_json}: annotation {ann.get('id')} refers to unknown image "
+                f"{ann['image_id']}"
             )
         h, w = sizes[ann["image_id"]]
         per_image[ann["image_id"]].append(
@@ -404,7 +417,8 @@ def _load_voc(rest: str) -> list[Sample]:
         raise FileNotFoundError(f"no Annotations/ folder under the VOC root {root}")
     split = root / "ImageSets" / "Main" / "val.txt"
     if split.is_file():
-        ids = [line.split()[0] for line in split.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = split.read_text(encoding="utf-8").splitlines()
+        ids = [line.split()[0] for line in lines if line.strip()]
         paths = [annotations / f"{i}.xml" for i in ids]
     else:
         paths = sorted(annotations.glob("*.xml"))
@@ -415,7 +429,8 @@ def _coco_images_dir(json_path: Path) -> Path:
     """``instances_val2017.json`` in ``annotations/`` -> ``../val2017`` (the COCO layout), else
     ``val2017`` or ``images`` beside the JSON, else the JSON's folder."""
     split = json_path.stem.split("_", 1)[-1]
-    for candidate in (json_path.parent.parent / split, json_path.parent / split, json_path.parent / "images"):
+    folder = json_path.parent
+    for candidate in (folder.parent / split, folder / split, folder / "images"):
         if candidate.is_dir():
             return candidate
     return json_path.parent
@@ -473,5 +488,7 @@ def load_dataset(spec: str) -> list[Sample]:
     loader = _LOADERS.get(fmt.lower()) if sep else None
     if loader is None:
         known = ", ".join(dataset_formats())
-        raise ValueError(f"unknown dataset spec {spec!r}: expected FORMAT:PATH with FORMAT one of {known}")
+        raise ValueError(
+            f"unknown dataset spec {spec!r}: expected FORMAT:PATH with FORMAT one of {known}"
+        )
     return loader(rest)

@@ -25,6 +25,7 @@ import torch
 
 import camlens
 from camlens.evaluate.model import ResolvedModel, n_classes, predict
+from camlens.maps import upsample
 from camlens.methods import METHODS
 from camlens.targets import logits_of
 
@@ -38,10 +39,7 @@ def localization_maps(ex: Any, size: tuple[int, int]) -> torch.Tensor:
     raw = ex.raw.detach().float()
     if raw.dim() == 5:  # pixel space (B, K, 3, H, W)
         return raw.abs().amax(dim=2)
-    if tuple(raw.shape[-2:]) != tuple(size):
-        raw = torch.nn.functional.interpolate(raw, size=tuple(size), mode="bilinear",
-                                              align_corners=False)
-    return raw
+    return upsample(raw, size)
 
 
 def check_method(method: str, options: Mapping[str, Any] | None = None) -> None:

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from camlens.evaluate.extras import require
 from camlens.evaluate.localization import as_map, as_mask, box_to_mask, to_numpy
+from camlens.maps import upsample
 
 
 def rankdata(values: Any) -> np.ndarray:
@@ -61,12 +61,9 @@ def resize_map(heatmap: Any, shape: tuple[int, int]) -> np.ndarray:
     ``i`` reads input coordinate ``(i + 0.5) * in/out - 0.5``, clamped to the image.
     """
     hm = as_map(heatmap)
-    out_h, out_w = int(shape[0]), int(shape[1])
-    if out_h < 1 or out_w < 1:
+    if int(shape[0]) < 1 or int(shape[1]) < 1:
         raise ValueError(f"shape must be positive, got {shape}")
-    x = torch.from_numpy(np.ascontiguousarray(hm))[None, None]
-    out = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False)
-    return out[0, 0].numpy()
+    return upsample(torch.from_numpy(np.ascontiguousarray(hm))[None, None], shape)[0, 0].numpy()
 
 
 def inside_outside_ratio(heatmap: Any, region: Any) -> float:
@@ -85,7 +82,9 @@ def inside_outside_ratio(heatmap: Any, region: Any) -> float:
     elif r.ndim == 2:
         mask = as_mask(r, "region")
         if mask.shape != hm.shape:
-            raise ValueError(f"region mask shape {mask.shape} differs from heatmap shape {hm.shape}")
+            raise ValueError(
+                f"region mask shape {mask.shape} differs from heatmap shape {hm.shape}"
+            )
     else:
         raise ValueError("region must be a box (x0, y0, x1, y1) or an (H, W) mask")
     n_in = int(mask.sum())

@@ -1,4 +1,4 @@
-"""Weakly-supervised localisation (Grad-CAM paper, Sec. 4.1) and the pixel-geometry helpers it needs.
+"""Weakly-supervised localisation (Grad-CAM paper, Sec. 4.1) and its pixel-geometry helpers.
 
 Conventions used throughout :mod:`camlens.evaluate`:
 
@@ -140,7 +140,9 @@ def box_to_mask(box: Sequence[int], shape: tuple[int, int]) -> np.ndarray:
 def check_threshold(threshold: float, relative_to: str = "max") -> None:
     """Refuse a threshold outside [0, 1] or an unknown ``relative_to``."""
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1] (a fraction of the maximum), got {threshold}")
+        raise ValueError(
+            f"threshold must be in [0, 1] (a fraction of the maximum), got {threshold}"
+        )
     if relative_to not in RELATIVE_TO:
         raise ValueError(f"relative_to must be one of {', '.join(map(repr, RELATIVE_TO))}, "
                          f"got {relative_to!r}")
@@ -266,7 +268,9 @@ def localization_error(
             if cls not in gt_classes:
                 continue
             cls_hit = True
-            if box is not None and any(c == cls and iou(box, g) >= iou_threshold for c, g in rec.gt):
+            if box is not None and any(
+                c == cls and iou(box, g) >= iou_threshold for c, g in rec.gt
+            ):
                 loc_hit = True
                 break
         loc_ok.append(loc_hit)

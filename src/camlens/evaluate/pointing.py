@@ -144,7 +144,9 @@ class PointingResult:
     threshold: float | None
 
 
-def pointing_game(trials: Iterable[PointingTrial], threshold: float | None = None) -> PointingResult:
+def pointing_game(
+    trials: Iterable[PointingTrial], threshold: float | None = None
+) -> PointingResult:
     """Pointing-game accuracy, optionally with the paper's rejection (Sec. 4.3).
 
     ``threshold=None``: the standard game of Zhang et al.: only trials of present classes

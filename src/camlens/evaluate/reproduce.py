@@ -228,8 +228,8 @@ def _reproduce(cfg: ReproduceConfig, progress: bool, command: str) -> Results:
                 continue
             res.table3[row] = evaluate_localization(
                 model, samples, method="gradcam", layer=layer, options=options, top_k=cfg.top_k,
-                threshold=cfg.threshold, relative_to=relative_to, csv_path=_csv(cfg, name, f"abl_{row}"), label=row,
-                **common)
+                threshold=cfg.threshold, relative_to=relative_to,
+                csv_path=_csv(cfg, name, f"abl_{row}"), label=row, **common)
         for row, lay in EARLIER_LAYERS:
             res.table3[row] = evaluate_localization(
                 model, samples, method="gradcam", layer=lay, top_k=cfg.top_k,

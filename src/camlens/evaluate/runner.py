@@ -1,6 +1,6 @@
 """Where the dataset-scale evaluation used to live, kept so existing imports keep working
-(``from camlens.evaluate.runner import evaluate_localization``, and ``camlens evaluate``'s
-parser). New code imports from :mod:`camlens.evaluate`; the parts now live in
+(``from camlens.evaluate.runner import evaluate_localization``, ``add_evaluate_arguments``).
+New code imports from :mod:`camlens.evaluate`; the parts now live in
 :mod:`~camlens.evaluate.tasks` (the protocols), :mod:`~camlens.evaluate.explainer` (maps and
 their cache), :mod:`~camlens.evaluate.model`, :mod:`~camlens.evaluate.store` (CSV and resume),
 :mod:`~camlens.evaluate.report` (tables) and :mod:`~camlens.evaluate.cli` (options)."""

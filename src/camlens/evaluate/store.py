@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Generic, TextIO, TypeVar
 
 from camlens.errors import DataError
+from camlens.io import atomic_path
 
 Row = TypeVar("Row")
 
@@ -130,13 +131,11 @@ class RowStore(Generic[Row]):
         complete = {k: v for k, v in groups.items() if len(v) == int(v[0]["n_rows"])}
         self.done = {k: [self._row(c) for c in v] for k, v in complete.items()}
         if not clean or len(complete) != len(groups):  # rewrite without the broken image(s)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            with atomic_path(self.path) as tmp, open(tmp, "x", newline="", encoding="utf-8") as fh:
                 writer = csv.DictWriter(fh, self.fields, lineterminator="\n")
                 writer.writeheader()
                 for rows in complete.values():
                     writer.writerows(rows)
-            os.replace(tmp, self.path)
 
     def _row(self, cells: Mapping[str, str]) -> Row:
         return self.row_type(**{k: _decode(cells[k], t) for k, t in self.kinds.items()})

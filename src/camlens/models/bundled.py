@@ -24,7 +24,11 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 @functools.lru_cache(maxsize=1)
 def _imagenet_labels() -> tuple[str, ...]:
-    text = resources.files("camlens.models").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    text = (
+        resources.files("camlens.models")
+        .joinpath("imagenet_classes.txt")
+        .read_text(encoding="utf-8")
+    )
     labels = tuple(line for line in text.splitlines() if line)
     if len(labels) != 1000:
         raise RuntimeError(f"imagenet_classes.txt holds {len(labels)} labels, expected 1000")

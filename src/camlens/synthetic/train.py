@@ -96,7 +96,9 @@ def _train_seed(seed: int, epoch: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for <name>.pt and accuracy.json")
     p.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
     p.add_argument("--epochs", type=int, default=5)
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.epochs * (args.scenes_per_epoch // args.batch)
     for i, name in enumerate(args.nets):
         torch.manual_seed(args.seed * 100 + i)
-        m = NETS[name]().to(memory_format=torch.channels_last)
+        # Module.to takes memory_format (documented); torch's overload stubs leave it out.
+        m = NETS[name]().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         models[name] = m
         lr = args.lr if args.lr is not None else DEFAULT_LR[name]
         opts[name] = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=args.weight_decay)
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
     gen_seconds = 0.0
     for epoch in range(args.epochs):
         t0 = time.perf_counter()
-        x_all, y_all = to_tensors(make_dataset(args.scenes_per_epoch, _train_seed(args.seed, epoch)))
+        scenes = make_dataset(args.scenes_per_epoch, _train_seed(args.seed, epoch))
+        x_all, y_all = to_tensors(scenes)
         x_all = x_all.contiguous(memory_format=torch.channels_last)
         gen_seconds += time.perf_counter() - t0
         order = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(epoch))
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.save(state, path)
         # Measure the file as shipped: reload it exactly as users will.
         reloaded = NETS[name]()
-        reloaded.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        reloaded.load_state_dict(state, strict=True)
         res = evaluate(reloaded, heldout)
         res["params"] = sum(p.numel() for p in reloaded.parameters())
         res["file_bytes"] = path.stat().st_size

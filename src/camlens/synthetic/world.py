@@ -288,7 +288,8 @@ def _background(rng: np.random.Generator, size: int, n_distractors: tuple[int, i
     img = np.full((size, size, 3), grey) + rng.normal(0.0, 0.03, size=3)
     theta = rng.uniform(0, 2 * np.pi)
     amp = rng.uniform(0.0, 0.2)  # a linear gradient, zero-mean
-    img += (amp * (np.sin(theta) * (t[:, None] - 0.5) + np.cos(theta) * (t[None, :] - 0.5)))[..., None]
+    ramp = np.sin(theta) * (t[:, None] - 0.5) + np.cos(theta) * (t[None, :] - 0.5)
+    img += (amp * ramp)[..., None]
     for _ in range(int(rng.integers(1, 4))):  # broad low-contrast blotches
         bx, by = rng.uniform(0, 1, size=2)
         s = rng.uniform(0.1, 0.3)
@@ -369,8 +370,8 @@ def make_scene(
     if isinstance(background, str):
         if background != "clutter":
             raise ValueError(f"background must be 'clutter' or an RGB triple, got {background!r}")
-        nd = (n_distractors, n_distractors) if isinstance(n_distractors, int) else n_distractors
-        img = _background(rng, size, tuple(nd))
+        lo, hi = (n_distractors, n_distractors) if isinstance(n_distractors, int) else n_distractors
+        img = _background(rng, size, (lo, hi))
     else:
         img = np.empty((size, size, 3))
         img[:] = np.asarray(background, dtype=np.float64) / 255.0
@@ -459,7 +460,8 @@ def save_dataset(scenes: Sequence[Scene], folder: str | os.PathLike) -> Path:
         )
     path = root / ANNOTATIONS
     with open(path, "w") as f:
-        json.dump({"classes": list(CLASSES), "box_format": "x0y0x1y1_inclusive", "images": records}, f)
+        manifest = {"classes": list(CLASSES), "box_format": "x0y0x1y1_inclusive", "images": records}
+        json.dump(manifest, f)
     return path
 
 
@@ -476,9 +478,9 @@ def load_synthetic(folder: str | os.PathLike) -> list[Scene]:
     for rec in data["images"]:
         with Image.open(root / rec["file"]) as im:
             image = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-        objects = [
-            SceneObject(int(o["label"]), tuple(int(c) for c in o["box"]), rle_decode(o["mask"]))
-            for o in rec["objects"]
-        ]
+        objects = []
+        for o in rec["objects"]:
+            x0, y0, x1, y1 = (int(c) for c in o["box"])
+            objects.append(SceneObject(int(o["label"]), (x0, y0, x1, y1), rle_decode(o["mask"])))
         scenes.append(Scene(image=image, objects=objects))
     return scenes

@@ -4,6 +4,8 @@ yet)."""
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -101,6 +103,21 @@ class Batch:
     x: torch.Tensor
 
 
+@dataclass(kw_only=True)
+class RunInfo:
+    """What every task's summary says of its run: images taken over from an earlier run's CSV
+    (``resumed``), wall time, the CSV written, images skipped because they could not be read
+    (``failed``)."""
+
+    resumed: int = 0
+    seconds: float = 0.0
+    csv_path: str | None = None
+    failed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 @dataclass(frozen=True)
 class Outcome(Generic[Row]):
     """The rows of every image done (resumed or new), in sample order, by image id."""
@@ -108,6 +125,11 @@ class Outcome(Generic[Row]):
     rows: dict[str, list[Row]]
     resumed: int
     failed: int
+
+    def run_info(self, start: float, csv_path: str | os.PathLike[str] | None) -> dict[str, Any]:
+        """The :class:`RunInfo` fields of this run, which began at ``start`` (perf_counter)."""
+        return {"resumed": self.resumed, "seconds": time.perf_counter() - start,
+                "csv_path": None if csv_path is None else str(csv_path), "failed": self.failed}
 
 
 def execute(samples: Sequence[Sample], ids: Sequence[str], positions: Sequence[int],

@@ -18,6 +18,7 @@ from camlens.evaluate.model import Preprocess, label_index, predict, resolve_mod
 from camlens.evaluate.store import RowStore
 from camlens.evaluate.tasks.common import (
     Batch,
+    RunInfo,
     SamplesLike,
     as_samples,
     execute,
@@ -67,7 +68,7 @@ def compute(batch: Batch, reference: Explainer, methods: Mapping[str, Explainer]
 
 
 @dataclass
-class FaithfulnessSummary:
+class FaithfulnessSummary(RunInfo):
     """Mean Spearman rank correlation of each method's map with the occlusion map of the same
     image and class (NaN correlations, from constant maps, are left out and counted)."""
 
@@ -79,18 +80,11 @@ class FaithfulnessSummary:
     stride: int
     fill: float
     target: str
-    resumed: int = 0
-    seconds: float = 0.0
-    csv_path: str | None = None
-    failed: int = 0
 
     def markdown(self) -> str:
         from camlens.evaluate.report import faithfulness_markdown
 
         return faithfulness_markdown(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def summarize(images: Sequence[Sequence[FaithfulnessRow]], names: Sequence[str],
@@ -138,7 +132,7 @@ def evaluate_faithfulness(
     :class:`MapCache` (an occlusion localisation run with the same window, stride and fill and
     ``all_boxes=True`` leaves the reference maps there).
     """
-    t0 = time.perf_counter()
+    start = time.perf_counter()
     res = resolve_model(model, preprocess)
     cache = as_cache(cache)
     specs = ([(method, method, dict(options or {}), layer)] if isinstance(method, str)
@@ -169,6 +163,4 @@ def evaluate_faithfulness(
                   lambda batch: compute(batch, reference, methods, classes_of),
                   "faithfulness", progress)
     return summarize(list(out.rows.values()), list(methods), window=window, stride=stride,
-                     fill=fill, target=target, resumed=out.resumed,
-                     seconds=time.perf_counter() - t0,
-                     csv_path=None if csv_path is None else str(csv_path), failed=out.failed)
+                     fill=fill, target=target, **out.run_info(start, csv_path))

@@ -23,6 +23,7 @@ from camlens.evaluate.model import Preprocess, label_index, resolve_model
 from camlens.evaluate.store import RowStore
 from camlens.evaluate.tasks.common import (
     Batch,
+    RunInfo,
     SamplesLike,
     as_samples,
     check_classes,
@@ -124,7 +125,7 @@ def compute(batch: Batch, explainer: Explainer, to_index: Callable[[Any], int],
 
 
 @dataclass
-class LocalizationSummary:
+class LocalizationSummary(RunInfo):
     """Top-1 / top-k localisation and classification errors (fractions in [0, 1])."""
 
     method: str
@@ -137,11 +138,7 @@ class LocalizationSummary:
     threshold: float
     iou_threshold: float
     relative_to: str = "max"
-    resumed: int = 0
     skipped: int = 0
-    seconds: float = 0.0
-    csv_path: str | None = None
-    failed: int = 0
     records: list[ImageLocalization] = field(default_factory=list, repr=False)
 
     def markdown(self) -> str:
@@ -151,7 +148,7 @@ class LocalizationSummary:
         return localization_markdown([self])
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "records"}
+        return {k: v for k, v in super().to_dict().items() if k != "records"}
 
 
 def summarize(rows: Sequence[LocalizationRow], settings: LocalizationSettings,
@@ -206,7 +203,7 @@ def evaluate_localization(
     the same either way. ``cache``: see :class:`MapCache`. ``csv_path``: one row per image,
     resumable (:mod:`camlens.evaluate.store`).
     """
-    t0 = time.perf_counter()
+    start = time.perf_counter()
     res = resolve_model(model, preprocess)
     explainer = Explainer(res, method, layer, dict(options or {}), as_cache(cache))
     check_threshold(threshold, relative_to)  # bad values raise before any forward pass
@@ -223,6 +220,5 @@ def evaluate_localization(
                   lambda batch: compute(batch, explainer, to_index, settings),
                   f"localization {method}", progress)
     rows = [r for per in out.rows.values() for r in per]
-    return summarize(rows, settings, method=label or explainer.label(), resumed=out.resumed,
-                     skipped=len(items) - len(usable), seconds=time.perf_counter() - t0,
-                     csv_path=None if csv_path is None else str(csv_path), failed=out.failed)
+    return summarize(rows, settings, method=label or explainer.label(),
+                     skipped=len(items) - len(usable), **out.run_info(start, csv_path))

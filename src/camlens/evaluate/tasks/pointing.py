@@ -25,6 +25,7 @@ from camlens.evaluate.pointing import (
 from camlens.evaluate.store import RowStore
 from camlens.evaluate.tasks.common import (
     Batch,
+    RunInfo,
     SamplesLike,
     as_samples,
     check_classes,
@@ -98,7 +99,7 @@ def compute(batch: Batch, splits: Sequence[Split], explainer: Explainer,
 
 
 @dataclass
-class PointingSummary:
+class PointingSummary(RunInfo):
     """Pointing accuracies on the evaluation images (fractions in [0, 1]).
 
     ``accuracy``: the standard game (Zhang et al.): one trial per ground-truth class, hits /
@@ -119,18 +120,11 @@ class PointingSummary:
     trials_topk: int
     tolerance: float
     k: int
-    resumed: int = 0
-    seconds: float = 0.0
-    csv_path: str | None = None
-    failed: int = 0
 
     def markdown(self) -> str:
         from camlens.evaluate.report import pointing_markdown
 
         return pointing_markdown([self])
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def summarize(images: Sequence[Sequence[PointingRow]], top_k: int, tolerance: float,
@@ -200,7 +194,7 @@ def evaluate_pointing(
     on ``held_out``: a fraction of ``samples`` (spread evenly) or separate samples; the
     accuracies are on the rest. ``cache``: see :class:`MapCache`.
     """
-    t0 = time.perf_counter()
+    start = time.perf_counter()
     res = resolve_model(model, preprocess)
     explainer = Explainer(res, method, layer, dict(options or {}), as_cache(cache))
     items = as_samples(samples)
@@ -227,6 +221,4 @@ def evaluate_pointing(
                                         explainer, to_index, top_k, tolerance, ties),
                   f"pointing {method}", progress)
     return summarize(list(out.rows.values()), top_k, tolerance,
-                     method=label or explainer.label(), resumed=out.resumed,
-                     seconds=time.perf_counter() - t0,
-                     csv_path=None if csv_path is None else str(csv_path), failed=out.failed)
+                     method=label or explainer.label(), **out.run_info(start, csv_path))

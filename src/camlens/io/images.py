@@ -1,4 +1,4 @@
-"""Reading images robustly, resolving input specs, and writing outputs atomically.
+"""Reading images robustly.
 
 * :func:`load_image` turns a PNG, JPEG, GIF, BMP, TIFF or WebP file into an 8-bit RGB
   image (EXIF orientation applied, transparency flattened on white, 16-bit and
@@ -7,29 +7,18 @@
   state (Pillow's ``MAX_IMAGE_PIXELS``, warning filters), so threads may call it.
 * :func:`load_image_reporting` is the same for a program that owns its process (the
   CLI): the warnings and the C-level stderr lines of decoding come back as text.
-* :func:`sample_image` resolves the bundled sample photos (``sample:chelsea``...)
-  from the installed scikit-image / matplotlib packages, without any download.
-* :func:`resolve_inputs` expands folders and ``sample:`` specs into image paths.
-* :func:`display_path` and :func:`safe_stem` turn any file name (on Linux: any bytes)
-  into valid UTF-8 text for messages and into a folder name that stays where it is put.
-* :func:`atomic_path` / :func:`atomic_write_bytes` / :func:`npz_writer` write outputs so
-  a crash or an error never leaves a half-written file behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import importlib.util
 import os
-import secrets
 import stat
 import sys
 import tempfile
-import unicodedata
 import warnings
-import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
@@ -37,51 +26,16 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-__all__ = [
-    "DEFAULT_MAX_PIXELS",
-    "IMAGE_EXTENSIONS",
-    "RASTER_FORMATS",
-    "SAMPLE_IMAGES",
-    "SAMPLE_PREFIX",
-    "ImageError",
-    "atomic_path",
-    "atomic_write_bytes",
-    "display_path",
-    "is_inside",
-    "load_image",
-    "load_image_reporting",
-    "npz_writer",
-    "resolve_inputs",
-    "safe_stem",
-    "sample_image",
-]
+from camlens.io.files import display_path
 
 #: Default decompression-bomb guard: twice Pillow's default warning threshold
 #: (the size at which Pillow itself refuses to open an image), ~179 megapixels.
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
 
-#: Extensions picked up when a folder is expanded (compared case-insensitively).
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-)
-
 #: The only formats :func:`load_image` opens, whatever the file's name: raster images that
 #: Pillow decodes itself. EPS/PDF (which Pillow hands to Ghostscript), fonts, icons and the
 #: rest of Pillow's plugins never see the file.
 RASTER_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
-
-SAMPLE_PREFIX = "sample:"
-
-#: Sample name -> (python package that ships it, path inside the package, pip extra).
-SAMPLE_IMAGES: dict[str, tuple[str, str, str]] = {
-    "astronaut": ("skimage", "data/astronaut.png", "samples"),
-    "chelsea": ("skimage", "data/chelsea.png", "samples"),
-    "coffee": ("skimage", "data/coffee.png", "samples"),
-    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "viz"),
-    "rocket": ("skimage", "data/rocket.jpg", "samples"),
-}
-
-_PIP_NAMES = {"skimage": "scikit-image", "matplotlib": "matplotlib"}
 
 _WHITE = (255, 255, 255)
 _EXPECTED = "expected a JPEG, PNG, BMP, GIF, TIFF or WebP file"
@@ -89,43 +43,6 @@ _EXPECTED = "expected a JPEG, PNG, BMP, GIF, TIFF or WebP file"
 
 class ImageError(ValueError):
     """An input image cannot be used; the message says why and what would work."""
-
-
-# --------------------------------------------------------------------------- names
-
-
-def display_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as valid UTF-8 text for messages and JSON: bytes of the file name that are not
-    UTF-8 (a Linux file name is any bytes; Python keeps them as lone surrogates) appear as
-    ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-_UNSAFE_IN_NAMES = frozenset('<>:"/\\|?*\ufffd')
-_MAX_STEM_BYTES = 120
-
-
-def safe_stem(path: str | os.PathLike[str]) -> str:
-    """A folder name for the outputs of ``path``: its stem (name without the last suffix) as
-    valid UTF-8 in NFC, with undecodable bytes, control and format characters and
-    ``<>:"/\\|?*`` replaced by ``_``, leading and trailing dots and spaces removed (so never
-    ``.`` or ``..``), cut to at most 120 bytes; ``image`` when nothing is left."""
-    stem = os.fsencode(Path(path).stem).decode("utf-8", "replace")
-    stem = unicodedata.normalize("NFC", stem)
-    stem = "".join("_" if c in _UNSAFE_IN_NAMES or unicodedata.category(c)[0] == "C" else c
-                   for c in stem)
-    stem = stem.strip(". ")
-    stem = stem.encode("utf-8")[:_MAX_STEM_BYTES].decode("utf-8", "ignore").strip(". ")
-    return stem or "image"
-
-
-def is_inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is ``folder`` or lies below it, symbolic links resolved."""
-    p, f = os.path.realpath(path), os.path.realpath(folder)
-    return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
-
-
-# --------------------------------------------------------------------------- reading
 
 
 _KINDS = (
@@ -279,7 +196,9 @@ def _rescale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
         data = values.astype(np.float64)
         finite = np.isfinite(data)
         data = np.where(finite, data, 0.0)
-        lo, hi = (float(data[finite].min()), float(data[finite].max())) if finite.any() else (0.0, 0.0)
+        lo, hi = (
+            (float(data[finite].min()), float(data[finite].max())) if finite.any() else (0.0, 0.0)
+        )
         if lo >= 0 and hi <= 1:
             scaled = data * 255.0
         elif hi > lo:
@@ -310,7 +229,8 @@ def _to_rgb8(img: Image.Image, path: Path) -> Image.Image:
         return img.convert("RGB")  # 1, L, P, CMYK, YCbCr, RGBX, HSV ...
     except ValueError:
         raise ImageError(
-            f"{display_path(path)}: colour mode {mode!r} cannot be converted to RGB; save the image as RGB or grayscale"
+            f"{display_path(path)}: colour mode {mode!r} cannot be converted to RGB; "
+            "save the image as RGB or grayscale"
         ) from None
 
 
@@ -335,7 +255,9 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     threads. Every problem raises :class:`ImageError`.
     """
     if max_pixels is not None and max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive number of pixels or None, got {max_pixels}")
+        raise ValueError(
+            f"max_pixels must be a positive number of pixels or None, got {max_pixels}"
+        )
     path = Path(path)
     name = display_path(path)
     with _open_regular(path) as fh, _identify(fh, path) as img:
@@ -408,154 +330,3 @@ def load_image_reporting(
 def _decoder_said(lines: list[str], shown: int = 3) -> str:
     more = f" and {len(lines) - shown} more lines" if len(lines) > shown else ""
     return "the decoder printed: " + " | ".join(lines[:shown]) + more
-
-
-# --------------------------------------------------------------------------- samples
-
-
-def _package_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def sample_image(name: str) -> Path:
-    """Return the path of a bundled sample photo: ``chelsea``, ``coffee``, ``rocket``,
-    ``astronaut`` (scikit-image) or ``grace_hopper`` (matplotlib).
-
-    A leading ``sample:`` is accepted. Nothing is downloaded.
-    """
-    key = name[len(SAMPLE_PREFIX) :] if name.lower().startswith(SAMPLE_PREFIX) else name
-    key = key.strip().lower()
-    available = ", ".join(sorted(SAMPLE_IMAGES))
-    if key not in SAMPLE_IMAGES:
-        raise ImageError(f"unknown sample {name!r}; available samples: {available}")
-    package, relative, extra = SAMPLE_IMAGES[key]
-    pip_name = _PIP_NAMES[package]
-    root = _package_dir(package)
-    if root is None:
-        raise ImageError(
-            f"sample:{key} comes with {pip_name}, which is not installed; "
-            f'install it with `pip install "camlens[{extra}]"`'
-        )
-    path = root / relative
-    if not path.is_file():
-        raise ImageError(
-            f"sample:{key}: {path} is missing from the installed {pip_name}; "
-            f'reinstall it with `pip install --force-reinstall "camlens[{extra}]"`'
-        )
-    return path
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-def _normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:
-    return frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-
-
-def _images_in_folder(folder: Path, extensions: frozenset[str], exclude: Path | None) -> list[Path]:
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and not (
-            exclude is not None and is_inside(os.path.join(root, d), exclude))]
-        for name in files:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
-                found.append(Path(root) / name)
-    return sorted(found, key=lambda p: p.relative_to(folder).parts)
-
-
-def resolve_inputs(
-    specs: Iterable[str | Path],
-    extensions: Iterable[str] = IMAGE_EXTENSIONS,
-    exclude: str | os.PathLike[str] | None = None,
-) -> list[Path]:
-    """Expand input specs into image paths, in order, without duplicates.
-
-    A spec is a file (taken as is, whatever its extension or kind: :func:`load_image` says
-    what is wrong with a FIFO or a link loop), a folder (searched recursively for files with
-    one of ``extensions``, case-insensitive, sorted, hidden files and folders skipped, and
-    the folder ``exclude`` and everything below it skipped) or ``sample:NAME`` (see
-    :func:`sample_image`). Missing paths and folders without images raise :class:`ImageError`.
-    """
-    exts = _normalise_extensions(extensions)
-    skip = Path(exclude) if exclude is not None else None
-    result: list[Path] = []
-    seen: set[str] = set()
-
-    def add(path: Path) -> None:
-        key = os.path.realpath(path)  # no error on a symbolic link loop, unlike Path.resolve
-        if key not in seen:
-            seen.add(key)
-            result.append(path)
-
-    for spec in specs:
-        text = os.fspath(spec)
-        if isinstance(spec, str) and text.lower().startswith(SAMPLE_PREFIX):
-            add(sample_image(text))
-            continue
-        path = Path(text).expanduser()
-        if path.is_dir():
-            images = _images_in_folder(path, exts, skip)
-            if not images:
-                raise ImageError(
-                    f"{display_path(path)}: folder contains no images; expected files ending in "
-                    f"{', '.join(sorted(exts))}"
-                    + (f" (outside {display_path(skip)})" if skip is not None else "")
-                )
-            for image in images:
-                add(image)
-        elif os.path.lexists(path):
-            add(path)
-        else:
-            raise ImageError(
-                f"{display_path(path)}: no such file or folder; give an image file, a folder of "
-                f"images or sample:NAME ({', '.join(sorted(SAMPLE_IMAGES))})"
-            )
-    return result
-
-
-# --------------------------------------------------------------------------- writing
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path, *, make_parents: bool = True) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
-
-    The temporary name keeps the suffix of ``path`` (so ``img.save(tmp)`` picks
-    the right format) and is not created in advance. If the block raises, the
-    temporary file is removed and ``path`` is left untouched.
-    """
-    target = Path(path)
-    if make_parents:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp{target.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (all or nothing, never a partial file)."""
-    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
-        fh.write(data)
-
-
-@contextlib.contextmanager
-def npz_writer(path: str | Path) -> Iterator[Callable[[str, np.ndarray], None]]:
-    """Write a compressed ``.npz`` (what ``np.savez_compressed`` writes, read by ``np.load``)
-    one array at a time: ``with npz_writer(p) as add: add("name", array)``. Only the array
-    being added is in memory; the file appears atomically when the block ends without error.
-    """
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "x", zipfile.ZIP_DEFLATED) as archive:
-
-        def add(name: str, array: np.ndarray) -> None:
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-
-        yield add
