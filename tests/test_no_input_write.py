@@ -10,7 +10,6 @@ equal to the image, a window count that leaves one over).
 from __future__ import annotations
 
 import warnings
-
 from typing import Any
 
 import pytest

@@ -20,6 +20,7 @@ from camlens import io as cio
 from camlens import output, viz
 from camlens.errors import ExplainError, InputError, LayerError, OptionError, TargetError
 from camlens.explanation import Explanation
+from camlens.targets import logits_of
 from camlens.models import ModelRecord
 
 __all__ = ["Item", "Plan", "Reporter", "Tally", "batches_by_shape", "read", "run",
@@ -176,7 +177,7 @@ class _Run:
             return
         seconds = (time.perf_counter() - start) / len(items)
         output = next(iter(results.values())).output
-        logits = getattr(output, "logits", output).detach().float().cpu()
+        logits = logits_of(output).detach().float().cpu()
         probs = torch.softmax(logits, dim=1)
         top = probs.topk(min(plan.top_k, probs.shape[1]), dim=1)
         finite = torch.isfinite(logits).all(dim=1).tolist()
