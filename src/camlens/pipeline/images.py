@@ -20,8 +20,8 @@ from camlens import io as cio
 from camlens import output, viz
 from camlens.errors import ExplainError, InputError, LayerError, OptionError, TargetError
 from camlens.explanation import Explanation
-from camlens.targets import logits_of
 from camlens.models import ModelRecord
+from camlens.targets import logits_of
 
 __all__ = ["Item", "Plan", "Reporter", "Tally", "batches_by_shape", "read", "run",
            "unique_stems"]
