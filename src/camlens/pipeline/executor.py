@@ -125,13 +125,16 @@ def run(
     write_queue: int | None = None,
     failures: tuple[type[BaseException], ...] = ITEM_FAILURES,
     progress: Progress | None = None,
+    on_failure: Callable[[Failure[T]], None] | None = None,
 ) -> Report[T]:
     """Run every item through ``load``, batched ``compute`` and ``write`` (see the module
     docstring). ``loaders=0`` loads on the caller's thread; ``prefetch`` (default
     ``2 * batch_size``) bounds the loaded items waiting for compute, ``write_queue`` (default
     ``2 * batch_size``) the results waiting for the writer. ``progress.update(1)`` is called
-    once per item, done or failed. Without ``write`` the results are dropped after compute
-    (``compute`` has done the work)."""
+    once per item, done or failed. ``on_failure(failure)`` is called as each item is skipped,
+    from the thread where it failed (the caller's, or the writer's for a write), inside the
+    ``except`` block that caught the error, one call at a time. Without ``write`` the results
+    are dropped after compute (``compute`` has done the work)."""
     if batch_size < 1 or loaders < 0:
         raise ValueError(f"batch_size must be >= 1 and loaders >= 0, got {batch_size}, {loaders}")
     ahead = max(1, prefetch if prefetch is not None else 2 * batch_size)
@@ -145,8 +148,11 @@ def run(
                 progress.update(1)
 
     def skip(item: T, stage: Stage, err: BaseException) -> None:
+        failure = Failure(item, stage, err)
         with lock:
-            failed.append(Failure(item, stage, err))
+            failed.append(failure)
+            if on_failure is not None:
+                on_failure(failure)
         tick()
 
     pool = ThreadPoolExecutor(loaders, thread_name_prefix="camlens-load") if loaders else None
