@@ -279,7 +279,8 @@ def _rescale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
         data = values.astype(np.float64)
         finite = np.isfinite(data)
         data = np.where(finite, data, 0.0)
-        lo, hi = (float(data[finite].min()), float(data[finite].max())) if finite.any() else (0.0, 0.0)
+        lo, hi = ((float(data[finite].min()), float(data[finite].max())) if finite.any()
+                  else (0.0, 0.0))
         if lo >= 0 and hi <= 1:
             scaled = data * 255.0
         elif hi > lo:
@@ -310,7 +311,8 @@ def _to_rgb8(img: Image.Image, path: Path) -> Image.Image:
         return img.convert("RGB")  # 1, L, P, CMYK, YCbCr, RGBX, HSV ...
     except ValueError:
         raise ImageError(
-            f"{display_path(path)}: colour mode {mode!r} cannot be converted to RGB; save the image as RGB or grayscale"
+            f"{display_path(path)}: colour mode {mode!r} cannot be converted to RGB; save the "
+            "image as RGB or grayscale"
         ) from None
 
 
@@ -335,7 +337,8 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     threads. Every problem raises :class:`ImageError`.
     """
     if max_pixels is not None and max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive number of pixels or None, got {max_pixels}")
+        raise ValueError(
+            f"max_pixels must be a positive number of pixels or None, got {max_pixels}")
     path = Path(path)
     name = display_path(path)
     with _open_regular(path) as fh, _identify(fh, path) as img:
@@ -547,12 +550,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def npz_writer(path: str | Path) -> Iterator[Callable[[str, np.ndarray], None]]:
+def npz_writer(path: str | Path, *, level: int | None = None
+               ) -> Iterator[Callable[[str, np.ndarray], None]]:
     """Write a compressed ``.npz`` (what ``np.savez_compressed`` writes, read by ``np.load``)
     one array at a time: ``with npz_writer(p) as add: add("name", array)``. Only the array
     being added is in memory; the file appears atomically when the block ends without error.
+    ``level``: zlib's 1 (fastest) to 9 (smallest); None: zlib's default, 6.
     """
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "x", zipfile.ZIP_DEFLATED) as archive:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "x", zipfile.ZIP_DEFLATED,
+                                                   compresslevel=level) as archive:
 
         def add(name: str, array: np.ndarray) -> None:
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
