@@ -13,6 +13,7 @@ process:
 - ``forward-threads``: the same with the CLI's two loader threads (what overlap alone buys);
 - ``maps``: ``camlens explain --method gradcam --top-k 1 --save maps``;
 - ``png``: ``camlens explain --method gradcam --top-k 1`` (all outputs: maps, PNGs, summary);
+- ``overlays``: the same with ``--save png`` (the overlay PNGs and explanation.json only);
 - ``figure1``: ``camlens explain --top-k 1`` (the four default methods, all outputs).
 
 Timing (shared/BENCHMARKING.md): one process, ``torch.set_num_threads(2)``, the jobs
@@ -22,8 +23,10 @@ median ``forward`` ("x forward") and the median of its ratios to the ``forward``
 before it ("paired"). The process runs with ``GLIBC_TUNABLES`` (glibc keeps freed memory, as
 the ``camlens`` command itself arranges) and ``OMP_WAIT_POLICY=PASSIVE``; the script re-runs
 itself with both set. Peak memory: each job once in its own process with glibc's default
-allocator, as ``ru_maxrss`` and its increase over the RSS before the job. Only the standard
-library's clocks (``time.perf_counter``) and ``resource`` are used.
+allocator, as the peak RSS (``VmHWM``; ``ru_maxrss`` would carry the parent's peak over
+``exec`` on Linux) and its increase over the RSS before the job (the ``camlens`` command
+applies its own allocator setting, :mod:`camlens.allocator`, as it does for users). Only the
+standard library's clocks (``time.perf_counter``) and ``resource`` are used.
 
     python benchmarks/folder.py                      # 256 photos, 5 rounds, all jobs
     python benchmarks/folder.py --photos 64 --rounds 3 --jobs maps,png
@@ -58,6 +61,7 @@ SIZES = ((451, 300), (300, 451), (400, 400), (640, 480), (480, 640), (800, 600),
 CLI_JOBS: dict[str, list[str]] = {
     "maps": ["--method", "gradcam", "--top-k", "1", "--save", "maps"],
     "png": ["--method", "gradcam", "--top-k", "1"],
+    "overlays": ["--method", "gradcam", "--top-k", "1", "--save", "png"],
     "figure1": ["--top-k", "1"],
 }
 JOBS = ("forward", "forward-threads", *CLI_JOBS)
@@ -197,19 +201,20 @@ def child(args: argparse.Namespace) -> None:
     folder = Path(args.child_folder)
     paths = sorted(folder.iterdir())
     run = job(args.child, folder, paths, Path(args.child_out), args.batch_size)
-    before = _rss_kib()
+    before = _status_kib("VmRSS")
     t0 = time.perf_counter()
     run()
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kib("VmHWM")
     print(json.dumps({"before_kib": before, "peak_kib": peak, "seconds": seconds}))
 
 
-def _rss_kib() -> int:
+def _status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in KiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    return 0
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def memory(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:

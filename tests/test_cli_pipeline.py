@@ -96,7 +96,7 @@ def test_one_image_failing_in_a_batch_costs_that_image_only(
 def test_decode_explain_write_run_on_their_threads(
         tmp_path: Path, nets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Decoding on the loader threads, camlens.explain on the caller's thread (one call per
-    batch of same-shape images), output.save on the writer thread."""
+    batch of same-shape images), output.save on the writer threads."""
     threads: dict[str, set[str]] = {"load": set(), "explain": set(), "save": set()}
     calls: list[int] = []
 
@@ -117,7 +117,7 @@ def test_decode_explain_write_run_on_their_threads(
         photo(inputs / f"{i}.png", i)
     assert explain(nets, "build", inputs, "--out", tmp_path / "out", "--batch-size", "2") == 0
     assert threads == {"load": {"camlens-load"}, "explain": {"MainThread"},
-                       "save": {"camlens-writer"}}
+                       "save": {"camlens-writer"}}  # camlens-writer_0, _1...
     assert calls == [2, 2, 1]
     assert len(list((tmp_path / "out").iterdir())) == 5
 

@@ -214,9 +214,44 @@ def test_on_failure_hears_each_failure_as_it_happens():
 
     report = finishes(go)
     assert heard == [(1, "load", "one", caller[0]), (2, "compute", "two", caller[0]),
-                     (3, "write", "three", "camlens-writer")]
+                     (3, "write", "three", "camlens-writer_0")]
     assert [(f.item, f.stage) for f in report.failures] == [(1, "load"), (2, "compute"),
                                                             (3, "write")]
+
+
+def test_several_writers_overlap_and_each_result_is_written_once():
+    lock = threading.Lock()
+    running, peak, written = [0], [0], []
+
+    def write(item: int, result: int) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+            written.append(item)
+
+    report = finishes(lambda: run(range(12), lambda i: i, lambda items, xs: xs, write,
+                                  batch_size=4, writers=3))
+    assert sorted(written) == list(range(12)) and report.done == 12
+    assert peak[0] == 3
+    assert camlens_threads() == []
+
+
+def test_a_fatal_error_in_one_of_several_writers_stops_the_run():
+    written: list[int] = []
+
+    def write(item: int, result: int) -> None:
+        if item == 2:
+            raise RuntimeError("disk on fire")
+        time.sleep(0.01)
+        written.append(item)
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        finishes(lambda: run(range(100), lambda i: i, lambda items, xs: xs, write,
+                             batch_size=2, writers=2))
+    assert len(written) < 100 and camlens_threads() == []
 
 
 def test_failure_kinds_can_be_narrowed():

@@ -262,16 +262,25 @@ class _Run:
         }
 
 
+WRITERS = min(4, os.cpu_count() or 1)
+"""Writer threads of a run: writing an image's folder (resizing, colouring, PNG and deflate
+encoding, which release the GIL) costs more than explaining it, so one writer would leave
+the other cores idle while the model waits for it."""
+
+
 def run(paths: Sequence[Path], plan: Plan, reporter: Reporter, *, batch_size: int = 8,
-        max_pixels: int = cio.DEFAULT_MAX_PIXELS, loaders: int = 2) -> Tally:
+        max_pixels: int = cio.DEFAULT_MAX_PIXELS, loaders: int = 2,
+        writers: int = WRITERS) -> Tally:
     """Explain every image in ``paths`` and write ``plan.out/<stem>/``; returns the tally.
     On :func:`camlens.pipeline.run`: ``loaders`` threads decode and preprocess ahead, the
-    caller's thread explains batches of up to ``batch_size`` same-shape inputs, one thread
-    writes. The reporter is called from those threads, one call at a time."""
+    caller's thread explains batches of up to ``batch_size`` same-shape inputs, ``writers``
+    threads write (so images may be reported out of order). The reporter is called from those
+    threads, one call at a time."""
     sources = [Source(p, s) for p, s in zip(paths, unique_stems(paths))]
     with Decoders(max_pixels) as decoders:
         job = _Run(plan, reporter, decoders)
         executor.run(sources, job.load, job.compute, job.write,
                      key=lambda item: tuple(item.tensor.shape), batch_size=batch_size,
-                     loaders=loaders, failures=(_Skip,), on_failure=job.failed)
+                     loaders=loaders, writers=writers, failures=(_Skip,),
+                     on_failure=job.failed)
     return job.tally
