@@ -11,6 +11,8 @@ process:
   the CLI's batches (same-shape groups of ``--batch-size``, cut by the same executor,
   ``camlens.pipeline.run`` with ``loaders=0``: one thread, nothing overlapped);
 - ``forward-threads``: the same with the CLI's two loader threads (what overlap alone buys);
+- ``forward-cl``: ``forward`` with the batch in channels-last layout, as ``camlens.explain``
+  hands it to the model on CPU (a second yardstick: a cheaper forward pass for this model);
 - ``maps``: ``camlens explain --method gradcam --top-k 1 --save maps``;
 - ``png``: ``camlens explain --method gradcam --top-k 1`` (all outputs: maps, PNGs, summary);
 - ``overlays``: the same with ``--save png`` (the overlay PNGs and explanation.json only);
@@ -64,7 +66,7 @@ CLI_JOBS: dict[str, list[str]] = {
     "overlays": ["--method", "gradcam", "--top-k", "1", "--save", "png"],
     "figure1": ["--top-k", "1"],
 }
-JOBS = ("forward", "forward-threads", *CLI_JOBS)
+JOBS = ("forward", "forward-threads", "forward-cl", *CLI_JOBS)
 BARS = {"maps": 1.3, "png": 2.0}
 
 
@@ -94,7 +96,8 @@ def make_photos(folder: Path, n: int) -> list[Path]:
     return paths
 
 
-def forward_job(paths: list[Path], batch_size: int, loaders: int) -> None:
+def forward_job(paths: list[Path], batch_size: int, loaders: int,
+                channels_last: bool = False) -> None:
     """Load the model, decode + preprocess every photo, forward passes in the CLI's batches."""
     import torch
 
@@ -108,8 +111,11 @@ def forward_job(paths: list[Path], batch_size: int, loaders: int) -> None:
         return record.preprocess(cio.load_image(path))
 
     def compute(items: list[Path], xs: list[torch.Tensor]) -> list[None]:
+        x = torch.stack(xs)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            record.model(torch.stack(xs))
+            record.model(x)
         return [None] * len(items)
 
     report = run(paths, load, compute, key=lambda x: tuple(x.shape), batch_size=batch_size,
@@ -133,6 +139,8 @@ def job(name: str, folder: Path, paths: list[Path], out: Path,
         return lambda: forward_job(paths, batch_size, loaders=0)
     if name == "forward-threads":
         return lambda: forward_job(paths, batch_size, loaders=2)
+    if name == "forward-cl":
+        return lambda: forward_job(paths, batch_size, loaders=0, channels_last=True)
     return lambda: cli_job(folder, out / name, CLI_JOBS[name], batch_size)
 
 
