@@ -444,12 +444,15 @@ def test_every_raster_format_still_reads_whatever_its_name(tmp_path: Path, fmt: 
     assert np.abs(got - np.array([200, 30, 10])).max() <= (8 if fmt == "JPEG" else 0)
 
 
-def test_load_image_reporting_names_pillow_warnings(tmp_path: Path) -> None:
+def test_decoders_name_pillow_warnings(tmp_path: Path) -> None:
+    from camlens.pipeline.decoding import Decoders
+
     exif = b"II*\x00\x08\x00\x00\x00\x05\x00\x0f\x01\x02\x00\xff\x00\x00\x00\x90\x00\x00\x00"
     path = _save(_noise(12, 10), tmp_path / "odd_exif.png", exif=exif)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing escapes as a warning
-        img, notes = cio.load_image_reporting(path)
+        with Decoders() as decoders:
+            img, notes = decoders.load(path)
     assert img.size in ((12, 10), (10, 12))
     assert notes and all("\n" not in n for n in notes)
     assert any("Skipping tag 271" in n for n in notes)

@@ -4,6 +4,7 @@ exceptions that stop the run, and no thread left behind or blocked."""
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import pytest
 
 from camlens.errors import DataError, ExplainError
 from camlens.io import ImageError
-from camlens.pipeline import ITEM_FAILURES, Report, run
+from camlens.pipeline import ITEM_FAILURES, Failure, Report, run
 
 
 class Counter:
@@ -181,6 +182,76 @@ def test_item_failures_are_recorded_and_skipped():
     # the batch holding 5 was retried one item at a time, so only 5 was lost
     assert batches == [[0, 1, 2, 4], [5, 6, 7, 8], [5], [6], [7], [8], [9]]
     assert set(ITEM_FAILURES) == {ImageError, DataError, ExplainError}
+
+
+def test_on_failure_hears_each_failure_as_it_happens():
+    """Called once per skipped item, in the except block (so a caller can print the
+    traceback), from the failing stage's thread; the report holds the same failures."""
+    heard: list[tuple[int, str, str, str]] = []
+    caller: list[str] = []
+
+    def load(i: int) -> int:
+        if i == 1:
+            raise ImageError("one")
+        return i
+
+    def compute(items: list[int], loaded: list[int]) -> list[int]:
+        if 2 in items:
+            raise DataError("two")
+        return loaded
+
+    def write(item: int, result: int) -> None:
+        if item == 3:
+            raise ExplainError("three")
+
+    def on_failure(f: Failure[int]) -> None:
+        error = sys.exc_info()[1]
+        heard.append((f.item, f.stage, str(error), threading.current_thread().name))
+
+    def go() -> Report[int]:
+        caller.append(threading.current_thread().name)
+        return run(range(5), load, compute, write, batch_size=2, on_failure=on_failure)
+
+    report = finishes(go)
+    assert heard == [(1, "load", "one", caller[0]), (2, "compute", "two", caller[0]),
+                     (3, "write", "three", "camlens-writer_0")]
+    assert [(f.item, f.stage) for f in report.failures] == [(1, "load"), (2, "compute"),
+                                                            (3, "write")]
+
+
+def test_several_writers_overlap_and_each_result_is_written_once():
+    lock = threading.Lock()
+    running, peak, written = [0], [0], []
+
+    def write(item: int, result: int) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+            written.append(item)
+
+    report = finishes(lambda: run(range(12), lambda i: i, lambda items, xs: xs, write,
+                                  batch_size=4, writers=3))
+    assert sorted(written) == list(range(12)) and report.done == 12
+    assert peak[0] == 3
+    assert camlens_threads() == []
+
+
+def test_a_fatal_error_in_one_of_several_writers_stops_the_run():
+    written: list[int] = []
+
+    def write(item: int, result: int) -> None:
+        if item == 2:
+            raise RuntimeError("disk on fire")
+        time.sleep(0.01)
+        written.append(item)
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        finishes(lambda: run(range(100), lambda i: i, lambda items, xs: xs, write,
+                             batch_size=2, writers=2))
+    assert len(written) < 100 and camlens_threads() == []
 
 
 def test_failure_kinds_can_be_narrowed():

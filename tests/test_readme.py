@@ -208,9 +208,13 @@ def check_outputs(argv: list[str], cwd: Path, out: str) -> None:
         folder = cwd / (argv[argv.index("--out") + 1] if "--out" in argv else "explanations")
         stems = [a.split(":", 1)[1] for a in argv[1:] if a.startswith("sample:")]
         assert stems
+        saves = ",".join(argv[i + 1] for i, a in enumerate(argv) if a == "--save") or "all"
+        promised = {"explanation.json"} | {
+            f for kind, f in (("maps", "maps.npz"), ("summary", "summary.png"))
+            if kind in saves or "all" in saves}
         for stem in stems:
             names = {p.name for p in (folder / stem).iterdir()}
-            assert {"summary.png", "maps.npz", "explanation.json"} <= names, names
+            assert promised <= names and ("maps.npz" in names) == ("maps.npz" in promised), names
         targets = [argv[i + 1] for i, a in enumerate(argv) if a == "--target"]
         if targets:
             with np.load(folder / stems[0] / "maps.npz") as npz:

@@ -14,7 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from camlens import io as cio
-from camlens import viz
+from camlens import output, viz
 from camlens.cli import PROG, one_line, say, warn
 from camlens.cli.options import (
     MIN_MAX_OUTPUT_SIDE,
@@ -47,8 +47,9 @@ def add(sub: Any) -> None:
         description="Explain the model's decisions on images. For each image writes "
                     "OUT/<stem>/: <method>_<class>.png, summary.png (Figure 1), maps.npz "
                     "(compressed; <method>/<class> -> float16 maps in [0, 1] at the photo's "
-                    "resolution, up to --max-output-side) and explanation.json. Folders are "
-                    "searched recursively, skipping hidden ones and OUT.",
+                    "resolution, up to --max-output-side) and explanation.json; --save "
+                    "chooses among them (camlens.output.load reads a folder back). Folders "
+                    "are searched recursively, skipping hidden ones and OUT.",
     )
     ex.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                     help="image files, folders (searched recursively) or sample:NAME "
@@ -148,6 +149,11 @@ def _targets(texts: Sequence[str], labels: Sequence[str]) -> list[int]:
         raise CliError(f"--target {exc}") from exc
 
 
+def _what(save: list[list[str]] | None) -> tuple[str, ...]:
+    """--save values (each a list from :func:`save_kinds`) -> what output.save writes."""
+    return output.WHAT if not save else tuple(_dedupe(k for kinds in save for k in kinds))
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         viz.colormap(args.colormap)
@@ -183,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
     plan = Plan(loaded, methods, layer if with_layer else None,
                 args.reshape if with_layer else None, targets, top_k, out,
                 args.max_output_side or max(MIN_MAX_OUTPUT_SIDE, 2 * args.input_size),
-                options=options, colormap=args.colormap, alpha=args.alpha)
+                options=options, what=_what(args.save), colormap=args.colormap,
+                alpha=args.alpha)
     console = Console(len(paths), args.quiet, args.debug, loaded.labels)
     start = time.perf_counter()
     try:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from camlens import io as cio
-from camlens import viz
+from camlens import output, viz
 from camlens.loading import CliError
 from camlens.methods import METHODS, Option, OptionError
 
@@ -36,6 +36,20 @@ def unit_float(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
     return value
+
+
+SAVE_CHOICES = ("maps", "png", "summary", "json", "all")
+
+
+def save_kinds(text: str) -> list[str]:
+    """``--save`` value: a comma list of maps, png, summary, json, all -> the kinds, "all"
+    expanded to :data:`camlens.output.WHAT`."""
+    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in SAVE_CHOICES]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of {', '.join(SAVE_CHOICES)}, got {text!r}")
+    return [w for k in kinds for w in (output.WHAT if k == "all" else (k,))]
 
 
 def _parent() -> argparse.ArgumentParser:
@@ -72,11 +86,16 @@ def model_options() -> argparse.ArgumentParser:
 
 
 def output_options() -> argparse.ArgumentParser:
-    """--out, --max-output-side, --colormap, --alpha."""
+    """--out, --save, --max-output-side, --colormap, --alpha."""
     p = _parent()
     g = p.add_argument_group("output")
     g.add_argument("--out", default="explanations", metavar="DIR",
                    help="output folder (default ./explanations); inputs inside it are skipped")
+    g.add_argument("--save", action="append", type=save_kinds, metavar="WHAT",
+                   help="what to write in OUT/<stem>/: maps (maps.npz), png (one PNG per map), "
+                        "summary (summary.png), json, all (default); repeatable or a comma "
+                        "list, e.g. --save maps or --save png,summary. explanation.json is "
+                        "always written: it records the predictions and what the folder holds")
     g.add_argument("--max-output-side", type=positive_int, default=None, metavar="N",
                    help="write the overlay PNGs and maps.npz at the photo's resolution, shrunk "
                         f"to a longer side of N pixels when larger (default "

@@ -2,7 +2,8 @@
 
 * :mod:`camlens.io.images`: :func:`load_image` (any PNG, JPEG, GIF, BMP, TIFF or WebP file
   as 8-bit RGB, or an :class:`ImageError` that says what is wrong and what would be right)
-  and :func:`load_image_reporting` (the same, with what the decoders said, for the CLI).
+  and, for a decoder's C-level chatter, :func:`c_stderr_to` / :func:`decoder_said` (used by
+  :class:`camlens.pipeline.decoding.Decoders`).
 * :mod:`camlens.io.inputs`: :func:`sample_image` (the bundled sample photos, no download)
   and :func:`resolve_inputs` (folders and ``sample:`` specs expanded into image paths).
 * :mod:`camlens.io.files`: :func:`display_path` and :func:`safe_stem` (any file name as text
@@ -22,8 +23,9 @@ from camlens.io.images import (
     DEFAULT_MAX_PIXELS,
     RASTER_FORMATS,
     ImageError,
+    c_stderr_to,
+    decoder_said,
     load_image,
-    load_image_reporting,
 )
 from camlens.io.inputs import (
     IMAGE_EXTENSIONS,
@@ -34,6 +36,8 @@ from camlens.io.inputs import (
 )
 
 __all__ = [
+    "c_stderr_to",
+    "decoder_said",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
     "RASTER_FORMATS",
@@ -45,7 +49,6 @@ __all__ = [
     "display_path",
     "is_inside",
     "load_image",
-    "load_image_reporting",
     "npz_writer",
     "resolve_inputs",
     "safe_stem",

@@ -79,12 +79,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def npz_writer(path: str | Path) -> Iterator[Callable[[str, np.ndarray], None]]:
+def npz_writer(path: str | Path, *, level: int | None = None
+               ) -> Iterator[Callable[[str, np.ndarray], None]]:
     """Write a compressed ``.npz`` (what ``np.savez_compressed`` writes, read by ``np.load``)
     one array at a time: ``with npz_writer(p) as add: add("name", array)``. Only the array
     being added is in memory; the file appears atomically when the block ends without error.
+    ``level``: zlib's 1 (fastest) to 9 (smallest); None: zlib's default, 6.
     """
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "x", zipfile.ZIP_DEFLATED) as archive:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "x", zipfile.ZIP_DEFLATED,
+                                                   compresslevel=level) as archive:
 
         def add(name: str, array: np.ndarray) -> None:
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:

@@ -5,8 +5,9 @@
   float data rescaled) or raises :class:`ImageError` with a one-line message
   that says what is wrong and what would be right. It changes no process-wide
   state (Pillow's ``MAX_IMAGE_PIXELS``, warning filters), so threads may call it.
-* :func:`load_image_reporting` is the same for a program that owns its process (the
-  CLI): the warnings and the C-level stderr lines of decoding come back as text.
+* :func:`c_stderr_to` catches what C decoders (libtiff) write to file descriptor 2 and
+  :func:`decoder_said` turns it into one line: process-wide, so a multi-threaded run takes a
+  lock around them (:class:`camlens.pipeline.decoding.Decoders`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import stat
 import sys
 import tempfile
-import warnings
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -276,7 +276,7 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
 
 
 @contextlib.contextmanager
-def _c_stderr_to(sink: list[str]) -> Iterator[None]:
+def c_stderr_to(sink: list[str]) -> Iterator[None]:
     """Send what C code writes to file descriptor 2 (libtiff's warnings) to ``sink``, one
     string per line, instead of the terminal. Process-wide while it runs."""
     try:
@@ -299,34 +299,6 @@ def _c_stderr_to(sink: list[str]) -> Iterator[None]:
             sink.extend(line.strip() for line in text.splitlines() if line.strip())
 
 
-def load_image_reporting(
-    path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS
-) -> tuple[Image.Image, list[str]]:
-    """:func:`load_image`, plus what decoding said: each Python warning (Pillow's "Corrupt
-    EXIF data"...) as one line, and the lines C libraries wrote to stderr (libtiff's
-    "Unknown field with tag ...") joined into one. Pillow's ``DecompressionBombWarning`` is
-    left out: ``max_pixels`` is the limit that applies.
-
-    For programs that own their process, like the CLI: the warning filters and file
-    descriptor 2 are process-wide, so do not call this from threads (use :func:`load_image`).
-    """
-    c_lines: list[str] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with _c_stderr_to(c_lines):
-                img = load_image(path, max_pixels=max_pixels)
-    except ImageError as exc:
-        if not c_lines:
-            raise
-        raise ImageError(f"{exc} ({_decoder_said(c_lines)})") from None
-    notes = [" ".join(str(w.message).split()) for w in caught
-             if not issubclass(w.category, Image.DecompressionBombWarning)]
-    if c_lines:
-        notes.append(_decoder_said(c_lines))
-    return img, notes
-
-
-def _decoder_said(lines: list[str], shown: int = 3) -> str:
+def decoder_said(lines: list[str], shown: int = 3) -> str:
     more = f" and {len(lines) - shown} more lines" if len(lines) > shown else ""
     return "the decoder printed: " + " | ".join(lines[:shown]) + more

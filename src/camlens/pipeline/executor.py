@@ -7,8 +7,10 @@
 - ``compute(items, loaded)`` runs on the caller's thread over batches of up to ``batch_size``
   items whose loaded values have equal ``key(loaded)`` (e.g. the image shape, so they stack);
   it returns one result per item;
-- ``write(item, result)`` runs on one writer thread, fed by a queue of at most ``write_queue``
-  results, in the order compute produced them.
+- ``write(item, result)`` runs on ``writers`` threads (default one), fed by a queue of at
+  most ``write_queue`` results in the order compute produced them; with one writer the writes
+  keep that order, with more they overlap (for writes that may finish out of order, such as
+  files of their own, whose encoding releases the GIL).
 
 Batches: an item joins the open batch of its key; a batch is computed when it is full, when
 more than ``2 * batch_size`` loaded items wait in open batches (the oldest batch goes first),
@@ -78,21 +80,26 @@ class Report(Generic[T]):
 _STOP = object()
 
 
-class _Writer(threading.Thread):
-    """Calls ``write`` on each queued (item, result) until _STOP. After a fatal error it keeps
-    taking (and dropping) items, so a producer never blocks on a full queue."""
+class _Writers:
+    """``n`` threads calling ``write`` on each queued (item, result) until _STOP. After a fatal
+    error in any of them they keep taking (and dropping) items, so a producer never blocks on a
+    full queue."""
 
-    def __init__(self, write: Callable[[Any, Any], None], size: int,
+    def __init__(self, n: int, write: Callable[[Any, Any], None], size: int,
                  failures: tuple[type[BaseException], ...],
                  skip: Callable[[Any, Stage, BaseException], None],
                  tick: Callable[[], None]) -> None:
-        super().__init__(name="camlens-writer", daemon=True)
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=size)
         self.write, self.failures, self.skip, self.tick = write, failures, skip, tick
         self.done = 0
         self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._loop, name=f"camlens-writer_{i}",
+                                          daemon=True) for i in range(n)]
+        for thread in self._threads:
+            thread.start()
 
-    def run(self) -> None:
+    def _loop(self) -> None:
         while True:
             job = self.queue.get()
             if job is _STOP:
@@ -106,10 +113,19 @@ class _Writer(threading.Thread):
                 except self.failures as err:
                     self.skip(item, "write", err)
                     continue
-                self.done += 1
+                with self._lock:
+                    self.done += 1
                 self.tick()
             except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
-                self.error = err
+                with self._lock:
+                    self.error = self.error or err
+
+    def close(self) -> None:
+        """Let the queued writes finish, then end the threads."""
+        for _ in self._threads:
+            self.queue.put(_STOP)
+        for thread in self._threads:
+            thread.join()
 
 
 def run(
@@ -123,20 +139,25 @@ def run(
     loaders: int = 2,
     prefetch: int | None = None,
     write_queue: int | None = None,
+    writers: int = 1,
     failures: tuple[type[BaseException], ...] = ITEM_FAILURES,
     progress: Progress | None = None,
+    on_failure: Callable[[Failure[T]], None] | None = None,
 ) -> Report[T]:
     """Run every item through ``load``, batched ``compute`` and ``write`` (see the module
     docstring). ``loaders=0`` loads on the caller's thread; ``prefetch`` (default
     ``2 * batch_size``) bounds the loaded items waiting for compute, ``write_queue`` (default
-    ``2 * batch_size``) the results waiting for the writer. ``progress.update(1)`` is called
-    once per item, done or failed. Without ``write`` the results are dropped after compute
-    (``compute`` has done the work)."""
-    if batch_size < 1 or loaders < 0:
-        raise ValueError(f"batch_size must be >= 1 and loaders >= 0, got {batch_size}, {loaders}")
+    ``2 * batch_size``) the results waiting for the writers. ``progress.update(1)`` is called
+    once per item, done or failed. ``on_failure(failure)`` is called as each item is skipped,
+    from the thread where it failed (the caller's, or a writer's for a write), inside the
+    ``except`` block that caught the error, one call at a time. Without ``write`` the results
+    are dropped after compute (``compute`` has done the work)."""
+    if batch_size < 1 or loaders < 0 or writers < 1:
+        raise ValueError("batch_size and writers must be >= 1 and loaders >= 0, got "
+                         f"{batch_size}, {writers}, {loaders}")
     ahead = max(1, prefetch if prefetch is not None else 2 * batch_size)
     t0 = time.perf_counter()
-    lock = threading.Lock()  # the writer thread reports too
+    lock = threading.Lock()  # the writer threads report too
     failed: list[Failure[T]] = []
 
     def tick() -> None:
@@ -145,15 +166,18 @@ def run(
                 progress.update(1)
 
     def skip(item: T, stage: Stage, err: BaseException) -> None:
+        failure = Failure(item, stage, err)
         with lock:
-            failed.append(Failure(item, stage, err))
+            failed.append(failure)
+            if on_failure is not None:
+                on_failure(failure)
         tick()
 
     pool = ThreadPoolExecutor(loaders, thread_name_prefix="camlens-load") if loaders else None
     writer = None
     if write is not None:
-        writer = _Writer(write, max(1, write_queue or 2 * batch_size), failures, skip, tick)
-        writer.start()
+        writer = _Writers(writers, write, max(1, write_queue or 2 * batch_size), failures, skip,
+                          tick)
     computed = 0
     window: deque[tuple[T, Future[L]]] = deque()
     source = iter(items)
@@ -207,8 +231,7 @@ def run(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         if writer is not None:
-            writer.queue.put(_STOP)
-            writer.join()
+            writer.close()
     if writer is not None and writer.error is not None:
         raise writer.error
     done = writer.done if writer is not None else computed

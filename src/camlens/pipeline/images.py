@@ -1,13 +1,15 @@
 """read -> batch -> explain -> write: the work behind ``camlens explain``, without argparse or
-a terminal. A problem with one image (unreadable, refused by the model, non-finite scores or
-maps, an unwritable folder) is reported through :class:`Reporter` and the run goes on; a
-problem with the request (a layer or target that does not fit the model) raises."""
+a terminal, on the shared executor (:func:`camlens.pipeline.run`): decoding and writing
+overlap the explanations. A problem with one image (unreadable, refused by the model,
+non-finite scores or maps, an unwritable folder) is reported through :class:`Reporter` and the
+run goes on; a problem with the request (a layer or target that does not fit the model)
+raises."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,10 +23,19 @@ from camlens import output, viz
 from camlens.errors import ExplainError, InputError, LayerError, OptionError, TargetError
 from camlens.explanation import Explanation
 from camlens.models import ModelRecord
-from camlens.targets import logits_of
+from camlens.pipeline import executor
+from camlens.pipeline.decoding import Decoders
+from camlens.pipeline.executor import Failure
 
-__all__ = ["Item", "Plan", "Reporter", "Tally", "batches_by_shape", "read", "run",
-           "unique_stems"]
+__all__ = ["Item", "Plan", "Reporter", "Source", "Tally", "run", "unique_stems"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input image and the name of its output folder."""
+
+    path: Path
+    stem: str
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,8 @@ class Tally:
 
 
 class Reporter(Protocol):
-    """Where the run's news goes (the CLI prints it)."""
+    """Where the run's news goes (the CLI prints it). Called from the run's threads (loaders,
+    the caller's, the writer), one call at a time."""
 
     def failed(self, message: str) -> None:
         """One image failed (called inside the ``except`` block when an exception caused it)."""
@@ -96,60 +108,57 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
     return out
 
 
-def read(path: Path, stem: str, preprocess: Callable[[Image.Image], torch.Tensor], *,
-         max_pixels: int, max_output_side: int, warn: Callable[[str], None]) -> Item:
-    """Load one image (:class:`camlens.io.ImageError` if it cannot be used) and prepare its
-    input; the decoder's notes go to ``warn``."""
-    img, notes = cio.load_image_reporting(path, max_pixels=max_pixels)
-    for note in notes:
-        warn(f"{cio.display_path(path)}: {note}")
-    return Item(path, stem, viz.shrink_to(img, max_output_side), img.size, preprocess(img))
-
-
-def batches_by_shape(items: Iterable[Item], batch_size: int) -> Iterator[list[Item]]:
-    """Batches of up to ``batch_size`` items whose inputs have the same shape, in arrival
-    order of completion. At most 4 x ``batch_size`` items wait: photos of many sizes flush
-    their oldest group early."""
-    pending: dict[tuple[int, ...], list[Item]] = {}
-    for item in items:
-        shape = tuple(item.tensor.shape)
-        group = pending.setdefault(shape, [])
-        group.append(item)
-        if len(group) >= batch_size:
-            yield pending.pop(shape)
-        elif sum(map(len, pending.values())) >= 4 * batch_size:
-            yield pending.pop(next(iter(pending)))
-    yield from pending.values()
-
-
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
+class _Skip(Exception):
+    """One image fails with this message and the run goes on."""
+
+
+@dataclass(frozen=True)
+class _Explained:
+    """One image's share of its batch's :func:`camlens.explain` call."""
+
+    item: Item
+    results: dict[str, Explanation]
+    index: int
+    seconds: float
+    top: list[tuple[int, float]]
+    input_hw: tuple[int, int]
+    refused: str | None = None
+
+
 class _Run:
-    def __init__(self, plan: Plan, reporter: Reporter) -> None:
+    """The three stages for :func:`camlens.pipeline.run`: load (a loader thread), compute (the
+    caller's thread, one batch of same-shape inputs), write (the writer thread)."""
+
+    def __init__(self, plan: Plan, reporter: Reporter, decoders: Decoders) -> None:
         self.plan = plan
         self.reporter = reporter
+        self.decoders = decoders
         self.tally = Tally()
+        self.computed = 0
 
-    def fail(self, message: str) -> None:
-        self.tally.failed += 1
-        self.reporter.failed(message)
+    def load(self, source: Source) -> Item:
+        """Read one image (an unusable file skips it) and prepare its input; the decoder's
+        notes are reported as warnings."""
+        try:
+            img, notes = self.decoders.load(source.path)
+        except cio.ImageError as exc:
+            raise _Skip(str(exc)) from exc
+        for note in notes:
+            self.decoders.say(self.reporter.warn, f"{cio.display_path(source.path)}: {note}")
+        return Item(source.path, source.stem, viz.shrink_to(img, self.plan.max_output_side),
+                    img.size, self.plan.loaded.preprocess(img))
 
-    def read_all(self, paths: Sequence[Path], max_pixels: int) -> Iterator[Item]:
-        loaded = self.plan.loaded
-        for path, stem in zip(paths, unique_stems(paths)):
-            try:
-                yield read(path, stem, loaded.preprocess, max_pixels=max_pixels,
-                           max_output_side=self.plan.max_output_side, warn=self.reporter.warn)
-            except cio.ImageError as exc:
-                self.fail(str(exc))
-
-    def batch(self, items: list[Item]) -> None:
+    def compute(self, sources: list[Source], items: list[Item]) -> list[_Explained]:
         """Explain one batch with every requested method in one :func:`camlens.explain` call
-        (one forward pass, one backward per distinct layer/input and rectifier rule), then
-        write each image whose scores and maps are finite."""
+        (one forward pass, one backward per distinct layer/input and rectifier rule). A batch
+        that fails is tried again image by image (the executor does it), so only the images
+        at fault are skipped; a layer, target or option that does not fit the model on the
+        first batch raises (a usage error)."""
         plan = self.plan
         x = torch.stack([it.tensor for it in items]).to(plan.loaded.device)
         target = (None if plan.targets is None else
@@ -163,60 +172,69 @@ class _Run:
         except InputError as exc:
             cause = exc.__cause__
             if cause is None or isinstance(cause, ExplainError):
-                self.fail_all(items, str(exc))
-                return
+                raise _Skip(str(exc)) from exc
             h, w = x.shape[-2:]  # the user's model refused this input
-            self.fail_all(items, f"the model failed on its {h}x{w} input ({_first_line(cause)}); "
-                                 "a model that takes one input size only needs images of that "
-                                 "shape (e.g. square ones)")
-            return
+            raise _Skip(f"the model failed on its {h}x{w} input ({_first_line(cause)}); a "
+                        "model that takes one input size only needs images of that shape "
+                        "(e.g. square ones)") from exc
         except ExplainError as exc:
-            if isinstance(exc, (LayerError, TargetError, OptionError)) and not self.tally.done:
+            if isinstance(exc, (LayerError, TargetError, OptionError)) and not self.computed:
                 raise  # --layer, --reshape, --target or --option do not fit: a usage error
-            self.fail_all(items, str(exc))
-            return
+            raise _Skip(str(exc)) from exc
+        self.computed += 1
         seconds = (time.perf_counter() - start) / len(items)
-        output = next(iter(results.values())).output
-        logits = logits_of(output).detach().float().cpu()
+        scores = next(iter(results.values())).output
+        if scores is None:
+            raise ExplainError("the model's output is not a tensor of class scores (B, "
+                               "classes), which `camlens explain` needs to rank the classes")
+        logits = scores.detach().float().cpu()
         probs = torch.softmax(logits, dim=1)
         top = probs.topk(min(plan.top_k, probs.shape[1]), dim=1)
         finite = torch.isfinite(logits).all(dim=1).tolist()
-        for i, item in enumerate(items):
-            if not finite[i]:
-                self.fail(f"{cio.display_path(item.path)}: the model's scores for this image are "
-                          "not finite (NaN or Inf), so there is nothing to explain; check the "
-                          "model's weights and the image")
-                continue
-            self.tally.seconds += seconds
-            self.write(item, i, results, seconds, top.indices[i].tolist(),
-                       top.values[i].tolist(), tuple(x.shape[-2:]))
+        hw = (int(x.shape[-2]), int(x.shape[-1]))
+        return [_Explained(item, results, i, seconds,
+                           list(zip(top.indices[i].tolist(), top.values[i].tolist())), hw,
+                           None if finite[i] else
+                           "the model's scores for this image are not finite (NaN or Inf), so "
+                           "there is nothing to explain; check the model's weights and the "
+                           "image")
+                for i, item in enumerate(items)]
 
-    def fail_all(self, items: list[Item], message: str) -> None:
-        for it in items:
-            self.fail(f"{cio.display_path(it.path)}: {message}")
-
-    def write(self, item: Item, i: int, results: dict[str, Explanation],
-              seconds: float, top_idx: list[int], top_p: list[float],
-              input_hw: tuple[int, ...]) -> None:
+    def write(self, source: Source, done: _Explained) -> None:
+        """Write one image's folder (:func:`camlens.output.save`) and report it."""
+        if done.refused is not None:
+            raise _Skip(done.refused)
         plan = self.plan
+        item = done.item
         folder = plan.out / item.stem
         try:
-            output.save(results, item.image, folder, labels=plan.loaded.labels, sample=i,
-                        what=plan.what, colormap=plan.colormap, alpha=plan.alpha,
-                        record=self.record(item, seconds, top_idx, top_p, input_hw))
+            output.save(done.results, item.image, folder, labels=plan.loaded.labels,
+                        sample=done.index, what=plan.what, colormap=plan.colormap,
+                        alpha=plan.alpha, record=self.record(done))
         except ExplainError as exc:
-            self.fail(f"{cio.display_path(item.path)}: {exc}")
+            raise _Skip(str(exc)) from exc
         except OSError as exc:
-            self.fail(f"{cio.display_path(item.path)}: cannot write the outputs: "
-                      f"{exc.strerror or exc} ({cio.display_path(exc.filename or plan.out)})")
-        else:
+            raise _Skip(f"cannot write the outputs: {exc.strerror or exc} "
+                        f"({cio.display_path(exc.filename or plan.out)})") from exc
+        with self.decoders.lock:
             self.tally.done += 1
-            self.reporter.explained(item, folder, list(zip(top_idx, top_p)))
+            self.tally.seconds += done.seconds
+            self.reporter.explained(item, folder, done.top)
 
-    def record(self, item: Item, seconds: float, top_idx: list[int],
-               top_p: list[float], input_hw: tuple[int, ...]) -> dict[str, Any]:
+    def failed(self, failure: Failure[Source]) -> None:
+        """Report a skipped image: a file that cannot be read names itself; otherwise the
+        path comes first."""
+        message = str(failure.error)
+        if failure.stage != "load":
+            message = f"{cio.display_path(failure.item.path)}: {message}"
+        with self.decoders.lock:
+            self.tally.failed += 1
+            self.reporter.failed(message)
+
+    def record(self, done: _Explained) -> dict[str, Any]:
         """explanation.json's fields beyond the maps: the photo, the model, the predictions."""
         plan = self.plan
+        item = done.item
         labels = plan.loaded.labels
         shown = cio.display_path(item.path)
         exact = {} if shown == os.fspath(item.path) else {
@@ -232,22 +250,37 @@ class _Run:
             "layer": plan.layer,
             "reshape": plan.reshape,
             "input_size": plan.loaded.input_size,
-            "model_input_size": {"height": int(input_hw[0]), "width": int(input_hw[1])},
+            "model_input_size": {"height": done.input_hw[0], "width": done.input_hw[1]},
             "original_size": {"height": item.original_size[1], "width": item.original_size[0]},
             "output_size_note": "size of the PNGs and maps: the original size, shrunk to a "
                                 f"longer side of {plan.max_output_side} pixels when larger",
             "predictions": [{"rank": r + 1, "index": c, "name": labels[c], "probability": p}
-                            for r, (c, p) in enumerate(zip(top_idx, top_p))],
-            "timings": {"explain": round(seconds, 4)},
+                            for r, (c, p) in enumerate(done.top)],
+            "timings": {"explain": round(done.seconds, 4)},
             "timings_note": "seconds per image: the batch's one camlens.explain call for every "
                             "method (one forward pass, shared) / batch size",
         }
 
 
+WRITERS = min(4, os.cpu_count() or 1)
+"""Writer threads of a run: writing an image's folder (resizing, colouring, PNG and deflate
+encoding, which release the GIL) costs more than explaining it, so one writer would leave
+the other cores idle while the model waits for it."""
+
+
 def run(paths: Sequence[Path], plan: Plan, reporter: Reporter, *, batch_size: int = 8,
-        max_pixels: int = cio.DEFAULT_MAX_PIXELS) -> Tally:
-    """Explain every image in ``paths`` and write ``plan.out/<stem>/``; returns the tally."""
-    job = _Run(plan, reporter)
-    for items in batches_by_shape(job.read_all(paths, max_pixels), batch_size):
-        job.batch(items)
+        max_pixels: int = cio.DEFAULT_MAX_PIXELS, loaders: int = 2,
+        writers: int = WRITERS) -> Tally:
+    """Explain every image in ``paths`` and write ``plan.out/<stem>/``; returns the tally.
+    On :func:`camlens.pipeline.run`: ``loaders`` threads decode and preprocess ahead, the
+    caller's thread explains batches of up to ``batch_size`` same-shape inputs, ``writers``
+    threads write (so images may be reported out of order). The reporter is called from those
+    threads, one call at a time."""
+    sources = [Source(p, s) for p, s in zip(paths, unique_stems(paths))]
+    with Decoders(max_pixels) as decoders:
+        job = _Run(plan, reporter, decoders)
+        executor.run(sources, job.load, job.compute, job.write,
+                     key=lambda item: tuple(item.tensor.shape), batch_size=batch_size,
+                     loaders=loaders, writers=writers, failures=(_Skip,),
+                     on_failure=job.failed)
     return job.tally
