@@ -11,8 +11,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from camlens import io as cio
 from camlens import output, viz
 from camlens.cli import PROG, one_line, say, warn
@@ -34,6 +32,7 @@ from camlens.methods import FIGURE1, METHODS
 from camlens.models import load_model
 from camlens.pipeline.images import Item, Plan
 from camlens.pipeline.images import run as run_pipeline
+from camlens.pipeline.progress import is_terminal, progress_bar
 from camlens.targets import class_index
 
 DEFAULT_TOP_K = 3
@@ -108,9 +107,8 @@ class Console:
         self.quiet = quiet
         self.debug = debug
         self.labels = labels
-        enabled = not quiet and total > 1 and _isatty(sys.stderr)
-        self.bar = tqdm(total=total, unit="image", file=sys.stderr, leave=False,
-                        disable=not enabled, dynamic_ncols=True)
+        enabled = not quiet and total > 1 and is_terminal(sys.stderr)
+        self.bar = progress_bar(total, enabled=enabled, unit="image", leave=False)
 
     def failed(self, message: str) -> None:
         if self.debug and sys.exc_info()[0] is not None:
@@ -133,13 +131,6 @@ class Console:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
 
 
 def _targets(texts: Sequence[str], labels: Sequence[str]) -> list[int]:
