@@ -123,6 +123,16 @@ def test_rasterised_mask_matches_the_analytic_extent():
         assert got[0] >= expected[0] and got[1] >= expected[1]
         assert got[2] <= expected[2] and got[3] <= expected[3]
         assert max(abs(g - e) for g, e in zip(got, expected)) < 3.0
+        # later parts cover earlier ones: the last part shows wherever its primitives are
+        yy, xx = np.mgrid[win.y0 : win.y1, win.x0 : win.x1] + 0.5
+        u0, v0 = (xx - obj.cx) / s, (yy - obj.cy) / s
+        c, sn = np.cos(obj.angle), np.sin(obj.angle)
+        u, v = c * u0 + sn * v0, -sn * u0 + c * v0
+        u = -u if obj.flip else u
+        last = np.zeros(u.shape, dtype=bool)
+        for q in obj.parts[-1].prims:
+            last |= inside(q, u, v)
+        assert np.array_equal(win.pid == len(obj.parts) - 1, last) and last.any()
         checked += 1
     assert checked == 33
 
@@ -141,6 +151,22 @@ def test_primitives_by_hand():
     # a 90-degree turn maps the ellipse's x-extent onto y; mirroring negates x
     assert np.allclose(extent(ellipse(0.5, 0, 1.0, 0.25), np.pi / 2), (-0.25, -0.5, 0.25, 1.5))
     assert np.allclose(extent(ellipse(0.5, 0, 1.0, 0.25), 0.0, flip=True), (-1.5, -0.25, 0.5, 0.25))
+    # turned and mirrored ellipses and rectangles against their boundary points, mapped as a
+    # pose maps them (mirror u, then rotate)
+    s = np.linspace(0, 2 * np.pi, 20001)
+    for kind, th, angle, flip in (("ellipse", 0.3, 0.5, True), ("rect", 0.4, -0.7, True),
+                                  ("ellipse", -0.6, 0.2, False)):
+        if kind == "ellipse":
+            p, bu, bv = ellipse(0.2, -0.1, 1.0, 0.3, th), np.cos(s), 0.3 * np.sin(s)
+        else:
+            p = rect(0.2, -0.1, 1.0, 0.3, th)
+            bu, bv = np.clip(1.5 * np.cos(s), -1, 1), np.clip(1.5 * np.sin(s), -0.3, 0.3)
+        x = 0.2 + bu * np.cos(th) - bv * np.sin(th)
+        y = -0.1 + bu * np.sin(th) + bv * np.cos(th)
+        x = -x if flip else x
+        xr, yr = x * np.cos(angle) - y * np.sin(angle), x * np.sin(angle) + y * np.cos(angle)
+        assert np.allclose(extent(p, angle, flip), (xr.min(), yr.min(), xr.max(), yr.max()),
+                           atol=1e-6)
 
 
 def test_concept_maps_agree_with_the_scene_graph():
