@@ -363,3 +363,14 @@ def test_vocabularies():
     for label in range(33):
         obj = sample_object(np.random.default_rng(label), label)
         assert all(p.name in PARTS and p.colour in COLOURS for p in obj.parts)
+
+
+def test_stats_report_scales_and_speed():
+    from camlens.synthetic.v2.stats import measure, target_quantiles
+
+    r = measure(n=16, seed=1)
+    assert set(r["kinds"]) == set(KINDS) and r["kinds"]["single"]["boxes"] == 16
+    assert r["kinds"]["two"]["objects_per_scene"] == 2.0
+    assert r["kinds"]["single"]["scenes_per_second"] > 0
+    q = target_quantiles("ilsvrc")
+    assert q == sorted(q) and abs(q[2] - 0.336) < 0.01  # the target Beta's median

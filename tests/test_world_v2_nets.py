@@ -11,6 +11,7 @@ from torch import nn
 
 import camlens
 from camlens.synthetic.v2 import CONV_LAYERS, DEFAULT_LAYERS, HELDOUT_SEED, NETS, NUM_CLASSES
+from camlens.synthetic.v2.nets import FOLDED, fold_batchnorm
 from camlens.synthetic.v2.train import TRAIN_SEED_BASE, batch, main
 
 #: spatial size of the default (Grad-CAM) layer at 112x112: VGG-16's conv5_3 is 14x14 at 224
@@ -73,6 +74,39 @@ def test_gap_nets_are_cam_nets(name):
     grad = camlens.explain(model, x[:1], method="gradcam", layer=DEFAULT_LAYERS[name])
     z = acts["a"].shape[2] * acts["a"].shape[3]
     assert torch.allclose(cam.raw, z * grad.raw, rtol=1e-4, atol=1e-5 * float(cam.raw.abs().max()))
+
+
+@pytest.mark.parametrize("name", FOLDED)
+def test_folding_batchnorm_keeps_the_eval_function(name):
+    torch.manual_seed(3)
+    trained = NETS[name](batch_norm=True)
+    with torch.no_grad():  # non-trivial statistics and affine parameters
+        trained.train()
+        trained(torch.rand(8, 3, 112, 112))
+        for m in trained.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    trained.eval()
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    plain = fold_batchnorm(trained)
+    assert type(plain) is NETS[name] and not plain.training
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    x = torch.rand(3, 3, 112, 112)
+    with torch.no_grad():
+        ref, out = trained(x), plain(x)
+    assert torch.allclose(out, ref, atol=1e-5 * float(ref.abs().max()))
+    # the batch norms matter: dropping them instead of folding changes the outputs
+    unfolded = NETS[name]().eval()
+    convs = [m for m in trained.features if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        for dst, src in zip([m for m in unfolded.features if isinstance(m, nn.Conv2d)], convs):
+            dst.weight.copy_(src.weight)
+            dst.bias.copy_(src.bias)
+        rest = {k: v for k, v in trained.state_dict().items() if not k.startswith("features.")}
+        unfolded.load_state_dict(rest, strict=False)
+        assert not torch.allclose(unfolded(x), ref, atol=0.1 * float(ref.abs().max()))
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
 
 
 def test_fc_nets_are_not_cam_nets():

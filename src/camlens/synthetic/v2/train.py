@@ -6,14 +6,15 @@ Single-label (softmax cross-entropy) on ``kind="single"`` scenes, as ILSVRC clas
 Batch ``k`` holds scenes ``k * batch ...`` of the training stream ``default_rng((1000000 +
 seed, i))``, never the held-out seed :data:`HELDOUT_SEED`; every net takes one AdamW step on
 each batch (warm-up, then cosine decay to zero over ``--steps``). With ``--minutes`` the
-number of steps is set once from the measured cost of the first steps (the whole run, every
-net and the data, fits the budget) and recorded, so ``--steps`` repeats the run exactly
-(given the thread count).
+number of steps is set once from the measured cost of a batch of data and of two steps of each
+net (on copies: the run itself is as with ``--steps``) so that the whole run fits the budget on
+a quiet machine, and recorded, so ``--steps`` repeats the run exactly (given the thread count).
 
-Writes ``DIR/<net>.pt`` (float32 state dicts) and ``DIR/accuracy.json``: per net, on
-``HELDOUT_N`` held-out scenes, top-1 / top-5 error, per-class accuracy, the confusion matrix,
-the most frequent confusions and the share of errors that stay within a confusable group;
-plus the command, versions, steps, seconds and images/s.
+The plain nets train with batch norm and are saved folded (see ``nets.fold_batchnorm``).
+Writes ``DIR/<net>.pt`` (float32 state dicts of the shipped architectures) and
+``DIR/accuracy.json``: per net, on ``HELDOUT_N`` held-out scenes, top-1 / top-5 error,
+per-class accuracy, the confusion matrix, the most frequent confusions and the share of errors
+that stay within a confusable group; plus the command, versions, steps, seconds and images/s.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from camlens.synthetic.v2.catalogue import CLASS_SPECS, CLASSES, NUM_CLASSES
-from camlens.synthetic.v2.nets import INPUT_SIZE, NETS
+from camlens.synthetic.v2.nets import FOLDED, INPUT_SIZE, NETS, fold_batchnorm
 from camlens.synthetic.v2.world import CUE_CHANCE, HELDOUT_SEED, make_scene
 
 __all__ = ["HELDOUT_SEED", "TRAIN_SEED_BASE", "batch", "evaluate", "main"]
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate of every net (default: per net, DEFAULT_LR)")
     p.add_argument("--eval-n", type=int, default=HELDOUT_N)
     p.add_argument("--cue-rate", type=float, default=None,
                    help="train with the bias cue at this rate (held-out: cue at chance)")
@@ -153,11 +156,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.use_deterministic_algorithms(True)
     t_start = time.perf_counter()
     models, opts, seconds = {}, {}, {}
+    lrs = {n: args.lr if args.lr is not None else DEFAULT_LR[n] for n in args.nets}
     for i, name in enumerate(args.nets):
         torch.manual_seed(1000 * args.seed + i)
-        m = NETS[name]().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        m = NETS[name](batch_norm=True) if name in FOLDED else NETS[name]()
+        m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         models[name] = m
-        opts[name] = torch.optim.AdamW(m.parameters(), lr=DEFAULT_LR[name],
+        opts[name] = torch.optim.AdamW(m.parameters(), lr=lrs[name],
                                        weight_decay=args.weight_decay)
         seconds[name] = 0.0
     gen_seconds = 0.0
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             t0 = time.perf_counter()
             m.train()
             for group in opts[name].param_groups:
-                group["lr"] = _lr_at(step, steps, DEFAULT_LR[name])
+                group["lr"] = _lr_at(step, steps, lrs[name])
             loss = nn.functional.cross_entropy(m(x), y)
             opts[name].zero_grad(set_to_none=True)
             loss.backward()
@@ -197,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     for name, m in models.items():
         m = m.to(memory_format=torch.contiguous_format).eval()
+        if name in FOLDED:
+            m = fold_batchnorm(m)
         path = args.out / f"{name}.pt"
         torch.save({k: v.detach().contiguous().clone() for k, v in m.state_dict().items()}, path)
         reloaded = NETS[name]()
@@ -206,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res.update(params=sum(q.numel() for q in reloaded.parameters()),
                    file_bytes=path.stat().st_size, train_seconds=round(seconds[name], 1),
                    images_per_second=round(steps * args.batch / max(seconds[name], 1e-9), 1),
-                   peak_lr=DEFAULT_LR[name])
+                   peak_lr=lrs[name])
         record["nets"][name] = res
         print(f"{name}: top-1 error {res['top1_error']:.4f}, top-5 error {res['top5_error']:.4f}, "
               f"{res['errors_within_group']:.0%} of errors within the group", flush=True)

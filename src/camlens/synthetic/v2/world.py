@@ -82,8 +82,8 @@ HELDOUT_SEED = 20251
 #: (image-net.org, ILSVRC 2012 analysis, "Average Object Scale": ILSVRC 0.358, PASCAL 0.241);
 #: the Beta shape (a, b), truncated to [lo, hi], is ours (only the mean is published).
 SCALE_TARGETS: dict[str, dict[str, Any]] = {
-    "ilsvrc": {"mean": 0.358, "beta": (0.95, 1.65), "range": (0.02, 1.0)},
-    "pascal": {"mean": 0.241, "beta": (1.0, 2.45), "range": (0.02, 0.7)},
+    "ilsvrc": {"mean": 0.358, "beta": (0.95, 1.7), "range": (0.02, 1.0)},
+    "pascal": {"mean": 0.241, "beta": (1.0, 2.3), "range": (0.02, 0.7)},
 }
 
 CUE_COLOURS: tuple[str, ...] = ("magenta", "cyan", "lime")
