@@ -41,7 +41,7 @@ __all__ = ["VGGNet", "VGGGAPNet", "AlexNet", "ResNet", "NETS", "DEFAULT_LAYERS",
 
 INPUT_SIZE = 112
 #: Fixed standardisation (about the mean and standard deviation of world v2's pixels).
-INPUT_MEAN, INPUT_STD = 0.45, 0.25
+INPUT_MEAN, INPUT_STD = 0.40, 0.25
 
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:
