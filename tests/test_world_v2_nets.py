@@ -120,7 +120,11 @@ def test_weights_fit_the_budget():
 
 
 def test_batch_is_the_seeded_stream():
+    from camlens.synthetic.v2 import make_dataset, to_tensors
+
+    x0, y0 = to_tensors(make_dataset(3, seed=5, start=10))
     x, y = batch(5, 10, 3)
+    assert torch.equal(x, x0) and torch.equal(y, y0)
     x2, y2 = batch(5, 11, 2)
     assert x.shape == (3, 3, 112, 112) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert torch.equal(x[1:], x2) and torch.equal(y[1:], y2)

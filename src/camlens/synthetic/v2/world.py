@@ -39,7 +39,6 @@ import numpy as np
 from camlens.synthetic.v2.catalogue import (
     CLASS_SPECS,
     CLASSES,
-    COLOURS,
     COOCCURRING,
     GROUPS,
     MAIN_PART,
@@ -429,5 +428,3 @@ def to_tensors(scenes: Sequence[Scene]) -> tuple[torch.Tensor, torch.Tensor]:
     labels = np.array([s.label for s in scenes], dtype=np.int64)
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
 
-
-_ = (COLOURS, TEXTURES)  # re-exported vocabularies
