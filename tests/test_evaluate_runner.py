@@ -14,18 +14,18 @@ import torch
 from PIL import Image
 from torch import nn
 
-from camlens.evaluate import load_dataset
-from camlens.evaluate.datasets import AnnotatedObject, dataset_formats
-from camlens.evaluate.runner import (
+from camlens.evaluate import (
     ArraySample,
     evaluate,
     evaluate_faithfulness,
     evaluate_localization,
     evaluate_pointing,
-    run_cli,
-    scale_box,
+    load_dataset,
     to_unit_tensor,
 )
+from camlens.evaluate.cli import run_cli
+from camlens.evaluate.datasets import AnnotatedObject, dataset_formats
+from camlens.evaluate.tasks.localization import scale_box
 from camlens.synthetic import GAPNet, make_dataset, save_dataset
 
 
