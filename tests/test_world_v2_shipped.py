@@ -1,0 +1,35 @@
+"""The shipped world v2 nets: they load as shipped and their recorded held-out errors hold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from camlens.synthetic.v2 import HELDOUT_SEED, NETS, load_pretrained, recorded_accuracy
+from camlens.synthetic.v2.train import batch, evaluate
+
+N = 300  # the first held-out scenes: the recorded error on 2000 must hold within noise
+
+
+@pytest.fixture(scope="module")
+def heldout() -> tuple[torch.Tensor, torch.Tensor]:
+    return batch(HELDOUT_SEED, 0, N)
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_shipped_net_reproduces_its_recorded_error(
+        name: str, heldout: tuple[torch.Tensor, torch.Tensor]) -> None:
+    record = recorded_accuracy()
+    assert record["heldout"]["seed"] == HELDOUT_SEED
+    recorded = record["nets"][name]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        got = evaluate(load_pretrained(name), *heldout)
+    finally:
+        torch.set_num_threads(before)
+    # 4 binomial standard deviations of an error rate measured on N scenes
+    for key in ("top1_error", "top5_error"):
+        p = recorded[key]
+        tol = 4 * (max(p * (1 - p), 0.01) / N) ** 0.5
+        assert abs(got[key] - p) <= tol, (name, key, got[key], p)
