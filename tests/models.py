@@ -341,3 +341,24 @@ def make_gap(seed: int = 0) -> GapNet:
 
 def make_two_input(seed: int = 0) -> TwoInputNet:
     return build("two_input", seed)  # type: ignore[return-value]
+
+
+TINY_NET_SOURCE = """
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, classes=4):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.ReLU(),
+        )
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+"""
+"""A tiny classifier as the text of a Python file, for ``--model file.py:FACTORY`` tests: each
+test file appends its own factory (and variants) to it."""

@@ -19,27 +19,12 @@ from camlens.cli import main
 from camlens.cli import methods as cli_methods
 from camlens.methods import FIGURE1
 from camlens.pipeline.images import unique_stems
+from models import TINY_NET_SOURCE
 
 CHELSEA_HW = (300, 451)  # skimage's chelsea.png is 451 x 300 (width x height)
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 
-TINY_NET = """
-import torch
-from torch import nn
-
-
-class TinyNet(nn.Module):
-    def __init__(self, classes=4):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.ReLU(),
-        )
-        self.head = nn.Linear(8, classes)
-
-    def forward(self, x):
-        return self.head(self.features(x).mean(dim=(2, 3)))
-
+TINY_NET = TINY_NET_SOURCE + """
 
 def build():
     torch.manual_seed(0)

@@ -26,6 +26,7 @@ import camlens.models
 from camlens import METHODS, viz
 from camlens.cli import main
 from camlens.io import sample_image
+from models import TINY_NET_SOURCE
 
 MAP_ATOL = 2e-3  # float16 storage of maps.npz rounds by up to 2.4e-4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,23 +35,7 @@ COUNTERFACTUAL = "counterfactual-gradcam"
 ALL_METHODS = sorted(set(METHODS) | {COUNTERFACTUAL})
 SIZE = 96  # --input-size
 
-TINY_NET = """
-import torch
-from torch import nn
-
-
-class TinyNet(nn.Module):
-    def __init__(self, classes=4):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.ReLU(),
-        )
-        self.head = nn.Linear(8, classes)
-
-    def forward(self, x):
-        return self.head(self.features(x).mean(dim=(2, 3)))
-
+TINY_NET = TINY_NET_SOURCE + """
 
 def build():
     torch.manual_seed(3)

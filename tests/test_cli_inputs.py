@@ -18,26 +18,11 @@ from PIL import Image
 import camlens
 from camlens.cli import main
 from camlens.errors import ExplainError, TargetError
+from models import TINY_NET_SOURCE
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-NETS = """
-import torch
-from torch import nn
-
-
-class TinyNet(nn.Module):
-    def __init__(self, classes=4):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(8, 8, 3, padding=1, stride=2), nn.ReLU(),
-        )
-        self.head = nn.Linear(8, classes)
-
-    def forward(self, x):
-        return self.head(self.features(x).mean(dim=(2, 3)))
-
+NETS = TINY_NET_SOURCE + """
 
 class FixedHead(TinyNet):
     '''Takes 16 x 16 inputs only: its head reads the flattened 8 x 8 feature map.'''
