@@ -186,6 +186,7 @@ def test_errors_at_call_time(make: Any, logits: torch.Tensor, match: str) -> Non
     ({"tokens": [0.5, 1.0]}, "integer ids"),
     ({"tokens": [0, 1], "words": [2]}, "outside the caption of 2 tokens"),
     ({"tokens": [0, 1], "words": [-2]}, "outside the caption"),
+    ({"tokens": [0, 1, 2], "words": [1.5]}, "integers"),
     ({"tokens": [0, 1], "whole": False}, "nothing to explain"),
     ({"tokens": [0, 1], "shift": -1}, "shift"),
     ({"tokens": [0, 1], "score": "prob"}, "score"),

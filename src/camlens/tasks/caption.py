@@ -48,10 +48,10 @@ def _positions(words: Any, tokens: torch.Tensor) -> torch.Tensor:
     if words is None:
         return torch.zeros(1, 0, dtype=torch.long)
     try:
-        w = torch.as_tensor(words, dtype=None if isinstance(words, torch.Tensor) else torch.long)
+        w = torch.as_tensor(words)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TargetError(f"words must be positions in the caption (ints), got {words!r}") from err
-    if w.is_floating_point() or w.dtype == torch.bool:
+    if (w.is_floating_point() and w.numel()) or w.dtype == torch.bool:
         raise TargetError(f"word positions must be integers, got dtype {w.dtype}")
     w = w.long()
     if w.dim() == 0:

@@ -30,7 +30,7 @@ def _answers(value: Any, name: str) -> torch.Tensor:
         a = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TargetError(f"{name} must be answer indices (ints), got {value!r}") from err
-    if a.is_floating_point() or a.dtype == torch.bool:
+    if (a.is_floating_point() and a.numel()) or a.dtype == torch.bool:
         raise TargetError(f"{name} must be integer answer indices, got dtype {a.dtype}")
     a = a.long()
     while a.dim() < 2:
