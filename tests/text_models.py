@@ -61,18 +61,20 @@ class TableCaptioner(nn.Module):
 
 
 class LSTMCaptioner(nn.Module):
-    """CNN -> GAP -> linear as step 0 of an LSTM, then the embedded tokens; the logits of steps
-    1..T are returned, so logits[:, t] predict tokens[:, t + 1] (``shift=1``)."""
+    """CNN (with BatchNorm) -> GAP -> linear as step 0 of an LSTM, then the embedded tokens;
+    dropout, then the logits of steps 1..T, so logits[:, t] predict tokens[:, t + 1]
+    (``shift=1``)."""
 
-    LAYER = "features.4"
+    LAYER = "features.5"
 
     def __init__(self, vocab: int = 12, hidden: int = 16, out: str = "tensor") -> None:
         super().__init__()
         self.out = out
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2), nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(inplace=True),
         )
+        self.dropout = nn.Dropout(0.2)
         self.project = nn.Linear(12, hidden)
         self.embed = nn.Embedding(vocab, hidden)
         self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
@@ -82,7 +84,7 @@ class LSTMCaptioner(nn.Module):
         a = self.features(image)
         steps = torch.cat([self.project(a.mean((2, 3)))[:, None], self.embed(tokens)], dim=1)
         h, _ = self.lstm(steps)
-        return wrap(self.head(h[:, 1:]), a, self.out)
+        return wrap(self.head(self.dropout(h[:, 1:])), a, self.out)
 
 
 class TinyVQA(nn.Module):
@@ -119,8 +121,8 @@ def build(cls: type[nn.Module], seed: int = 0, **kw: Any) -> Any:
 
 def hf_captioner(seed: int = 0, vocab: int = 20) -> nn.Module:
     """A tiny VisionEncoderDecoderModel (ViT encoder: 16 x 16 images, 4 x 4 patches, one block;
-    GPT-2 decoder: one block) with random weights, float64, eval mode. Its ViT layers output
-    (B, 1 + 16, C) tokens: explain them with ``reshape="tokens"``."""
+    GPT-2 decoder: one block) with random weights, float64, eval mode. Its ViT layers (and
+    :data:`HF_LAYER`) output (B, 1 + 16, C) tokens: explain them with ``reshape="tokens"``."""
     from transformers import (
         GPT2Config,
         VisionEncoderDecoderConfig,
@@ -137,4 +139,4 @@ def hf_captioner(seed: int = 0, vocab: int = 20) -> nn.Module:
     return VisionEncoderDecoderModel(config=cfg).to(DTYPE).eval()
 
 
-HF_LAYER = "encoder.layers.0"
+HF_LAYER = "encoder.layernorm"  # the ViT's last output (B, 1 + 16, C), which the decoder reads
