@@ -3,7 +3,10 @@
 A target is anything that picks, from the model's output, one differentiable score y^c per
 sample and explained item: class indices (an int, one per sample, a (B, K) tensor), the top-k
 classes, or a callable ``f(output) -> (B,) or (B, K)`` for tuple, dict and Hugging Face style
-outputs, caption log-probabilities, VQA answers or policy actions.
+outputs, caption log-probabilities, VQA answers or policy actions. Class indices read the
+output's ``.logits`` or ``["logits"]`` when it has one (:func:`output_tensor`). Callables whose
+scores depend on per-sample data implement :class:`SampleTarget` (camlens's caption and answer
+targets in :mod:`camlens.tasks` do).
 """
 
 from __future__ import annotations
