@@ -196,3 +196,11 @@ def test_errors_at_call_time(make: Any, logits: torch.Tensor, match: str) -> Non
 def test_errors_at_construction(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(TargetError, match=match):
         CaptionTarget(**kw)
+
+
+def test_the_target_keeps_its_own_copy_of_the_caption() -> None:
+    tokens = TOKENS.clone()
+    target = CaptionTarget(tokens, words=[1])
+    tokens[1] = 0  # the caller reuses its buffer
+    got = target(TABLE[TOKENS][None])
+    torch.testing.assert_close(got[0, 1], torch.tensor(math.log(1 / 2), dtype=DTYPE))

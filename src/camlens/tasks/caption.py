@@ -40,7 +40,7 @@ def _ids(tokens: Any) -> torch.Tensor:
     if t.dim() != 2 or t.shape[1] == 0:
         raise TargetError(f"caption tokens must be (T,) or (B, T) ids, got shape "
                           f"{tuple(t.shape)}")
-    return t.long()
+    return t.detach().long().clone()  # the target's own copy: later edits of the caller's miss it
 
 
 def _positions(words: Any, tokens: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ def _positions(words: Any, tokens: torch.Tensor) -> torch.Tensor:
         raise TargetError(f"words must be positions in the caption (ints), got {words!r}") from err
     if (w.is_floating_point() and w.numel()) or w.dtype == torch.bool:
         raise TargetError(f"word positions must be integers, got dtype {w.dtype}")
-    w = w.long()
+    w = w.detach().long().clone()
     if w.dim() == 0:
         w = w[None]
     if w.dim() == 1:
@@ -69,7 +69,7 @@ def _positions(words: Any, tokens: torch.Tensor) -> torch.Tensor:
     return w
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compared by identity
 class CaptionTarget:
     """Scores of a given caption, (B, K): ``[log p(caption)] + [log p(word) for each word]``.
 

@@ -32,7 +32,7 @@ def _answers(value: Any, name: str) -> torch.Tensor:
         raise TargetError(f"{name} must be answer indices (ints), got {value!r}") from err
     if (a.is_floating_point() and a.numel()) or a.dtype == torch.bool:
         raise TargetError(f"{name} must be integer answer indices, got dtype {a.dtype}")
-    a = a.long()
+    a = a.detach().long().clone()  # the target's own copy
     while a.dim() < 2:
         a = a[None]
     if a.dim() != 2 or a.shape[1] == 0:
@@ -41,7 +41,7 @@ def _answers(value: Any, name: str) -> torch.Tensor:
     return a
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: compared by identity
 class AnswerTarget:
     """Scores (B, K) of K answers: y^a, or y^a - y^b against ``versus`` b.
 
