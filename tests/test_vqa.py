@@ -16,6 +16,14 @@ from text_models import DTYPE, TinyVQA, build
 ANSWERS = ["red", "yellow", "yellow and red", "blue", "two", "yes"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Any:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # toy models: intra-op threads only add hand-off time
+    yield
+    torch.set_num_threads(previous)
+
+
 class GatedAnswers(nn.Module):
     """y^a = sum_c GAP(A)_c g_c W[a, c] with g = question @ G: dy^a/dA^c_ij = g_c W[a, c] / Z
     at every one of the Z positions, so alpha^a_c (Eq. 1, their mean) = g_c W[a, c] / Z."""
