@@ -171,6 +171,14 @@ def test_occlusion_refuses_a_callable_target_bound_to_the_batch() -> None:
         camlens.explain(model, (torch.rand(2, 3, 16, 16, dtype=DTYPE), tokens),
                         method="occlusion", target=first_step, window=8, stride=8)
 
+    def gathered(output: torch.Tensor) -> torch.Tensor:  # the caller's (2, T) tokens: fails
+        onehot = torch.nn.functional.one_hot(tokens[:, 1:], output.shape[-1])
+        return (output.log_softmax(-1)[:, :-1] * onehot).sum(-1)  # (9, ..) * (2, ..)
+
+    with pytest.raises(TargetError, match=r"failed on them .*at\(sample\)"):
+        camlens.explain(model, (torch.rand(2, 3, 16, 16, dtype=DTYPE), tokens),
+                        method="occlusion", target=gathered, window=8, stride=4)
+
 
 def test_word_positions_pad_with_minus_one() -> None:
     tokens = torch.tensor([[0, 3, 9, 4, 1], [0, 9, 9, 1, 2]])
