@@ -284,20 +284,28 @@ def test_target_forms_agree() -> None:
     assert single.maps.shape == (1, 2, 8, 8)
 
 
-def test_tuple_and_dict_outputs_need_a_callable_target() -> None:
+@pytest.mark.parametrize("key", ["logits", "scores"])
+def test_dict_outputs_take_class_indices_from_logits_else_need_a_callable(key: str) -> None:
+    """A ModelOutput-like dict with a "logits" entry is read like ``.logits``; any other dict
+    (and a tuple) needs a callable target."""
     class Dict(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.net = prepared_model()
 
         def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"logits": self.net(x), "aux": x.mean()}
+            return {key: self.net(x), "aux": x.mean()}
 
     model, x = Dict().eval(), torch.randn(1, 3, 8, 8)
-    with pytest.raises(TargetError, match="callable"):
-        camlens.explain(model, x, layer="net.features", target=2)
-    ex = camlens.explain(model, x, layer="net.features", target=lambda o: o["logits"][:, 2])
     ref = camlens.explain(model.net, x, layer="features", target=2)
+    if key == "logits":
+        by_index = camlens.explain(model, x, layer="net.features", target=2)
+        torch.testing.assert_close(by_index.raw, ref.raw)
+        torch.testing.assert_close(by_index.output, ref.output)
+    else:
+        with pytest.raises(TargetError, match="callable"):
+            camlens.explain(model, x, layer="net.features", target=2)
+    ex = camlens.explain(model, x, layer="net.features", target=lambda o: o[key][:, 2])
     torch.testing.assert_close(ex.raw, ref.raw)
 
 

@@ -14,16 +14,22 @@ from camlens.errors import (
 )
 from camlens.explanation import Explanation
 from camlens.methods import METHODS
+from camlens.targets import SampleTarget
+from camlens.tasks import AnswerTarget, CaptionTarget, word_positions
 
 __version__ = "0.1.0"
 __all__ = [
     "METHODS",
+    "AnswerTarget",
+    "CaptionTarget",
     "ExplainError",
     "Explanation",
     "InputError",
     "LayerError",
     "NonFiniteError",
     "OptionError",
+    "SampleTarget",
     "TargetError",
     "explain",
+    "word_positions",
 ]

@@ -57,7 +57,9 @@ def explain(
     ``inputs``: the image batch (B, C, H, W), or a tuple of inputs (``image_index`` says which
     is the image, e.g. image + question). ``layer``: a dotted name, a module, or a list of them
     (maps fused). ``target``: None (top-1 class), an int, one int per sample, a (B, K) tensor, or
-    a callable from the output to (B,) or (B, K) scores; or ``top_k=K`` instead. ``options`` are
+    a callable from the output to (B,) or (B, K) scores (e.g. :class:`camlens.CaptionTarget`,
+    :class:`camlens.AnswerTarget`); or ``top_k=K`` instead. Class indices read ``output.logits``
+    or ``output["logits"]`` when the model returns such an object. ``options`` are
     the methods' keywords (e.g. ``counterfactual=True``, ``pooling="gmp"``, ``relu=False``,
     ``backward="guided"``; ``window``/``stride`` for occlusion); with several methods each
     option goes to the methods that take it. ``reshape``: how a layer's

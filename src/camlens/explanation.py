@@ -23,7 +23,8 @@ class Explanation:
     - ``weights``: (B, K, C) neuron importances alpha_k^c (Eq. 1), or None where a method has none.
     - ``scores``: (B, K) the explained scores y^c.
     - ``targets``: (B, K) class indices that were explained, or None for callable targets.
-    - ``output``: the model's output on the input (detached) when it is a tensor, else None.
+    - ``output``: the model's output on the input (detached) when it is a tensor, or its
+      ``.logits`` / ``["logits"]`` tensor; else None.
     """
 
     method: str

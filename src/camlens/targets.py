@@ -3,15 +3,18 @@
 A target is anything that picks, from the model's output, one differentiable score y^c per
 sample and explained item: class indices (an int, one per sample, a (B, K) tensor), the top-k
 classes, or a callable ``f(output) -> (B,) or (B, K)`` for tuple, dict and Hugging Face style
-outputs, caption log-probabilities, VQA answers or policy actions.
+outputs, caption log-probabilities, VQA answers or policy actions. Class indices read the
+output's ``.logits`` or ``["logits"]`` when it has one (:func:`output_tensor`). Callables whose
+scores depend on per-sample data implement :class:`SampleTarget` (camlens's caption and answer
+targets in :mod:`camlens.tasks` do).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import torch
 
@@ -23,9 +26,38 @@ TargetSpec: TypeAlias = (
 )
 
 
+@runtime_checkable
+class SampleTarget(Protocol):
+    """A callable target whose scores depend on per-sample data (a caption's tokens, each
+    sample's answer): ``at(s)`` is the target for sample ``s`` alone, applied to the outputs of
+    N copies of that sample (occlusion runs the model on a batch of occluded copies)."""
+
+    def __call__(self, output: Any) -> torch.Tensor: ...
+
+    def at(self, sample: int) -> TargetFn: ...
+
+
+def for_sample(target: TargetSpec, sample: int) -> TargetSpec:
+    """The target for a batch of copies of sample ``sample``: ``target.at(sample)`` for a
+    :class:`SampleTarget`, the target itself otherwise (class indices are resolved per sample
+    by the caller)."""
+    return target.at(sample) if isinstance(target, SampleTarget) else target
+
+
+def output_tensor(output: Any) -> Any:
+    """The score tensor of a model's output: ``output.logits`` for Hugging Face style objects,
+    ``output["logits"]`` for dicts (a ``ModelOutput`` is both), else ``output`` itself."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, Mapping):
+        logits = output.get("logits")
+    return output if logits is None else logits
+
+
 def logits_of(output: Any) -> torch.Tensor:
     """The (B, N) class-score tensor of ``output``, or a :class:`TargetError` saying what to do."""
-    logits = getattr(output, "logits", output)  # Hugging Face style outputs carry .logits
+    logits = output_tensor(output)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         kind = (f"a tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor)
                 else type(output).__name__)

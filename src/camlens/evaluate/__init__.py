@@ -1,6 +1,7 @@
 """Evaluation of visual explanations, as in the Grad-CAM paper (Selvaraju et al., ICCV 2017 /
 IJCV 2019): weakly-supervised localisation (Sec. 4.1), the pointing game (Sec. 4.3), faithfulness
-by rank correlation (Sec. 5.3), RISE deletion / insertion curves, and ground-truth readers.
+by rank correlation (Sec. 5.3), RISE deletion / insertion curves, the captioning and VQA
+measurements (Sec. 8, :mod:`~camlens.evaluate.language`), and ground-truth readers.
 
 - metrics, pure functions over numpy arrays (torch tensors are accepted and converted):
   :mod:`~camlens.evaluate.localization`, :mod:`~camlens.evaluate.pointing`,
@@ -42,6 +43,12 @@ from camlens.evaluate.faithfulness import (
     rank_correlation,
     rankdata,
     resize_map,
+)
+from camlens.evaluate.language import (
+    MeanSEM,
+    mask_rank_correlation,
+    mean_sem,
+    word_pointing_hit,
 )
 from camlens.evaluate.localization import (
     RELATIVE_TO,
@@ -87,6 +94,7 @@ __all__ = [
     "LocalizationResult",
     "LocalizationSummary",
     "MapCache",
+    "MeanSEM",
     "PointingResult",
     "PointingSummary",
     "PointingTrial",
@@ -114,8 +122,10 @@ __all__ = [
     "localization_error",
     "localization_maps",
     "localization_table",
+    "mask_rank_correlation",
     "mask_to_box",
     "max_locations",
+    "mean_sem",
     "pointing_game",
     "pointing_hit",
     "polygon_mask",
@@ -132,4 +142,5 @@ __all__ = [
     "rle_encode",
     "to_unit_tensor",
     "wnid_to_index",
+    "word_pointing_hit",
 ]

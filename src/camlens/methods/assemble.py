@@ -10,6 +10,7 @@ from camlens import maps
 from camlens.evidence import Evidence, require_finite
 from camlens.explanation import Explanation
 from camlens.methods.registry import Job
+from camlens.targets import output_tensor
 
 
 def heatmaps(job: Job, raws: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,7 +29,7 @@ def result(job: Job, ev: Evidence, method: str, maps_: torch.Tensor, raw: torch.
            weights: torch.Tensor | None, **options: Any) -> Explanation:
     """The frozen record, every tensor detached and contiguous; a non-finite map is an error."""
     require_finite(raw.detach(), f"the {method} map's values")
-    out = getattr(ev.output, "logits", ev.output)
+    out = output_tensor(ev.output)
     return Explanation(
         method=method,
         maps=maps_.detach().contiguous(),  # whatever layout the model ran in

@@ -43,6 +43,7 @@ from camlens.models.bundled import (
     preprocess_capped,
 )
 from camlens.models.efficientnet_lite import DEFAULT_LAYER
+from camlens.targets import output_tensor
 
 Preprocess = Callable[[Image.Image], torch.Tensor]
 
@@ -194,7 +195,7 @@ def num_classes(model: nn.Module, input_size: int, device: torch.device, spec: s
         raise user_code_error(
             f"--model {spec}: a forward pass on a (1, 3, {input_size}, {input_size}) image", exc
         ) from exc
-    logits = getattr(out, "logits", out)
+    logits = output_tensor(out)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         got = (f"a tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor)
                else type(out).__name__)
