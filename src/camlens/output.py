@@ -205,7 +205,11 @@ def _write_maps(maps: Mapping[str, torch.Tensor], classes: list[int], names: lis
                 saved = m.astype(np.float16)
                 if add is not None:
                     add(f"{name}/{cls}", saved)
-                is_empty = bool(saved.max() == saved.min())  # e.g. nothing against the class
+                # constant as saved (e.g. nothing against the class); float16 rounding is
+                # monotone, so the float16 extremes are the rounded float32 ones (and float16
+                # reductions are slow in numpy)
+                lo, hi = np.float16(m.min()), np.float16(m.max())
+                is_empty = bool(hi == lo)
                 if is_empty:
                     empty.append(f"{name}/{cls}")
                 if not pictures:
