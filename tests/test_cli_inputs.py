@@ -330,7 +330,8 @@ def test_explain_dot_twice_never_reads_its_outputs(
     assert code == 2
     assert err[0] == (f"camlens: warning: {inside}: skipped: it is inside the output folder "
                       "--out explanations, and camlens never reads its own outputs")
-    assert "every input is inside the output folder" in err[1] and len(err) == 2
+    assert err[1] == ("camlens: error: every input is inside the output folder --out "
+                      "explanations; give inputs outside it, or another --out") and len(err) == 2
 
 
 # --------------------------------------------------------------------------- what stderr gets
@@ -383,3 +384,12 @@ def test_help_and_readme_say_a_model_file_runs(capsys: pytest.CaptureFixture[str
     assert "path/to/file.py:FACTORY" in text and "so its code runs" in text
     readme = " ".join(README.read_text().split())
     assert "--model path/to/file.py:FACTORY" in readme and "its code runs" in readme
+
+
+def test_out_may_be_several_folders_deep(tmp_path: Path, nets: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "not" / "yet" / "there"
+    code, stdout, err = explain(capsys, nets, photo(tmp_path / "p.png"), "--out", out,
+                                "--method", "gradcam", "--save", "json")
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "p").iterdir()) == ["explanation.json"]
