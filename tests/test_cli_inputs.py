@@ -393,3 +393,21 @@ def test_out_may_be_several_folders_deep(tmp_path: Path, nets: Path,
                                 "--method", "gradcam", "--save", "json")
     assert code == 0, err
     assert sorted(p.name for p in (out / "p").iterdir()) == ["explanation.json"]
+
+
+def test_the_progress_bar_is_erased_at_the_end(tmp_path: Path, nets: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import camlens.cli.explain as cli_explain
+
+    monkeypatch.setattr(cli_explain, "is_terminal", lambda stream: True)  # stderr "is" one
+    for i in range(2):
+        photo(tmp_path / f"p{i}.png", seed=i)
+    code = main(["explain", str(tmp_path / "p0.png"), str(tmp_path / "p1.png"), "--out",
+                 str(tmp_path / "out"), "--model", f"{nets}:build", "--layer", "features.3",
+                 "--input-size", "16", "--method", "gradcam", "--save", "json"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "image/s" in err or "s/image" in err, err  # the bar was drawn
+    last = err.rsplit("\r", 1)[-1] if "\r" in err else err
+    assert "2/2" not in last and err.endswith("\r"), repr(err[-200:])  # then erased
