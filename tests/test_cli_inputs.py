@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -411,3 +412,40 @@ def test_the_progress_bar_is_erased_at_the_end(tmp_path: Path, nets: Path,
     assert "image/s" in err or "s/image" in err, err  # the bar was drawn
     last = err.rsplit("\r", 1)[-1] if "\r" in err else err
     assert "2/2" not in last and err.endswith("\r"), repr(err[-200:])  # then erased
+
+
+def test_help_lists_explain_with_its_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+explain\s+explain photos: heatmaps, pixel-space maps, Figure 1, "
+                     r"maps\.npz$", out, re.MULTILINE), out
+
+
+def test_summary_line_gives_the_mean_explain_time_per_image(
+        tmp_path: Path, nets: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import camlens.pipeline.images as images
+
+    ticks = iter(range(1000))  # each reading of the batch clock: one second later
+    monkeypatch.setattr(images, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    a = photo(tmp_path / "a.png", (20, 20))
+    b = photo(tmp_path / "b.png", (30, 20))  # another shape: a batch of its own
+    code, stdout, err = explain(capsys, nets, a, b, "--out", tmp_path / "out", "--method",
+                                "gradcam", "--save", "json")
+    assert code == 0, err
+    assert "explained 2 image(s) in " in stdout
+    assert "(1.00s per image in camlens.explain)" in stdout, stdout
+
+
+def test_default_output_side_is_twice_the_input_size_when_that_is_larger(
+        tmp_path: Path, nets: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --input-size 400: maps from a 400-pixel input are written at up to 800 pixels (> 768)
+    big = photo(tmp_path / "big.png", (1000, 400))
+    code = main(["explain", str(big), "--out", str(tmp_path / "out"), "--model",
+                 f"{nets}:build", "--layer", "features.3", "--input-size", "400",
+                 "--method", "gradcam", "--save", "json"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "out" / "big" / "explanation.json").read_text())
+    assert record["output_size"] == {"height": 320, "width": 800}
