@@ -449,3 +449,14 @@ def test_default_output_side_is_twice_the_input_size_when_that_is_larger(
     assert code == 0, capsys.readouterr().err
     record = json.loads((tmp_path / "out" / "big" / "explanation.json").read_text())
     assert record["output_size"] == {"height": 320, "width": 800}
+
+
+def test_explain_help_describes_the_outputs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert ("Explain the model's decisions on images. For each image writes OUT/<stem>/: "
+            "<method>_<class>.png, summary.png (Figure 1), maps.npz (compressed; "
+            "<method>/<class> -> float16 maps in [0, 1] at the photo's resolution, up to "
+            "--max-output-side) and explanation.json; --save chooses among them "
+            "(camlens.output.load reads a folder back). Folders are searched recursively, "
+            "skipping hidden ones and OUT.") in text
