@@ -460,3 +460,6 @@ def test_explain_help_describes_the_outputs(capsys: pytest.CaptureFixture[str]) 
             "--max-output-side) and explanation.json; --save chooses among them "
             "(camlens.output.load reads a folder back). Folders are searched recursively, "
             "skipping hidden ones and OUT.") in text
+    assert "IMAGE_OR_FOLDER [IMAGE_OR_FOLDER ...]" in text
+    assert ("--layer NAME dotted layer name for Grad-CAM (default: the model's default layer; "
+            "`camlens layers` lists them) ") in text
