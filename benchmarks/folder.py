@@ -32,7 +32,7 @@ standard library's clocks (``time.perf_counter``) and ``resource`` are used.
 
     python benchmarks/folder.py                      # 256 photos, 5 rounds, all jobs
     python benchmarks/folder.py --photos 64 --rounds 3 --jobs maps,png
-    python benchmarks/folder.py --profile maps       # cProfile of one job, top 30 lines
+    python benchmarks/folder.py --profile maps       # cProfile of one job, its threads too
 """
 
 from __future__ import annotations
@@ -299,17 +299,49 @@ def _commit() -> str:
 
 
 def profile(args: argparse.Namespace, work: Path) -> None:
+    """cProfile of one job: the main thread (batching, explaining), and for the ``camlens
+    explain`` jobs the loader and writer stages too (each stage's calls go through one
+    profiler under a lock, so the profiled run loads and writes one image at a time)."""
+    import threading
+
     import torch
+
+    from camlens.pipeline import images
 
     torch.set_num_threads(args.threads)
     folder = work / "photos"
     paths = make_photos(folder, args.photos)
     run = job(args.profile, folder, paths, work / "out", args.batch_size)
     run()  # warm
-    prof = cProfile.Profile()
-    prof.runcall(run)
-    pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
-    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    stages = {"load": cProfile.Profile(), "write": cProfile.Profile()}
+    lock = threading.Lock()
+    originals = {name: getattr(images._Run, name) for name in stages}
+
+    def profiled(name: str) -> Callable[..., Any]:
+        def call(self: Any, *a: Any) -> Any:
+            with lock:
+                stages[name].enable()
+                try:
+                    return originals[name](self, *a)
+                finally:
+                    stages[name].disable()
+
+        return call
+
+    for name in stages:
+        setattr(images._Run, name, profiled(name))
+    main_thread = cProfile.Profile()
+    try:
+        main_thread.runcall(run)
+    finally:
+        for name, original in originals.items():
+            setattr(images._Run, name, original)
+    for title, prof in [("main thread", main_thread), *stages.items()]:
+        if not prof.getstats():
+            continue
+        print(f"==================== {title}")
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(20)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(20)
 
 
 def main() -> None:

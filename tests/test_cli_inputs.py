@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -330,7 +331,8 @@ def test_explain_dot_twice_never_reads_its_outputs(
     assert code == 2
     assert err[0] == (f"camlens: warning: {inside}: skipped: it is inside the output folder "
                       "--out explanations, and camlens never reads its own outputs")
-    assert "every input is inside the output folder" in err[1] and len(err) == 2
+    assert err[1] == ("camlens: error: every input is inside the output folder --out "
+                      "explanations; give inputs outside it, or another --out") and len(err) == 2
 
 
 # --------------------------------------------------------------------------- what stderr gets
@@ -383,3 +385,81 @@ def test_help_and_readme_say_a_model_file_runs(capsys: pytest.CaptureFixture[str
     assert "path/to/file.py:FACTORY" in text and "so its code runs" in text
     readme = " ".join(README.read_text().split())
     assert "--model path/to/file.py:FACTORY" in readme and "its code runs" in readme
+
+
+def test_out_may_be_several_folders_deep(tmp_path: Path, nets: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "not" / "yet" / "there"
+    code, stdout, err = explain(capsys, nets, photo(tmp_path / "p.png"), "--out", out,
+                                "--method", "gradcam", "--save", "json")
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "p").iterdir()) == ["explanation.json"]
+
+
+def test_the_progress_bar_is_erased_at_the_end(tmp_path: Path, nets: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import camlens.cli.explain as cli_explain
+
+    monkeypatch.setattr(cli_explain, "is_terminal", lambda stream: True)  # stderr "is" one
+    for i in range(2):
+        photo(tmp_path / f"p{i}.png", seed=i)
+    code = main(["explain", str(tmp_path / "p0.png"), str(tmp_path / "p1.png"), "--out",
+                 str(tmp_path / "out"), "--model", f"{nets}:build", "--layer", "features.3",
+                 "--input-size", "16", "--method", "gradcam", "--save", "json"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "image/s" in err or "s/image" in err, err  # the bar was drawn
+    last = err.rsplit("\r", 1)[-1] if "\r" in err else err
+    assert "2/2" not in last and err.endswith("\r"), repr(err[-200:])  # then erased
+
+
+def test_help_lists_explain_with_its_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+explain\s+explain photos: heatmaps, pixel-space maps, Figure 1, "
+                     r"maps\.npz$", out, re.MULTILINE), out
+
+
+def test_summary_line_gives_the_mean_explain_time_per_image(
+        tmp_path: Path, nets: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import camlens.pipeline.images as images
+
+    ticks = iter(range(1000))  # each reading of the batch clock: one second later
+    monkeypatch.setattr(images, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks)))
+    a = photo(tmp_path / "a.png", (20, 20))
+    b = photo(tmp_path / "b.png", (30, 20))  # another shape: a batch of its own
+    code, stdout, err = explain(capsys, nets, a, b, "--out", tmp_path / "out", "--method",
+                                "gradcam", "--save", "json")
+    assert code == 0, err
+    assert "explained 2 image(s) in " in stdout
+    assert "(1.00s per image in camlens.explain)" in stdout, stdout
+
+
+def test_default_output_side_is_twice_the_input_size_when_that_is_larger(
+        tmp_path: Path, nets: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # --input-size 400: maps from a 400-pixel input are written at up to 800 pixels (> 768)
+    big = photo(tmp_path / "big.png", (1000, 400))
+    code = main(["explain", str(big), "--out", str(tmp_path / "out"), "--model",
+                 f"{nets}:build", "--layer", "features.3", "--input-size", "400",
+                 "--method", "gradcam", "--save", "json"])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "out" / "big" / "explanation.json").read_text())
+    assert record["output_size"] == {"height": 320, "width": 800}
+
+
+def test_explain_help_describes_the_outputs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert ("Explain the model's decisions on images. For each image writes OUT/<stem>/: "
+            "<method>_<class>.png, summary.png (Figure 1), maps.npz (compressed; "
+            "<method>/<class> -> float16 maps in [0, 1] at the photo's resolution, up to "
+            "--max-output-side) and explanation.json; --save chooses among them "
+            "(camlens.output.load reads a folder back). Folders are searched recursively, "
+            "skipping hidden ones and OUT.") in text
+    assert "IMAGE_OR_FOLDER [IMAGE_OR_FOLDER ...]" in text
+    assert ("--layer NAME dotted layer name for Grad-CAM (default: the model's default layer; "
+            "`camlens layers` lists them) ") in text

@@ -421,3 +421,41 @@ def test_curves_blur_baseline_is_scipys_default_blur() -> None:
     seen.clear()
     deletion_curve(score, img, heat, steps=4, baseline="blur")
     np.testing.assert_allclose(seen[-1].numpy(), blurred, rtol=0, atol=1e-5)
+
+
+def test_pointing_trials_every_ground_truth_class_also_outside_the_top_k(
+        scenes: list[Any], capsys: pytest.CaptureFixture[str]) -> None:
+    # top-1 of an untrained net: most ground-truth classes are not its top class, and each is
+    # still one trial of the standard game (and the top class one trial of the top-k game)
+    from camlens.evaluate.tasks.pointing import held_out_positions
+
+    s = evaluate_pointing(tiny_gapnet(), scenes, top_k=1, held_out=0.5, progress=True)
+    assert "pointing gradcam" in capsys.readouterr().err  # the progress bar, as asked
+    held = held_out_positions(len(scenes), 0.5)
+    test = [sc for i, sc in enumerate(scenes) if i not in held]
+    assert s.trials == sum(len(set(sc.labels)) for sc in test)
+    assert s.trials_topk == len(test) and s.n_images == len(test)
+    assert s.n_held_out == len(held) == 3
+
+
+def test_pointing_takes_the_callers_preprocess_and_separate_held_out_samples(
+        scenes: list[Any]) -> None:
+    from camlens.evaluate import to_unit_tensor
+
+    seen: list[tuple[int, int]] = []
+
+    def preprocess(img: Image.Image) -> torch.Tensor:
+        seen.append(img.size)
+        return to_unit_tensor(img)
+
+    import dataclasses
+
+    from camlens.evaluate.synthetic_data import scenes_to_samples
+
+    samples = list(scenes_to_samples(scenes))
+    held = [dataclasses.replace(x, image_id=f"held-{i}") for i, x in enumerate(samples[4:])]
+    s = evaluate_pointing(tiny_gapnet(), samples[:4], preprocess=preprocess, top_k=1,
+                          held_out=held, progress=False)
+    assert len(seen) == len(scenes)  # every image, test and held-out, went through it
+    assert (s.n_images, s.n_held_out) == (4, 2)
+    assert s.trials == sum(len(set(sc.labels)) for sc in scenes[:4])

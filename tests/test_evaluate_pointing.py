@@ -192,3 +192,32 @@ def test_threshold_extremes_and_ties():
     assert choose_rejection_threshold(ts) == -math.inf
     with pytest.raises(ValueError):
         choose_rejection_threshold([])
+
+
+def test_held_out_fraction_must_lie_strictly_between_0_and_1():
+    from camlens.evaluate.tasks.pointing import held_out_positions
+
+    assert held_out_positions(4, 0.5) == {1, 3}
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="held_out must be a fraction in"):
+            held_out_positions(4, bad)
+
+
+def test_summary_counts_held_out_images_and_names_a_missing_held_out_set():
+    from camlens.evaluate.tasks.pointing import PointingRow, summarize
+
+    def image(split, hit):
+        return [PointingRow(split=split, class_index=0, rank=1, in_topk=True, is_gt=True,
+                            present=True, hit=hit, evidence=1.0)]
+
+    images = [image("held_out", True), image("held_out", False), image("test", True)]
+    s = summarize(images, top_k=1, tolerance=15, method="gradcam")
+    assert (s.n_held_out, s.n_images, s.trials) == (2, 1, 1)
+    test = [PointingTrial(present=True, hit=True, evidence=1.0)]
+    assert s.threshold == choose_rejection_threshold(
+        [PointingTrial(present=True, hit=h, evidence=1.0) for h in (True, False)])
+    assert s.accuracy_rejection == pointing_game(test, s.threshold).accuracy
+    assert s.accuracy_topk == s.accuracy == 1.0
+    with pytest.raises(ValueError) as err:
+        summarize([image("test", True)], top_k=1, tolerance=15)
+    assert str(err.value) == "no held-out trials to choose the rejection threshold on"

@@ -73,6 +73,16 @@ def test_another_configuration_is_refused_naming_what_differs(tmp_path):
     other = dict(CONFIG, threshold=0.3)
     with pytest.raises(DataError, match=r"threshold: 0\.15 there, 0\.3 now.*resume=False"):
         RowStore(path, Row, other, resume=True)
+    # every key that differs, also one only one side has; nothing else; the way out last
+    changed = {**CONFIG, "threshold": 0.3, "task": "other", "new": 1}
+    del changed["options"]
+    with pytest.raises(DataError) as err:
+        RowStore(path, Row, changed, resume=True)
+    message = str(err.value)
+    assert ("(new: None there, 1 now; options: {'relu': True, 'pooling': 'gap'} there, None "
+            "now; task: 'demo' there, 'other' now; threshold: 0.15 there, 0.3 now); use "
+            "another CSV file") in message
+    assert message.endswith("resume=False (--no-resume) to start it over")
     (tmp_path / "rows.csv.config.json").unlink()  # without the sidecar: the hashes only
     with pytest.raises(DataError, match=config_hash(other)):
         RowStore(path, Row, other, resume=True)
@@ -103,7 +113,7 @@ def test_an_image_cut_short_is_dropped_and_redone(tmp_path, cut):
     assert list(store.done) == ["a"]  # "b" is not done: it will be redone
     store.add("b", rows(3))
     store.close()
-    assert path.read_text() == whole
+    assert path.read_bytes() == whole.encode()  # bytes: the rewrite ends its lines in "\n" too
 
 
 def test_a_failed_rewrite_keeps_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
@@ -131,3 +141,16 @@ def test_without_a_path_rows_stay_in_memory():
     assert store.done == {"a": rows(2)}
     with pytest.raises(TypeError, match="dataclasses"):
         RowStore(None, dict, CONFIG)
+
+
+def test_missing_folders_are_made_and_a_tiny_file_is_not_taken_for_empty(tmp_path):
+    path = tmp_path / "a" / "b" / "rows.csv"
+    with RowStore(path, Row, CONFIG) as store:
+        store.add("a", rows(1))
+    sidecar = json.loads((tmp_path / "a" / "b" / "rows.csv.config.json").read_text())
+    assert sidecar == {"config_hash": config_hash(CONFIG), "config": CONFIG}
+    assert (tmp_path / "a" / "b" / "rows.csv.config.json").read_text().count("\n") > 3  # readable
+    path.write_text("x")  # one byte: not a file to start over silently
+    with pytest.raises(DataError, match="columns"):
+        RowStore(path, Row, CONFIG)
+    assert path.read_text() == "x"

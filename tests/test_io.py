@@ -519,3 +519,19 @@ def test_npz_writer_round_trip_compressed(tmp_path: Path) -> None:
         add("a", smooth)
         raise RuntimeError("writer crashed")
     assert [p.name for p in tmp_path.iterdir()] == ["maps.npz"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (37, 61), (480, 640)])
+def test_png_bytes_decode_to_the_same_pixels(tmp_path: Path, shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(shape))
+    rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    rgb[: shape[0] // 2] = rgb[: shape[0] // 2].cumsum(axis=1, dtype=np.uint8)  # smooth + wrap
+    path = tmp_path / "a.png"
+    path.write_bytes(cio.png_bytes(rgb))
+    with Image.open(path) as img:
+        img.load()
+        assert img.format == "PNG" and img.mode == "RGB" and img.size == shape[::-1]
+        assert np.array_equal(np.asarray(img), rgb)
+    for bad in (rgb.astype(np.float32), rgb[..., :2], np.zeros((0, 4, 3), np.uint8)):
+        with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+            cio.png_bytes(bad)

@@ -86,3 +86,44 @@ def test_a_prefix_must_be_a_plain_name() -> None:
 def test_unknown_spec_names_the_forms() -> None:
     with pytest.raises(CliError, match=r"did you mean efficientnet_lite0\?.*synthetic:NAME"):
         load_model("efficientnet_lite")
+
+
+def test_evaluation_runs_the_registrys_record_for_every_model_form() -> None:
+    import camlens.evaluate as ev
+    from camlens.evaluate import resolve_model, to_unit_tensor
+    from camlens.synthetic import CLASSES, DEFAULT_LAYERS, NETS
+
+    assert not hasattr(ev, "ResolvedModel")  # one record, the registry's
+    img = Image.new("RGB", (80, 50), (255, 0, 51))
+    spec = resolve_model("synthetic:gapnet")
+    assert isinstance(spec, ModelRecord) and spec.name == "synthetic:gapnet"
+    assert spec.preprocess is to_unit_tensor and spec.input_size is None  # pixels as they are
+    assert tuple(spec.preprocess(img).shape) == (3, 50, 80)
+    assert spec.labels == list(CLASSES) and spec.default_layer == DEFAULT_LAYERS["gapnet"]
+    assert resolve_model(spec) is spec
+    assert resolve_model(spec, default_layer="x").default_layer == "x"
+    own = resolve_model(spec, preprocess=lambda im: torch.zeros(3, 2, 2))
+    assert (own.input_size, own.mean, own.std) == (None, None, None) and own.labels == spec.labels
+
+    net = NETS["gapnet"]().train()
+    bare = resolve_model(net)
+    assert isinstance(bare, ModelRecord) and bare.model is net and net.training
+    assert bare.default_layer == DEFAULT_LAYERS["gapnet"] and bare.name == type(net).__name__
+    assert bare.labels == [] and bare.labels_source == "none" and bare.num_classes is None
+    assert bare.mean == (0.0, 0.0, 0.0) and bare.std == (1.0, 1.0, 1.0)
+    assert torch.equal(bare.preprocess(img), to_unit_tensor(img))
+    with pytest.raises(CliError, match="number of classes"):
+        bare.classes()
+    with pytest.raises(CliError, match="input size"):
+        bare.side()
+
+    class Bundle:
+        model = nn.Linear(2, 2)
+        labels = ("no", "yes")
+        name = "mine"
+
+    duck = resolve_model(Bundle())
+    assert duck.labels == ["no", "yes"] and duck.num_classes == 2 and duck.name == "mine"
+    assert duck.preprocess is to_unit_tensor and duck.default_layer is None
+    with pytest.raises(TypeError, match="spec string"):
+        resolve_model(3)

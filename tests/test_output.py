@@ -3,6 +3,7 @@ chooses what is written."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -170,3 +171,18 @@ def test_cli_save_bad_value_is_one_line_exit_2(tmp_path: Path, value: str,
     assert err.splitlines() == [
         f"camlens explain: error: argument --save: expected a comma list of maps, png, "
         f"summary, json, all, got {value!r} (see camlens explain --help)"]
+
+
+def test_empty_maps_are_those_constant_in_float16(tmp_path: Path,
+                                                  explained: dict[str, Explanation]) -> None:
+    # a map that varies only below float16's resolution is saved constant, so it is listed as
+    # empty; one step of float16 more and it is not
+    e = explained["gradcam"]
+    maps = torch.full_like(e.maps, 0.5)
+    maps[0, 0, 0, 0] = 0.5 + 1e-4  # rounds to 0.5 in float16 (its step there is 4.9e-4)
+    maps[0, 1, 0, 0] = 0.5 + 5e-4
+    flat = dataclasses.replace(e, maps=maps)
+    output.save({"gradcam": flat}, photo(), tmp_path / "e", what=("json",))
+    record = json.loads((tmp_path / "e" / "explanation.json").read_text())
+    classes = e.targets[0].tolist()
+    assert record["empty_maps"] == [f"gradcam/{classes[0]}"]

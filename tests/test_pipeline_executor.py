@@ -330,3 +330,37 @@ def test_loads_overlap_compute():
     t0 = time.perf_counter()
     run(range(12), load, compute, batch_size=1, loaders=2)
     assert time.perf_counter() - t0 < 12 * 0.1 * 0.8
+
+
+def test_loading_on_the_callers_thread_reads_ahead_by_the_documented_window() -> None:
+    # loaders=0: load runs inline. The window holds 2 * batch_size = 4 loaded items and is
+    # topped up as each is taken: items 0-3, then 4 and 5 as 0 and 1 are taken; 1 fills the
+    # first batch.
+    events: list[Any] = []
+
+    def load(i: int) -> int:
+        events.append(("load", i))
+        return 10 * i
+
+    def compute(items: list[int], loaded: list[int]) -> list[int]:
+        events.append(("compute", items, loaded))
+        return loaded
+
+    report = run(range(9), load, compute, key=lambda x: 0, batch_size=2, loaders=0)
+    assert report.done == 9 and not report.failures
+    first = next(i for i, e in enumerate(events) if e[0] == "compute")
+    assert events[first] == ("compute", [0, 1], [0, 10])  # load got the items themselves
+    assert [e for e in events[:first]] == [("load", i) for i in range(6)]
+
+
+def test_too_many_open_batches_flush_the_oldest_first() -> None:
+    # every key distinct, so no batch fills: once more than 2 * batch_size items wait, the
+    # batch opened first is computed (then the rest at the end, in order of their first item)
+    order: list[list[int]] = []
+
+    def compute(items: list[int], loaded: list[int]) -> list[None]:
+        order.append(items)
+        return [None] * len(items)
+
+    run(range(7), lambda i: i, compute, key=lambda x: x, batch_size=2, loaders=0)
+    assert order == [[0], [1], [2], [3], [4], [5], [6]]

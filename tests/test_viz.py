@@ -108,6 +108,27 @@ def test_overlay_blends_a_hand_made_2x2_case() -> None:
         viz.overlay(image, heat, alpha=1.5)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 0.77, 1.0])
+def test_overlay_equals_the_float64_blend_and_binning(alpha: float) -> None:
+    # The blend is looked up and float32 maps are binned in float32: the bytes must equal
+    # the float64 formula, also at the bin edges k/256 and just below them.
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (40, 64, 3), dtype=np.uint8)
+    edges = np.arange(257) / 256
+    values = np.concatenate([edges, np.nextafter(edges.astype(np.float32), np.float32(0)),
+                             rng.random(40 * 64 - 2 * 257)])
+    heat64 = values.reshape(40, 64)
+    heat32 = heat64.astype(np.float32)
+    for heat in (heat32, heat64, torch.from_numpy(heat32)):
+        h = np.asarray(heat, dtype=np.float64)
+        idx = np.clip(np.floor(np.nan_to_num(h) * 256), 0, 255).astype(int)
+        colour = viz.colormap("jet")[idx].astype(np.float64)
+        ref = np.floor((1.0 - alpha) * image + alpha * colour + 0.5).clip(0, 255)
+        out = np.asarray(viz.overlay(image, heat, alpha=alpha))
+        assert np.array_equal(out, ref.astype(np.uint8))
+        assert np.array_equal(viz.apply_colormap(heat), viz.colormap("jet")[idx])
+
+
 def test_overlay_resizes_heatmap_like_torch_interpolate() -> None:
     # 2x2 -> 4x4 with values in quarters: bilinear weights 1/4, 3/4 make every value exact.
     heat = torch.tensor([[0.0, 1.0], [0.5, 0.25]])

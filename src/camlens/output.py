@@ -26,7 +26,6 @@ import json
 import os
 import re
 import zipfile
-import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,21 +164,17 @@ def save(explanations: Mapping[str, Explanation], image: Image.Image, folder: st
     return written
 
 
-PNG_OPTIONS: dict[str, Any] = {"compress_level": 1, "compress_type": zlib.Z_RLE}
-"""How the PNGs are compressed: zlib level 1 with run-length matching encodes a 600 x 400
-overlay in 14 ms where Pillow's default (level 6) takes 64 ms, for a file within 1% of the
-size (measured with Pillow 13; PNG encoding was most of the cost of writing a folder)."""
-
-
 NPZ_LEVEL = 1
 """zlib level of maps.npz: level 1 deflates a 600 x 400 float16 map in about half the time of
 the default 6, for a file about 2% larger."""
 
 
 def _png(img: Image.Image, path: Path) -> Path:
-    """Write ``img`` to ``path`` as PNG, atomically (:func:`camlens.io.atomic_path`)."""
-    with cio.atomic_path(path, make_parents=False) as tmp:
-        img.save(tmp, format="PNG", **PNG_OPTIONS)
+    """Write ``img`` to ``path`` as PNG (:func:`camlens.io.png_bytes`: one fixed row filter,
+    2.5x faster than Pillow's encoder, the file about 14% larger), atomically."""
+    data = cio.png_bytes(np.asarray(img if img.mode == "RGB" else img.convert("RGB")))
+    with cio.atomic_path(path, make_parents=False) as tmp, open(tmp, "xb") as fh:
+        fh.write(data)
     return path
 
 
@@ -205,7 +200,11 @@ def _write_maps(maps: Mapping[str, torch.Tensor], classes: list[int], names: lis
                 saved = m.astype(np.float16)
                 if add is not None:
                     add(f"{name}/{cls}", saved)
-                is_empty = bool(saved.max() == saved.min())  # e.g. nothing against the class
+                # constant as saved (e.g. nothing against the class); float16 rounding is
+                # monotone, so the float16 extremes are the rounded float32 ones (and float16
+                # reductions are slow in numpy)
+                lo, hi = np.float16(m.min()), np.float16(m.max())
+                is_empty = bool(hi == lo)
                 if is_empty:
                     empty.append(f"{name}/{cls}")
                 if not pictures:

@@ -167,9 +167,10 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(with_layer)}: {layer_hint(loaded.model)}; "
             f"`camlens layers --model {loaded.name}` lists them"
         )
-    if args.top_k is not None and args.top_k > loaded.num_classes:
-        raise CliError(f"--top-k {args.top_k}: the model has only {loaded.num_classes} classes")
-    top_k = min(args.top_k or DEFAULT_TOP_K, loaded.num_classes)
+    n_classes = loaded.classes()
+    if args.top_k is not None and args.top_k > n_classes:
+        raise CliError(f"--top-k {args.top_k}: the model has only {n_classes} classes")
+    top_k = min(args.top_k or DEFAULT_TOP_K, n_classes)
     targets = _targets(args.target, loaded.labels) if args.target else None
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, weights=args.weights, labels=args.labels,
                         input_size=args.input_size, mean=args.mean, std=args.std,
                         device=args.device)
-    s = loaded.input_size
+    s = loaded.side()
     rows = layer_table(loaded.model, torch.zeros(1, 3, s, s, device=loaded.device))
     head = f"{loaded.name}: {len(rows)} layers, output shapes for a (1, 3, {s}, {s}) input; "
     print(head + ("* marks the default layer" if loaded.default_layer else

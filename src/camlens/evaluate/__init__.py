@@ -64,7 +64,7 @@ from camlens.evaluate.localization import (
     localization_table,
     mask_to_box,
 )
-from camlens.evaluate.model import ResolvedModel, resolve_model, to_unit_tensor
+from camlens.evaluate.model import resolve_model, to_unit_tensor
 from camlens.evaluate.pointing import (
     PointingResult,
     PointingTrial,
@@ -98,7 +98,6 @@ __all__ = [
     "PointingResult",
     "PointingSummary",
     "PointingTrial",
-    "ResolvedModel",
     "Sample",
     "auc",
     "bbox_from_map",

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 import camlens
-from camlens.evaluate.model import ResolvedModel, n_classes, predict
+from camlens.evaluate.model import n_classes, predict
 from camlens.maps import upsample
 from camlens.methods import METHODS
+from camlens.models.registry import ModelRecord
 from camlens.targets import logits_of
 
 ClassMaps = dict[int, np.ndarray]
@@ -130,7 +131,7 @@ class Explainer:
     explain only the classes that are needed.
     """
 
-    def __init__(self, res: ResolvedModel, method: str, layer: Any,
+    def __init__(self, res: ModelRecord, method: str, layer: Any,
                  options: Mapping[str, Any], cache: MapCache | None = None) -> None:
         check_method(method, options)
         spec = METHODS[method]

@@ -1,15 +1,15 @@
-"""The model an evaluation runs: what the caller gave, resolved to one record.
+"""The model an evaluation runs: what the caller gave, resolved to the registry's record.
 
 :func:`resolve_model` is the single place evaluation turns a model argument (a spec string, a
-:class:`camlens.models.ModelRecord` or a bare module) into the :class:`ResolvedModel` it runs;
-spec strings go through the model registry.
+:class:`camlens.models.ModelRecord` or a bare module) into the
+:class:`~camlens.models.ModelRecord` it runs; spec strings go through the model registry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,28 +17,20 @@ import torch
 from PIL import Image
 from torch import nn
 
+from camlens.models.registry import ModelRecord
 from camlens.targets import logits_of
 
 Preprocess = Callable[[Image.Image], torch.Tensor]
 """PIL image -> (3, H, W) model input; must not crop (boxes and masks are mapped back)."""
+
+UNIT_MEAN, UNIT_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+""":func:`to_unit_tensor` as a normalisation: ``(pixel / 255 - 0) / 1``."""
 
 
 def to_unit_tensor(img: Image.Image) -> torch.Tensor:
     """PIL image -> float32 (3, H, W) RGB in [0, 1]: the synthetic nets' input, no resizing."""
     array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """A model with what evaluation needs: the module (its mode left as given),
-    preprocessing, default layer, class names (None: indices) and a name for the record."""
-
-    model: nn.Module
-    preprocess: Preprocess
-    default_layer: str | None
-    labels: list[str] | None
-    name: str
 
 
 def _known_layer(model: nn.Module) -> str | None:
@@ -48,48 +40,62 @@ def _known_layer(model: nn.Module) -> str | None:
     return next((DEFAULT_LAYERS[n] for n, cls in NETS.items() if type(model) is cls), None)
 
 
+def _of_module(model: nn.Module, preprocess: Preprocess | None, default_layer: str | None,
+               labels: Any, name: str) -> ModelRecord:
+    """A record of a module handed over as it is (its mode left as given): what is not known
+    is None; no preprocess: :func:`to_unit_tensor`."""
+    names = [str(n) for n in labels] if labels is not None else []
+    unit = preprocess is None
+    return ModelRecord(model, name, names, preprocess or to_unit_tensor, default_layer,
+                       input_size=None, mean=UNIT_MEAN if unit else None,
+                       std=UNIT_STD if unit else None,
+                       num_classes=len(names) if names else None, device=device_of(model),
+                       labels_source="given" if names else "none")
+
+
 def resolve_model(
     model: Any, preprocess: Preprocess | None = None, default_layer: str | None = None,
     device: str | torch.device = "cpu", weights: str | None = None,
-) -> ResolvedModel:
-    """Normalise a model argument.
+) -> ModelRecord:
+    """Normalise a model argument to a :class:`~camlens.models.ModelRecord`.
 
-    ``model``: a :class:`ResolvedModel` (kept); an ``nn.Module`` (preprocess
-    :func:`to_unit_tensor`; the default layer is known for camlens's synthetic nets); an object
-    with ``model`` (and optionally ``preprocess``, ``default_layer``, ``labels``, ``name``) such
-    as :class:`camlens.models.ModelRecord`; or a spec string, loaded through the model registry
+    ``model``: a ``ModelRecord`` (kept); an ``nn.Module`` (preprocess :func:`to_unit_tensor`;
+    the default layer is known for camlens's synthetic nets; class indices as labels); an
+    object with ``model`` (and optionally ``preprocess``, ``default_layer``, ``labels``,
+    ``name``); or a spec string, loaded through the model registry
     (:func:`camlens.models.load_model`, with ``weights`` and ``device``): ``synthetic:gapnet``,
     ``torchvision:resnet50``, ``path/to/file.py:FACTORY``... ``preprocess`` and
-    ``default_layer`` override the record's.
-    A model in training mode is left so (``camlens.explain`` warns about it).
+    ``default_layer`` override the record's (a caller's ``preprocess`` makes its input size,
+    mean and std unknown: None). A model in training mode is left so (``camlens.explain``
+    warns about it).
     """
-    if isinstance(model, ResolvedModel):
+    if isinstance(model, ModelRecord):
         res = model
     elif isinstance(model, str):
         from camlens.models import load_model
 
         loaded = load_model(model, weights=weights, device=device)
         name = loaded.name + (f" + {weights}" if weights else "")
-        # camlens's synthetic nets take the world's pixels as they are (RGB / 255)
-        prep = to_unit_tensor if model.startswith("synthetic:") else loaded.preprocess
-        res = ResolvedModel(loaded.model, prep, loaded.default_layer, list(loaded.labels), name)
+        res = dataclasses.replace(loaded, name=name)
+        if model.startswith("synthetic:"):
+            # camlens's synthetic nets take the world's pixels as they are (RGB / 255)
+            res = dataclasses.replace(res, preprocess=to_unit_tensor, input_size=None)
     elif isinstance(model, nn.Module):
-        res = ResolvedModel(model, to_unit_tensor, _known_layer(model), None,
-                            type(model).__name__)
+        res = _of_module(model, None, _known_layer(model), None, type(model).__name__)
     elif isinstance(getattr(model, "model", None), nn.Module):
-        labels = getattr(model, "labels", None)
-        res = ResolvedModel(model.model, getattr(model, "preprocess", None) or to_unit_tensor,
-                            getattr(model, "default_layer", None),
-                            list(labels) if labels is not None else None,
-                            str(getattr(model, "name", type(model.model).__name__)))
+        res = _of_module(model.model, getattr(model, "preprocess", None),
+                         getattr(model, "default_layer", None), getattr(model, "labels", None),
+                         str(getattr(model, "name", type(model.model).__name__)))
     else:
         raise TypeError(
             "model must be an nn.Module, a camlens.models.ModelRecord, or a spec string such as "
             f"'synthetic:gapnet'; got {type(model).__name__}"
         )
-    if preprocess is not None or default_layer is not None:
-        res = ResolvedModel(res.model, preprocess or res.preprocess,
-                            default_layer or res.default_layer, res.labels, res.name)
+    if preprocess is not None:
+        res = dataclasses.replace(res, preprocess=preprocess, input_size=None, mean=None,
+                                  std=None)
+    if default_layer is not None:
+        res = dataclasses.replace(res, default_layer=default_layer)
     return res
 
 

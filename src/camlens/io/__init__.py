@@ -8,7 +8,8 @@
   and :func:`resolve_inputs` (folders and ``sample:`` specs expanded into image paths).
 * :mod:`camlens.io.files`: :func:`display_path` and :func:`safe_stem` (any file name as text
   and as a safe folder name), :func:`atomic_path` / :func:`atomic_write_bytes` /
-  :func:`npz_writer` (outputs written all or nothing).
+  :func:`npz_writer` (outputs written all or nothing), :func:`png_bytes` (a fast PNG
+  encoder).
 """
 
 from camlens.io.files import (
@@ -17,6 +18,7 @@ from camlens.io.files import (
     display_path,
     is_inside,
     npz_writer,
+    png_bytes,
     safe_stem,
 )
 from camlens.io.images import (
@@ -50,6 +52,7 @@ __all__ = [
     "is_inside",
     "load_image",
     "npz_writer",
+    "png_bytes",
     "resolve_inputs",
     "safe_stem",
     "sample_image",

@@ -5,6 +5,7 @@
 * :func:`atomic_path` / :func:`atomic_write_bytes` / :func:`npz_writer` write outputs so
   a crash or an error never leaves a half-written file behind; every file camlens writes
   goes through :func:`atomic_path`.
+* :func:`png_bytes` encodes an 8-bit RGB picture as PNG quickly (one fixed row filter).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import struct
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -94,3 +97,40 @@ def npz_writer(path: str | Path, *, level: int | None = None
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
         yield add
+
+
+PNG_LEVEL = 1
+"""zlib level of :func:`png_bytes` (with run-length matching, ``Z_RLE``)."""
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 picture as the bytes of a PNG file (8-bit RGB, not interlaced).
+
+    Every row is stored with PNG's "Up" filter (the byte minus the one above it, mod 256; the
+    first row as it is, the row above being zeros) and deflated at :data:`PNG_LEVEL` with
+    run-length matching. Pillow chooses among four filters for each row, which cannot be
+    turned off and was most of its encoding time: for a 640 x 480 overlay this writes in
+    about 19 ms what Pillow (level 1, ``Z_RLE``) writes in 46 ms, the file about 14% larger
+    (measured with Pillow 13, zlib 1.3, on a loaded 2-core machine). numpy and zlib release
+    the GIL, so writer threads encode in parallel.
+    """
+    arr = np.asarray(rgb)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or 0 in arr.shape[:2]:
+        raise ValueError(f"png_bytes takes an (H, W, 3) uint8 array, got {arr.dtype} "
+                         f"{arr.shape}")
+    h, w = arr.shape[:2]
+    rows = np.ascontiguousarray(arr).reshape(h, 3 * w)
+    filtered = np.empty((h, 3 * w + 1), np.uint8)
+    filtered[:, 0] = 2  # filter type "Up"
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8: mod 256
+    deflate = zlib.compressobj(PNG_LEVEL, zlib.DEFLATED, 15, 8, zlib.Z_RLE)
+    data = deflate.compress(filtered.data) + deflate.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits, RGB, deflate, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data)
+            + chunk(b"IEND", b""))

@@ -64,12 +64,18 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """A model in eval mode on its device, with everything needed to explain it.
+    """A model on its device, with everything needed to explain it: what :func:`load_model`
+    returns (in eval mode), and what evaluation runs (:func:`camlens.evaluate.resolve_model`
+    also makes one of a module handed over as it is, its mode left as given).
 
-    ``preprocess`` turns a PIL image into the model's (3, H, W) float32 input (shorter side to
-    ``input_size``, longer side capped, ``(pixel / 255 - mean) / std``); ``labels`` has one name
-    per class (class indices as names when unknown, ``labels_source`` says which);
-    ``default_layer`` is None when the model comes without one.
+    ``preprocess`` turns a PIL image into the model's (3, H, W) float32 input (from
+    :func:`load_model`: shorter side to ``input_size``, longer side capped,
+    ``(pixel / 255 - mean) / std``); ``labels`` has one name per class (class indices as names
+    when unknown, ``labels_source`` says which; empty, with ``labels_source`` "none", for a
+    module handed over without names); ``default_layer`` is None when the model comes without
+    one. ``input_size``, ``mean``, ``std`` and ``num_classes`` are None where they are not
+    known: a module handed over as it is, or a caller's own ``preprocess``
+    (:func:`load_model` always sets them).
     """
 
     model: nn.Module
@@ -77,13 +83,27 @@ class ModelRecord:
     labels: list[str]
     preprocess: Preprocess
     default_layer: str | None
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    num_classes: int
+    input_size: int | None
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float] | None
+    num_classes: int | None
     device: torch.device
     labels_source: str = "indices"
     task: str = "classification"
+
+    def classes(self) -> int:
+        """``num_classes``; a :class:`~camlens.loading.CliError` when it is not known."""
+        if self.num_classes is None:
+            raise CliError(f"the number of classes of {self.name} is not known; load the "
+                           "model with camlens.models.load_model")
+        return self.num_classes
+
+    def side(self) -> int:
+        """``input_size``; a :class:`~camlens.loading.CliError` when it is not known."""
+        if self.input_size is None:
+            raise CliError(f"the input size of {self.name} is not known; load the model with "
+                           "camlens.models.load_model")
+        return self.input_size
 
 
 Factory = Callable[[str], ModelSource]

