@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         before = recorded_accuracy(args.init)
         init = {"folder": str(args.init), "command": before["command"],
                 "steps": before["steps"], "images_per_net": before["images_per_net"],
-                "top1_error": {n: before["nets"][n]["top1_error"] for n in args.nets}}
+                "top1_error": {n: before["nets"][n]["top1_error"] for n in args.nets},
+                "init": before.get("init")}
     fold = {n: n in FOLDED and init is None for n in args.nets}
     for i, name in enumerate(args.nets):
         torch.manual_seed(1000 * args.seed + i)
