@@ -29,7 +29,7 @@ from camlens.synthetic.v2 import (
 )
 from camlens.synthetic.v2.graph import relations
 from camlens.synthetic.v2.primitives import capsule, ellipse, extent, inside, poly, rect, ring
-from camlens.synthetic.v2.render import place, rasterise, sample_object
+from camlens.synthetic.v2.render import blur, decoy, place, rasterise, sample_object
 
 FLAT = (1, 2, 3)  # darker than any object tone (tones are clipped to [0.02, 0.98])
 KINDS = ("single", "multi", "two", "pair")
@@ -101,6 +101,45 @@ def test_masks_are_exactly_the_painted_pixels_on_a_flat_background():
                 for name in o.parts:
                     tones = np.unique(s.image[s.part_mask(i, name)], axis=0)
                     assert 1 <= len(tones) <= 2
+
+
+def test_decoys_resemble_other_classes_and_are_never_objects():
+    # objects are laid out before the clutter is drawn: with and without decoys the same seed
+    # gives the same objects, masks and parts; the decoys only change background pixels
+    for i in range(12):
+        a = make_scene(np.random.default_rng((4, i)), decoys=(0, 0), occluder_rate=0.0)
+        b = make_scene(np.random.default_rng((4, i)), decoys=(3, 3), occluder_rate=0.0)
+        assert [o.label for o in a.objects] == [o.label for o in b.objects]
+        assert all(np.array_equal(o.mask, p.mask) and o.parts == p.parts
+                   for o, p in zip(a.objects, b.objects))
+        assert np.array_equal(a.concepts["part"], b.concepts["part"])
+    rng = np.random.default_rng(0)
+    pieces = [decoy(rng, 112, [0, 1, 2]) for _ in range(60)]
+    kept = [p for p in pieces if p is not None]
+    assert len(kept) >= 50
+    for obj, win in kept:
+        assert obj.label not in (0, 1, 2)  # never a class of the scene
+        assert 1 <= len(np.unique(win.pid[win.pid >= 0])) <= 2  # one or two of its parts
+        box = (win.pid >= 0).sum() / 112**2
+        assert box <= 0.15
+
+
+def test_blur_keeps_flat_images_and_mass_and_spreads_by_sigma():
+    flat = np.full((20, 20, 3), 0.3)
+    assert np.allclose(blur(flat, 1.0), flat)
+    dot = np.zeros((41, 41, 3))
+    dot[20, 20] = 1.0
+    out = blur(dot, 1.2)[..., 0]
+    assert out.sum() == pytest.approx(1.0, abs=1e-9)
+    sd = np.sqrt((out.sum(0) * (np.arange(41) - 20) ** 2).sum())
+    assert sd == pytest.approx(1.2, abs=0.05)
+
+
+def test_unusual_views_turn_objects_further():
+    angles = [abs(sample_object(np.random.default_rng(k), 5).angle) for k in range(200)]
+    odd = [abs(sample_object(np.random.default_rng(k), 5, odd_view=1.0).angle)
+           for k in range(200)]
+    assert max(angles) <= 0.35 and max(odd) > 0.8 and np.mean(odd) > 2 * np.mean(angles)
 
 
 def test_rasterised_mask_matches_the_analytic_extent():

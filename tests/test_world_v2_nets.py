@@ -138,6 +138,8 @@ def test_training_entry_point_records_the_run(tmp_path):
     assert saved == json.loads(json.dumps(rec))
     assert saved["steps"] == 2 and saved["heldout"]["seed"] == HELDOUT_SEED
     assert saved["train_seed"] == TRAIN_SEED_BASE != HELDOUT_SEED
+    load = saved["load_average"]  # the machine's load during the run (shared machines)
+    assert 0.0 <= load["min"] <= load["mean"] <= load["max"] and saved["cpus"] >= 1
     assert saved["command"].startswith("python -m camlens.synthetic.v2.train --out ")
     net = saved["nets"]["alexnet"]
     conf = torch.tensor(net["confusion_matrix"])
@@ -150,6 +152,20 @@ def test_training_entry_point_records_the_run(tmp_path):
           "--eval-n", "12", "--threads", "1"])
     state2 = torch.load(again / "alexnet.pt", weights_only=True)
     assert all(torch.equal(state[k], state2[k]) for k in state)  # deterministic
+
+
+def test_training_can_start_from_trained_nets(tmp_path):
+    args = ["--steps", "2", "--nets", "alexnet", "--batch", "4", "--eval-n", "12",
+            "--threads", "1"]
+    main(["--out", str(tmp_path / "a")] + args)
+    first = torch.load(tmp_path / "a" / "alexnet.pt", weights_only=True)
+    rec = main(["--out", str(tmp_path / "b"), "--init", str(tmp_path / "a"), "--lr", "1e-4"]
+               + args)
+    assert rec["init"]["steps"] == 2 and rec["init"]["folder"] == str(tmp_path / "a")
+    then = torch.load(tmp_path / "b" / "alexnet.pt", weights_only=True)
+    assert set(then) == set(first)  # saved as shipped: folded, no batch norm
+    moved = [float((then[k] - first[k]).abs().max()) for k in first]
+    assert 0.0 < max(moved) < 0.01  # two small steps from the first run's weights
 
 
 def test_training_refuses_the_heldout_stream(tmp_path):

@@ -274,7 +274,8 @@ FAMILIES: dict[str, tuple[Callable[..., list[PartGeom]], dict[str, tuple[float, 
 class ClassSpec:
     """One class: its group (family), part colours, part textures and geometry overrides.
 
-    ``colours``: part -> a colour name, a tuple of names (one drawn per object) or ``"=part"``
+    ``colours``: part -> a colour name, a tuple of names (one drawn per object, uniformly: a name
+    listed twice is drawn twice as often) or ``"=part"``
     (the colour drawn for that earlier-listed part). ``textures``: part -> (texture, second
     colour, period range, coverage range). ``geometry``: parameter -> range, over the family's.
     """
@@ -300,32 +301,39 @@ _CAT = {"body": "", "head": "=body", "ear": "=body", "tail": "=body", "leg": "=b
 
 CLASS_SPECS: tuple[ClassSpec, ...] = (
     # felines: shade of the coat and its pattern (thin stripes / broad stripes / spots)
-    _c("tabby", "feline", {**_CAT, "body": "brown"},
+    _c("tabby", "feline", {**_CAT, "body": ("brown", "brown", "tan")},
        {p: ("striped", "black", (0.09, 0.15), (0.3, 0.45)) for p in ("body", "tail", "head")}),
-    _c("tiger cat", "feline", {**_CAT, "body": "ginger"},
+    _c("tiger cat", "feline", {**_CAT, "body": ("ginger", "ginger", "brown")},
        {p: ("striped", "brown", (0.13, 0.22), (0.35, 0.5)) for p in ("body", "tail", "head")}),
-    _c("egyptian cat", "feline", {**_CAT, "body": "tan"},
+    _c("egyptian cat", "feline", {**_CAT, "body": ("tan", "tan", "ginger")},
        {p: ("spotted", "brown", (0.12, 0.2), (0, 0)) for p in ("body", "tail")},
        {"ear": (0.13, 0.18)}),
     # canines: coat shade, head size and snout length
-    _c("boxer", "canine", {**_CAT, "body": "ginger", "snout": "black", "ear": "brown"}),
-    _c("bull mastiff", "canine", {**_CAT, "body": "tan", "snout": "black", "ear": "brown"},
+    _c("boxer", "canine", {**_CAT, "body": ("ginger", "ginger", "tan"), "snout": "black",
+                         "ear": "brown"}),
+    _c("bull mastiff", "canine", {**_CAT, "body": ("tan", "tan", "ginger"), "snout": "black",
+                                "ear": "brown"},
        {}, {"head_r": (0.23, 0.28), "snout": (0.06, 0.14)}),
-    _c("beagle", "canine", {**_CAT, "body": "white", "snout": "white", "ear": "brown"},
+    _c("beagle", "canine", {**_CAT, "body": ("white", "cream", "tan"), "snout": "white",
+                          "ear": "brown"},
        {p: ("patched", "brown", (0.5, 0.8), (0.3, 0.6)) for p in ("body", "head")}),
     # birds: body shade and wing colour
-    _c("goldfinch", "bird", {"body": "yellow", "head": "=body", "wing": "black", "tail": "black",
+    _c("goldfinch", "bird", {"body": ("yellow", "gold"), "head": "=body", "wing": "black",
+                             "tail": "black",
                              "beak": "tan", "leg": "brown"}),
-    _c("canary", "bird", {"body": "yellow", "head": "=body", "wing": "gold", "tail": "gold",
+    _c("canary", "bird", {"body": ("yellow", "gold"), "head": "=body", "wing": ("gold", "olive"),
+                          "tail": "=wing",
                           "beak": "tan", "leg": "brown"}),
-    _c("oriole", "bird", {"body": "orange", "head": "black", "wing": "black", "tail": "black",
+    _c("oriole", "bird", {"body": ("orange", "gold"), "head": "black", "wing": "black",
+                          "tail": "black",
                           "beak": "grey", "leg": "brown"}),
     # fish: pattern and its share of the body
-    _c("goldfish", "fish", {"body": "orange", "tail": "=body", "fin": "=body", "eye": "black"}),
+    _c("goldfish", "fish", {"body": ("orange", "gold"), "tail": "=body", "fin": "=body",
+                         "eye": "black"}),
     _c("clownfish", "fish", {"body": "orange", "tail": "=body", "fin": "black", "eye": "black"},
-       {"body": ("banded", "white", (0.35, 0.5), (0.2, 0.32))}),
+       {"body": ("banded", "white", (0.35, 0.55), (0.12, 0.28))}),
     _c("koi", "fish", {"body": "white", "tail": "orange", "fin": "white", "eye": "black"},
-       {"body": ("patched", "orange", (0.5, 0.9), (0.35, 0.75))}),
+       {"body": ("patched", "orange", (0.5, 0.9), (0.4, 0.85))}),
     # cars: the cabin (any paint)
     _c("sedan", "car", {"body": _ANY, "cabin": "=body", "window": "sky", "wheel": "black"},
        {}, {"cabin_len": (0.45, 0.6), "slope": (0.08, 0.16)}),
@@ -342,25 +350,29 @@ CLASS_SPECS: tuple[ClassSpec, ...] = (
     _c("lorry", "truck", {"cargo": _ANY, "cabin": _ANY, "window": "sky", "wheel": "black"},
        {}, {"cargo_h": (0.5, 0.62), "wheels": (3, 3), "len": (1.0, 1.1)}),
     # houses: wall and roof colours, chimney or steeple
-    _c("cottage", "house", {"wall": "cream", "roof": "red", "door": "brown", "window": "sky",
+    _c("cottage", "house", {"wall": ("cream", "white"), "roof": ("red", "brown"), "door": "brown",
+                            "window": "sky",
                             "chimney": "red"}, {}, {"chimney": (1, 1)}),
-    _c("barn", "house", {"wall": "red", "roof": "grey", "door": "white", "window": "white"},
+    _c("barn", "house", {"wall": ("red", "brown"), "roof": ("grey", "brown"), "door": "white",
+                         "window": "white"},
        {"wall": ("striped", "brown", (0.08, 0.12), (0.15, 0.25))}, {"door": (0.22, 0.3)}),
-    _c("church", "house", {"wall": "white", "roof": "grey", "door": "brown", "window": "sky",
+    _c("church", "house", {"wall": ("white", "cream"), "roof": ("grey", "red"), "door": "brown",
+                           "window": "sky",
                            "steeple": "white"}, {}, {"steeple": (1, 1)}),
     # trees: crown shape and shade
-    _c("oak", "tree", {"trunk": "brown", "crown": "green"},
+    _c("oak", "tree", {"trunk": "brown", "crown": ("green", "olive")},
        {"crown": ("patched", "dark green", (0.4, 0.7), (0.2, 0.4))}),
-    _c("pine", "tree", {"trunk": "brown", "crown": "dark green"}, {}, {"crown_kind": (1, 1)}),
-    _c("poplar", "tree", {"trunk": "brown", "crown": "green"},
+    _c("pine", "tree", {"trunk": "brown", "crown": ("dark green", "green")}, {},
+       {"crown_kind": (1, 1)}),
+    _c("poplar", "tree", {"trunk": "brown", "crown": ("green", "dark green")},
        {"crown": ("patched", "olive", (0.4, 0.7), (0.2, 0.4))}, {"crown_kind": (2, 2)}),
     # flowers: petal colour and centre size
-    _c("sunflower", "flower", {"petal": "yellow", "centre": "brown", "stem": "green",
+    _c("sunflower", "flower", {"petal": ("yellow", "gold"), "centre": "brown", "stem": "green",
                                "leaf": "green"}, {}, {"centre": (0.16, 0.22), "petals": (14, 18)}),
-    _c("marigold", "flower", {"petal": "orange", "centre": "gold", "stem": "green",
+    _c("marigold", "flower", {"petal": ("orange", "gold"), "centre": "gold", "stem": "green",
                               "leaf": "green"}, {}, {"petal_w": (0.09, 0.12), "petals": (9, 12)}),
-    _c("rudbeckia", "flower", {"petal": "gold", "centre": "black", "stem": "green",
-                               "leaf": "green"}, {}, {"centre": (0.11, 0.16)}),
+    _c("rudbeckia", "flower", {"petal": ("gold", "yellow", "orange"), "centre": "black",
+                               "stem": "green", "leaf": "green"}, {}, {"centre": (0.11, 0.16)}),
     # crockery: proportions, saucer, spout (any paint)
     _c("mug", "crockery", {"body": _ANY, "handle": "=body", "rim": "white"},
        {}, {"height": (0.45, 0.55), "width": (0.32, 0.4)}),
@@ -369,11 +381,13 @@ CLASS_SPECS: tuple[ClassSpec, ...] = (
     _c("teapot", "crockery", {"body": _ANY, "handle": "=body", "spout": "=body", "lid": "=body"},
        {}, {"pot": (1, 1), "width": (0.45, 0.55), "height": (0.32, 0.4)}),
     # bottles: glass colour and neck length
-    _c("wine bottle", "bottle", {"body": "dark green", "neck": "=body", "cap": "red",
+    _c("wine bottle", "bottle", {"body": ("dark green", "dark green", "black"), "neck": "=body",
+                                 "cap": ("red", "gold"),
                                  "label": "cream"}, {}, {"neck": (0.45, 0.6)}),
-    _c("beer bottle", "bottle", {"body": "brown", "neck": "=body", "cap": "gold",
+    _c("beer bottle", "bottle", {"body": ("brown", "brown", "dark green"), "neck": "=body",
+                                 "cap": ("gold", "red"),
                                  "label": "cream"}, {}, {"neck": (0.3, 0.45)}),
-    _c("water bottle", "bottle", {"body": "teal", "neck": "=body", "cap": "blue",
+    _c("water bottle", "bottle", {"body": ("teal", "sky"), "neck": "=body", "cap": "blue",
                                   "label": "white"}, {},
        {"neck": (0.12, 0.25), "width": (0.24, 0.3)}),
 )

@@ -18,7 +18,7 @@ from camlens.synthetic.v2.textures import sample_params, second_tone
 
 __all__ = [
     "PartDraw", "ObjectDraw", "Window", "sample_object", "place", "rasterise", "TEXTURES",
-    "background", "fragments", "occluder",
+    "background", "fragments", "occluder", "decoy", "blur",
 ]
 
 #: Texture concepts (index = position + 1): the part textures, then the background's own.
@@ -88,8 +88,10 @@ def _tone(rng: np.random.Generator, name: str, gain: float) -> np.ndarray:
     return np.clip(rgb, 0.02, 0.98)
 
 
-def sample_object(rng: np.random.Generator, label: int, max_angle: float = 0.35) -> ObjectDraw:
-    """Sample an object of class ``label``: geometry, colours, textures, pose."""
+def sample_object(rng: np.random.Generator, label: int, max_angle: float = 0.35,
+                  odd_view: float = 0.0, odd_angle: float = 1.0) -> ObjectDraw:
+    """Sample an object of class ``label``: geometry, colours, textures, pose (turned by up to
+    ``max_angle`` radians; with probability ``odd_view``, an unusual view, up to ``odd_angle``)."""
     spec = CLASS_SPECS[label]
     builder, ranges, _ = FAMILIES[spec.group]
     g = {k: float(rng.uniform(*spec.geometry.get(k, r))) for k, r in ranges.items()}
@@ -114,6 +116,8 @@ def sample_object(rng: np.random.Generator, label: int, max_angle: float = 0.35)
             p.rgb2 = _tone(rng, c2, gain)
         parts.append(p)
     angle = float(rng.uniform(-max_angle, max_angle))
+    if odd_view > 0.0 and rng.random() < odd_view:
+        angle = float(rng.uniform(-odd_angle, odd_angle))
     flip = bool(rng.random() < 0.5)
     boxes = np.array([extent(q, angle, flip) for p in parts for q in p.prims])
     local_box = (float(boxes[:, 0].min()), float(boxes[:, 1].min()),
@@ -255,7 +259,39 @@ def occluder(rng: np.random.Generator, box: tuple[int, int, int, int]) -> tuple[
                 "stick", colour)
     if k == 1:
         colour = ("grey", "brown", "white")[int(rng.integers(3))]
-        return rect(x, y, rng.uniform(0.06, 0.14) * w + 0.6, 2 * h), "rectangle", colour
+        return rect(x, y, rng.uniform(0.06, 0.22) * w + 0.6, 2 * h), "rectangle", colour
     colour = ("green", "dark green", "olive")[int(rng.integers(3))]
-    r = rng.uniform(0.15, 0.35) * min(w, h) + 1.0
+    r = rng.uniform(0.15, 0.45) * min(w, h) + 1.0
     return ellipse(x, y, r * rng.uniform(1.0, 1.6), r), "ellipse", colour
+
+
+def decoy(rng: np.random.Generator, size: int, labels: list[int],
+          fraction: tuple[float, float] = (0.02, 0.15)) -> tuple[ObjectDraw, Window] | None:
+    """A clutter piece that resembles another class: one or two parts of an object of a class
+    not in ``labels`` (a cat's head, two wheels, a crown), its whole box ``fraction`` of the
+    image; the window's ``pid`` keeps only those parts (None when nothing lands in the frame)."""
+    others = [c for c in range(len(CLASS_SPECS)) if c not in labels]
+    obj = sample_object(rng, others[int(rng.integers(len(others)))], odd_view=0.3)
+    keep = rng.choice(len(obj.parts), size=min(int(rng.integers(1, 3)), len(obj.parts)),
+                      replace=False)
+    place(rng, obj, float(rng.uniform(*fraction)), size)
+    win = rasterise(obj, size)
+    if win is None:
+        return None
+    win.pid[~np.isin(win.pid, keep)] = -1
+    return (obj, win) if (win.pid >= 0).any() else None
+
+
+def blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of an (H, W, 3) image (defocus), separable, edges replicated."""
+    r = max(int(np.ceil(3 * sigma)), 1)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    out = img
+    for axis in (0, 1):
+        pad = [(0, 0)] * 3
+        pad[axis] = (r, r)
+        p = np.pad(out, pad, mode="edge")
+        n = out.shape[axis]
+        out = sum(w * np.take(p, np.arange(i, i + n), axis=axis) for i, w in enumerate(k))
+    return out

@@ -11,6 +11,9 @@ net (on copies: the run itself is as with ``--steps``) so that the whole run fit
 a quiet machine, and recorded, so ``--steps`` repeats the run exactly (given the thread count).
 
 The plain nets train with batch norm and are saved folded (see ``nets.fold_batchnorm``).
+``--init DIR`` starts every net from ``DIR/<net>.pt`` (as shipped: the plain nets folded, so
+they are fine-tuned without batch norm) instead of from scratch, and records that run's
+``accuracy.json`` under ``"init"``.
 Writes ``DIR/<net>.pt`` (float32 state dicts of the shipped architectures) and
 ``DIR/accuracy.json``: per net, on ``HELDOUT_N`` held-out scenes, top-1 / top-5 error,
 per-class accuracy, the confusion matrix, the most frequent confusions and the share of errors
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shlex
 import sys
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--eval-n", type=int, default=HELDOUT_N)
     p.add_argument("--cue-rate", type=float, default=None,
                    help="train with the bias cue at this rate (held-out: cue at chance)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from the nets in this folder (<net>.pt and accuracy.json)")
     args = p.parse_args(argv)
     if args.steps is None and args.minutes is None:
         p.error("give --minutes or --steps")
@@ -157,9 +163,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     models, opts, seconds = {}, {}, {}
     lrs = {n: args.lr if args.lr is not None else DEFAULT_LR[n] for n in args.nets}
+    init: dict[str, Any] | None = None
+    if args.init is not None:
+        from camlens.synthetic.v2 import load_pretrained, recorded_accuracy
+
+        before = recorded_accuracy(args.init)
+        init = {"folder": str(args.init), "command": before["command"],
+                "steps": before["steps"], "images_per_net": before["images_per_net"],
+                "top1_error": {n: before["nets"][n]["top1_error"] for n in args.nets},
+                "init": before.get("init")}
+    fold = {n: n in FOLDED and init is None for n in args.nets}
     for i, name in enumerate(args.nets):
         torch.manual_seed(1000 * args.seed + i)
-        m = NETS[name](batch_norm=True) if name in FOLDED else NETS[name]()
+        if args.init is not None:
+            m = load_pretrained(name, args.init)
+        else:
+            m = NETS[name](batch_norm=True) if fold[name] else NETS[name]()
         m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         models[name] = m
         opts[name] = torch.optim.AdamW(m.parameters(), lr=lrs[name],
@@ -167,7 +186,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seconds[name] = 0.0
     gen_seconds = 0.0
     steps = args.steps if args.steps is not None else _fit_steps(models, args)
+    load: list[float] = []  # the machine's 1-minute load average, every 100 steps
     for step in range(steps):
+        if step % 100 == 0:
+            load.append(os.getloadavg()[0])
         t0 = time.perf_counter()
         x, y = batch(train_seed, step * args.batch, args.batch, args.cue_rate)
         gen_seconds += time.perf_counter() - t0
@@ -193,16 +215,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": command, "torch": torch.__version__, "numpy": np.__version__,
         "python": platform.python_version(), "threads": args.threads, "batch": args.batch,
         "steps": steps, "images_per_net": steps * args.batch, "train_seed": train_seed,
-        "cue_rate": args.cue_rate,
+        "cue_rate": args.cue_rate, "init": init,
         "heldout": {"seed": HELDOUT_SEED, "n": args.eval_n, "kind": "single", "cue_rate": cue,
                     "call": f"batch({HELDOUT_SEED}, 0, {args.eval_n}, cue_rate={cue})"},
         "train_seconds": round(train_seconds, 1),
         "data_generation_seconds": round(gen_seconds, 1),
+        "cpus": os.cpu_count(),
+        "load_average": {"mean": round(float(np.mean(load)), 2), "min": round(min(load), 2),
+                         "max": round(max(load), 2), "every": "100 steps, 1-minute average"},
         "nets": {},
     }
     for name, m in models.items():
         m = m.to(memory_format=torch.contiguous_format).eval()
-        if name in FOLDED:
+        if fold[name]:
             m = fold_batchnorm(m)
         path = args.out / f"{name}.pt"
         torch.save({k: v.detach().contiguous().clone() for k, v in m.state_dict().items()}, path)

@@ -55,6 +55,8 @@ from camlens.synthetic.v2.render import (
     ObjectDraw,
     Window,
     background,
+    blur,
+    decoy,
     fragments,
     occluder,
     place,
@@ -206,12 +208,13 @@ def _choose_labels(rng: np.random.Generator, kind: str, n_objects: tuple[int, in
 
 
 def _layout(rng: np.random.Generator, labels: Sequence[int], size: int, target: str,
-            max_occlusion: float, required: bool) -> tuple[list[ObjectDraw], list[Window]]:
+            max_occlusion: float, required: bool,
+            odd_view: float) -> tuple[list[ObjectDraw], list[Window]]:
     draws: list[ObjectDraw] = []
     wins: list[Window] = []
     full: list[np.ndarray] = []
     for label in labels:
-        obj = sample_object(rng, int(label))
+        obj = sample_object(rng, int(label), odd_view=odd_view)
         frac = sample_fraction(rng, target)
         for attempt in range(200 if required else 40):
             place(rng, obj, frac * 0.93**attempt, size)
@@ -251,8 +254,12 @@ def make_scene(
     n_objects: tuple[int, int] = (2, 4),
     scale: str | None = None,
     max_occlusion: float = 0.4,
-    occluder_rate: float = 0.35,
+    occluder_rate: float = 0.5,
+    occluder_max: float = 0.6,
     clutter: tuple[int, int] = (2, 6),
+    decoys: tuple[int, int] = (0, 2),
+    odd_view: float = 0.1,
+    blur_rate: float = 0.25,
     cue_rate: float | None = None,
     flat_background: tuple[int, int, int] | None = None,
     lighting: bool = True,
@@ -264,12 +271,17 @@ def make_scene(
         kind: see :data:`KINDS`. ``labels`` fixes the classes (in paint order) instead.
         scale: ``"ilsvrc"`` or ``"pascal"`` (:data:`SCALE_TARGETS`); default ilsvrc for single
             scenes, pascal otherwise.
-        max_occlusion: the largest share of an object that other objects or occluders cover.
+        max_occlusion: the largest share of an object that other objects cover.
         occluder_rate: chance that an object gets a foreground occluder (a branch, post, bush).
+        occluder_max: the largest share of an object that objects and its occluder cover.
         clutter: range of the number of background fragments.
+        decoys: range of the number of background pieces that resemble other classes (one or
+            two parts of an object of a class not in the scene; not objects: no labels).
+        odd_view: chance that an object is seen turned by up to 57 degrees, not 20.
+        blur_rate: chance that the image is out of focus (Gaussian blur, sigma 0.5-1.3 px).
         cue_rate: None (no cue band) or the rate at which the cue matches the class.
-        flat_background: an RGB triple: no texture, clutter, occluders, shading, lighting or
-            noise, so every part shows its one or two tones exactly (tests).
+        flat_background: an RGB triple: no texture, clutter, decoys, occluders, shading,
+            lighting, blur or noise, so every part shows its one or two tones exactly (tests).
         lighting: random gain, tint and noise (off: the tones as drawn).
     """
     if kind not in KINDS:
@@ -287,7 +299,8 @@ def make_scene(
     target = scale or ("ilsvrc" if len(chosen) == 1 else "pascal")
     if target not in SCALE_TARGETS:
         raise ValueError(f"scale must be one of {sorted(SCALE_TARGETS)}, got {scale!r}")
-    draws, wins = _layout(rng, chosen, size, target, max_occlusion, required=kind != "multi")
+    draws, wins = _layout(rng, chosen, size, target, max_occlusion, required=kind != "multi",
+                          odd_view=odd_view)
     owner = np.zeros((size, size), dtype=np.int16)
     for i, w in enumerate(wins):
         owner[w.y0 : w.y1, w.x0 : w.x1][w.pid >= 0] = i + 1
@@ -303,7 +316,7 @@ def make_scene(
                 cand = occluder(rng, box)
                 hit = _prim_mask(cand[0], size)
                 kept = [int(((owner == j + 1) & ~hit).sum()) for j in range(len(wins))]
-                if all(k >= (1.0 - max_occlusion) * a for k, a in zip(kept, full_area)):
+                if all(k >= (1.0 - occluder_max) * a for k, a in zip(kept, full_area)):
                     occ.append(cand)
                     owner[hit] = 0
                     break
@@ -315,6 +328,10 @@ def make_scene(
         lo, hi = clutter
         for prim, shape, name in fragments(rng, size, int(rng.integers(lo, hi + 1))):
             c.paint_flat(_prim_mask(prim, size), name, shape)
+        for _ in range(int(rng.integers(decoys[0], decoys[1] + 1))):
+            piece = decoy(rng, size, chosen)
+            if piece is not None:
+                c.paint_object(-1, *piece, shading=True)
     else:
         name = "grey"
         c.img[:] = np.asarray(flat_background, dtype=np.float64) / 255.0
@@ -336,6 +353,8 @@ def make_scene(
     for prim, shape, name in occ:
         c.paint_flat(_prim_mask(prim, size), name, shape)
     if flat_background is None and lighting:
+        if rng.random() < blur_rate:
+            c.img = blur(c.img, float(rng.uniform(0.5, 1.3)))
         gain = rng.uniform(0.75, 1.2) * (1.0 + rng.normal(0.0, 0.035, size=3))
         c.img = c.img * gain + rng.normal(0.0, rng.uniform(0.01, 0.04), size=c.img.shape)
     image = np.round(np.clip(c.img, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -369,6 +388,7 @@ class _Canvas:
         self.texture[m] = TEXTURE_INDEX["plain"]
 
     def paint_object(self, i: int, obj: ObjectDraw, w: Window, shading: bool) -> None:
+        """Paint object ``i`` (``i = -1``: a decoy: its pixels get no object and no part)."""
         sl = (slice(w.y0, w.y1), slice(w.x0, w.x1))
         shade = 1.0 - (obj.shade if shading else 0.0) * np.clip(w.v, -1.0, 1.0)
         for k, p in enumerate(obj.parts):
@@ -384,7 +404,7 @@ class _Canvas:
                 img[sec] = p.rgb2 * shade[sec][:, None]
                 self.colour[sl][sec] = COLOUR_INDEX[p.colour2 or p.colour]
             self.object[sl][m] = i + 1
-            self.part[sl][m] = PARTS.index(p.name) + 1
+            self.part[sl][m] = PARTS.index(p.name) + 1 if i >= 0 else 0
             self.shape[sl][m] = SHAPES.index(p.shape) + 1
             self.texture[sl][m] = TEXTURE_INDEX[p.texture]
 
