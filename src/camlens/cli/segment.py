@@ -37,6 +37,9 @@ def add(sub: Any) -> None:
     p.add_argument("--steps", type=positive_int, default=400, help="training steps (400)")
     p.add_argument("--kind", default="multi", help="world v2 scene kind (default multi)")
     p.add_argument("--seed", type=int, default=0, help="head init and minibatch order (0)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads for this run (default: torch's; 1 is fastest on a "
+                        "busy machine: the CRF's small matrix products do not scale)")
     p.add_argument("--json", type=Path, default=None, help="also write the result as JSON")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table (markdown)")
     p.set_defaults(func=run)
@@ -60,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     from camlens.segment.pipeline import ARMS, Arm, compare_seeds
 
     _check(args)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     arms = ARMS if args.compare else (Arm(args.net, args.method, args.layer),)
     result = compare_seeds(args.n_train, args.n_test, args.steps, arms=arms, kind=args.kind,
                            seed=args.seed, progress=lambda text: say(text, None))

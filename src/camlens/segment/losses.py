@@ -37,6 +37,8 @@ def gwrp(scores: torch.Tensor, decay: float) -> torch.Tensor:
     mean)."""
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"GWRP decay must be in [0, 1], got {decay}")
+    if decay == 0.0:
+        return scores.amax(-1)
     n = scores.shape[-1]
     ranked = scores.sort(dim=-1, descending=True).values
     weights = torch.pow(torch.tensor(decay, dtype=scores.dtype, device=scores.device),
@@ -58,8 +60,10 @@ def expansion_loss(probs: torch.Tensor, present: torch.Tensor, d_plus: float = D
     flat = probs.flatten(2)                                                  # (B, L, n)
     fg_present = present[:, 1:].to(probs.dtype)
     fg_absent = 1.0 - fg_present
-    g_plus = gwrp(flat[:, 1:], d_plus)                                       # (B, L-1)
-    g_minus = gwrp(flat[:, 1:], d_minus)
+    # GWRP with d+ only where it is used (present classes): sorting every class is the cost
+    g_plus = torch.ones_like(fg_present)
+    g_plus[present[:, 1:]] = gwrp(flat[:, 1:][present[:, 1:]], d_plus)
+    g_minus = gwrp(flat[:, 1:], d_minus)                                     # (B, L-1)
     g_bg = gwrp(flat[:, 0], d_bg)                                            # (B,)
     term_present = -(torch.log(g_plus.clamp(min=_EPS)) * fg_present).sum(1) \
         / fg_present.sum(1).clamp(min=1)
