@@ -17,6 +17,7 @@ from camlens.segment import (
     foreground_cues,
     make_cues,
     make_data,
+    mask_cues,
     mean_iou,
     predict,
     present_mask,
@@ -85,6 +86,17 @@ def test_seed_quality_by_hand() -> None:
     assert q.bg_precision == pytest.approx(1.0)
     assert q.bg_recall == pytest.approx(4 / 10)
     assert q.coverage == pytest.approx(12 / 16)
+
+
+def test_mask_cues_are_cells_wholly_inside_a_mask() -> None:
+    truth = torch.zeros(1, 4, 4, dtype=torch.long)
+    truth[0, :2, :2] = 2          # class 1 fills cell (0, 0)
+    truth[0, 2:, 1:3] = 1         # class 0 covers half of cells (1, 0) and (1, 1)
+    truth[0, 0:2, 3] = 1
+    fg = mask_cues(truth, grid=2, num_classes=3)
+    assert fg.shape == (1, 3, 2, 2)
+    assert fg[0, 1].tolist() == [[True, False], [False, False]]
+    assert not fg[0, 0].any() and not fg[0, 2].any()
 
 
 def test_mean_iou_by_hand() -> None:
@@ -161,7 +173,28 @@ def test_cli_segment_runs_one_arm(tmp_path, capsys) -> None:  # type: ignore[no-
     out = capsys.readouterr().out
     assert "gradcam on vgg" in out and "all background" in out
     assert "| Seeds |" in (tmp_path / "r.md").read_text()
-    assert '"miou"' in (tmp_path / "r.json").read_text()
+    assert '"mious"' in (tmp_path / "r.json").read_text()
+
+
+def test_cli_segment_compare_with_reference_and_repeats(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from camlens.cli import main
+
+    code = main(["segment", "--compare", "--reference", "--repeats", "2", "--n-train", "6",
+                 "--n-test", "4", "--steps", "2", "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    for row in ("cam on vgg_gap", "gradcam on vgg ", "gradcam on vgg_gap", "exact masks"):
+        assert row in out
+    assert "±" in out and "2 trainings" in out
+    record = json.loads((tmp_path / "r.json").read_text())      # strict JSON: no NaN
+    arms = record["arms"]
+    assert [len(a["mious"]) for a in arms] == [2, 2, 2, 2]
+    assert None in arms[0]["per_label"]           # 4 test scenes cannot hold all 33 classes
+    # Grad-CAM on a GAP + linear net is CAM up to a constant (Sec. 3.1): the same seeds
+    assert arms[0]["seeds"] == arms[2]["seeds"]
+    assert arms[3]["seeds"]["fg_precision"] == 1.0
 
 
 @pytest.mark.parametrize("args,message", [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ def add(sub: Any) -> None:
     p.add_argument("--layer", default=None, help="layer (default: the net's last conv)")
     p.add_argument("--compare", action="store_true",
                    help="run the paper's comparison (CAM vs Grad-CAM seeds) instead of one arm")
+    p.add_argument("--reference", action="store_true",
+                   help="with --compare: add seeds from the exact masks (an upper reference)")
+    p.add_argument("--repeats", type=positive_int, default=1,
+                   help="train each arm this many times (head seeds --seed, --seed+1, ...); the "
+                        "table gives mean ± sd (default 1)")
     p.add_argument("--n-train", type=positive_int, default=800, help="training scenes (800)")
     p.add_argument("--n-test", type=positive_int, default=300, help="held-out test scenes (300)")
     p.add_argument("--steps", type=positive_int, default=400, help="training steps (400)")
@@ -40,7 +46,9 @@ def add(sub: Any) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads for this run (default: torch's; 1 is fastest on a "
                         "busy machine: the CRF's small matrix products do not scale)")
-    p.add_argument("--json", type=Path, default=None, help="also write the result as JSON")
+    p.add_argument("--json", type=Path, default=None,
+                   help="also write the result as JSON (per-label IoU null where a label never "
+                        "occurs)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table (markdown)")
     p.set_defaults(func=run)
 
@@ -58,6 +66,18 @@ def _check(args: argparse.Namespace) -> None:
         raise CliError(f"unknown scene kind {args.kind!r}; choose from {', '.join(KINDS)}")
 
 
+def _no_nan(value: Any) -> Any:
+    """``value`` with every NaN float as None (JSON null: a label absent from the test set has
+    no IoU), so the file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(v) for v in value]
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     from camlens.cli import say
     from camlens.segment.pipeline import ARMS, Arm, compare_seeds
@@ -69,11 +89,14 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     arms = ARMS if args.compare else (Arm(args.net, args.method, args.layer),)
     result = compare_seeds(args.n_train, args.n_test, args.steps, arms=arms, kind=args.kind,
-                           seed=args.seed, progress=lambda text: say(text, None))
+                           seed=args.seed, repeats=args.repeats,
+                           reference=args.reference and args.compare,
+                           progress=lambda text: say(text, None))
     table = result.markdown()
     say(table)
     if args.markdown is not None:
         args.markdown.write_text(table + "\n")
     if args.json is not None:
-        args.json.write_text(json.dumps(asdict(result), indent=1, default=str) + "\n")
+        record = _no_nan(asdict(result) | {"markdown": table})
+        args.json.write_text(json.dumps(record, indent=1, default=str, allow_nan=False) + "\n")
     return 0

@@ -15,6 +15,7 @@ from camlens.segment.losses import constrain_loss, expansion_loss, gwrp, seeding
 from camlens.segment.net import GRID, SegHead, vgg_features
 from camlens.segment.pipeline import (
     ARMS,
+    EXACT,
     PAPER,
     Arm,
     ArmResult,
@@ -30,6 +31,7 @@ from camlens.segment.seeds import (
     foreground_cues,
     gradient_saliency,
     make_cues,
+    mask_cues,
     seed_quality,
 )
 from camlens.segment.train import (
@@ -48,10 +50,10 @@ __all__ = [
     "CRFParams", "crf_probabilities", "kernel_matrix", "mean_field",
     "constrain_loss", "expansion_loss", "gwrp", "seeding_loss",
     "GRID", "SegHead", "vgg_features",
-    "ARMS", "PAPER", "Arm", "ArmResult", "SegmentComparison", "compare_seeds", "prepare",
+    "ARMS", "EXACT", "PAPER", "Arm", "ArmResult", "SegmentComparison", "compare_seeds", "prepare",
     "run_arm",
     "SeedQuality", "background_cues", "class_maps", "foreground_cues", "gradient_saliency",
-    "make_cues", "seed_quality",
+    "make_cues", "mask_cues", "seed_quality",
     "NUM_LABELS", "SegData", "TrainConfig", "confusion", "make_data", "mean_iou", "predict",
     "present_mask", "train_head",
 ]

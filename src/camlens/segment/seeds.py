@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["FG_FRACTION", "BG_FRACTION", "padded_targets", "class_maps", "gradient_saliency",
-           "foreground_cues", "background_cues", "make_cues", "SeedQuality", "seed_quality"]
+           "foreground_cues", "background_cues", "mask_cues", "make_cues", "SeedQuality",
+           "seed_quality"]
 
 FG_FRACTION = 0.2
 BG_FRACTION = 0.1
@@ -96,6 +97,18 @@ def background_cues(saliency: torch.Tensor, grid: int,
     cue = torch.zeros_like(cells, dtype=torch.bool)
     cue.scatter_(1, order, True)
     return cue.reshape(-1, grid, grid)
+
+
+def mask_cues(truth: torch.Tensor, grid: int, num_classes: int) -> torch.Tensor:
+    """Reference foreground cues from the exact label maps ``truth`` (B, H, W) (0 background,
+    c + 1 class c): (B, classes, grid, grid) bool, the cells lying wholly inside class c's mask.
+    Not SEC's (it has no masks): an upper reference for what the head and losses can do."""
+    scale = truth.shape[-1] // grid
+    if scale * grid != truth.shape[-1]:
+        raise ValueError(f"image size {truth.shape[-1]} is not a multiple of the grid {grid}")
+    onehot = F.one_hot(truth.long(), num_classes + 1).permute(0, 3, 1, 2).float()
+    inside = F.avg_pool2d(onehot, scale) == 1.0
+    return inside[:, 1:]
 
 
 def make_cues(fg: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
