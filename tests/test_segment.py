@@ -203,6 +203,8 @@ def test_cli_segment_compare_with_reference_and_repeats(tmp_path, capsys) -> Non
     (["--method", "nope"], "unknown method 'nope'"),
     (["--kind", "crowd"], "unknown scene kind 'crowd'"),
     (["--method", "cam", "--net", "vgg"], "CAM needs a global-average-pooling"),
+    (["--compare", "--net", "vgg"], "--compare runs its own seeds"),
+    (["--reference"], "use it with --compare"),
 ])
 def test_cli_segment_bad_input_is_one_line(args: list[str], message: str, capsys) -> None:  # type: ignore[no-untyped-def]
     from camlens.cli import main

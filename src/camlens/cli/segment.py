@@ -26,9 +26,9 @@ def add(sub: Any) -> None:
                     "world v2 net, and report the seeds' precision/recall and the test mean IoU "
                     "against exact masks (Sec. 4.2). --compare runs CAM on vgg_gap, Grad-CAM on "
                     "vgg and Grad-CAM on vgg_gap on the same scenes.")
-    p.add_argument("--method", default="gradcam",
+    p.add_argument("--method", default=None,
                    help="camlens method for the foreground seeds (default gradcam)")
-    p.add_argument("--net", default="vgg",
+    p.add_argument("--net", default=None,
                    help="world v2 net: vgg, vgg_gap, alexnet or resnet (default vgg)")
     p.add_argument("--layer", default=None, help="layer (default: the net's last conv)")
     p.add_argument("--compare", action="store_true",
@@ -57,6 +57,15 @@ def _check(args: argparse.Namespace) -> None:
     from camlens.methods import METHODS
     from camlens.synthetic.v2 import KINDS, NETS
 
+    if args.compare:
+        given = [f"--{k}" for k in ("method", "net", "layer") if getattr(args, k) is not None]
+        if given:
+            raise CliError(f"--compare runs its own seeds (CAM on vgg_gap, Grad-CAM on vgg and "
+                           f"vgg_gap); drop {', '.join(given)}, or drop --compare for one arm")
+    elif args.reference:
+        raise CliError("--reference adds a row to --compare's table; use it with --compare")
+    args.method = args.method or "gradcam"
+    args.net = args.net or "vgg"
     if args.net not in NETS:
         raise CliError(f"unknown world v2 net {args.net!r}; choose from {', '.join(sorted(NETS))}")
     if args.method not in METHODS:
@@ -90,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     arms = ARMS if args.compare else (Arm(args.net, args.method, args.layer),)
     result = compare_seeds(args.n_train, args.n_test, args.steps, arms=arms, kind=args.kind,
                            seed=args.seed, repeats=args.repeats,
-                           reference=args.reference and args.compare,
+                           reference=args.reference,
                            progress=lambda text: say(text, None))
     table = result.markdown()
     say(table)
