@@ -4,7 +4,8 @@ Each line is split at ``&&``; each command is then
 
 - run in-process through `camlens.cli.main` (``camlens ...`` and ``python -m camlens ...``),
   in a scratch folder, with small settings where the README's own command allows them
-  (``--input-size 96`` for `explain`, ``--limit 4`` for a synthetic `evaluate`), and its
+  (``--input-size 96`` for `explain`, ``--limit 4`` for a synthetic `evaluate`, 6 training
+  scenes and 2 steps for `segment`), and its
   promised outputs checked;
 - or, when it names input files that do not exist here (the README's placeholders such as
   photo.jpg or vgg16.pth), run all the same: it must fail cleanly on the missing input (exit 2,
@@ -174,6 +175,10 @@ def small(argv: list[str]) -> list[str]:
         if data.startswith("synthetic:") and "--limit" not in out:
             out += ["--limit", "4"]
         out += ["--no-progress"]
+    if out[:1] == ["segment"]:
+        for option, value in (("--n-train", "6"), ("--n-test", "4"), ("--steps", "2")):
+            if option not in out:
+                out += [option, value]
     return out
 
 

@@ -1,5 +1,5 @@
 """The ``camlens`` command line: ``explain`` photos, list a model's ``layers``, list ``methods``,
-run the paper's ``evaluate`` protocols.
+run the paper's ``evaluate`` protocols, ``segment`` with SEC from Grad-CAM or CAM seeds.
 
     camlens explain sample:chelsea photos/ --out explanations
     camlens layers --model path/to/net.py:build
@@ -10,7 +10,7 @@ image could be explained; 3 an internal error (rerun with --debug for the traceb
 A problem with one image (unreadable, refused by the model, non-finite scores) is one line on
 stderr and the run goes on; a problem with the arguments stops it.
 
-One module per command (``explain``, ``layers``, ``methods``, ``evaluate``), each with
+One module per command (``explain``, ``layers``, ``methods``, ``evaluate``, ``segment``), each with
 ``add(subparsers)`` and ``run(args)``; shared option groups are parent parsers in
 :mod:`camlens.cli.options`; the work itself lives in the library (:mod:`camlens.pipeline.images`,
 :mod:`camlens.output`). The parser is the standard library's argparse, kept on purpose: the CLI
@@ -67,7 +67,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from camlens.cli import evaluate, explain, layers, methods
+    from camlens.cli import evaluate, explain, layers, methods, segment
 
     parser = _Parser(
         prog=PROG,
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"camlens {camlens.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for command in (explain, layers, evaluate, methods):
+    for command in (explain, layers, evaluate, segment, methods):
         command.add(sub)
     return parser
 
