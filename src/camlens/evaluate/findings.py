@@ -202,7 +202,8 @@ def _claims(res: Results) -> list[str]:
             se = math.hypot(se_binomial(g.accuracy_rejection, g.trials_topk),
                             se_binomial(m.accuracy_rejection, m.trials_topk))
             c.add(f"Grad-CAM beats c-MWP in the top-5 + rejection pointing game (Sec. 4.3: "
-                  f"{PAPER_POINTING['Grad-CAM']} vs {PAPER_POINTING['c-MWP']})", n.name, d, se,
+                  f"{PAPER_POINTING['Grad-CAM']:.2f} vs {PAPER_POINTING['c-MWP']:.2f})", n.name,
+                  d, se,
                   f"{pct(g.accuracy_rejection)}% vs {pct(m.accuracy_rejection)}%; unpaired "
                   "standard error")
     pairs = [("Guided Grad-CAM", "Guided Backprop"), ("Grad-CAM", "Guided Backprop"),
@@ -287,8 +288,9 @@ def _setup(res: Results) -> list[str]:
          f"in the claimed direction exceeds {Z_SCORE:g} standard errors of the paired difference "
          "(same images), 'does not hold' when the opposite difference does, else it is not "
          "resolved at this precision."),
-        (f"- Run time: {res.seconds:.0f} s in total, {res.versions['threads']} intra-op CPU "
-         f"thread(s) (torch {res.versions['torch']}, Python {res.versions['python']})."
+        (f"- Run time: {res.seconds:.0f} s wall, {res.cpu_seconds:.0f} s CPU (about the wall "
+         f"time on a quiet machine), {res.versions['threads']} intra-op CPU thread(s) (torch "
+         f"{res.versions['torch']}, Python {res.versions['python']})."
          + (" **Quick mode: too few images for conclusions; it tests the pipeline.**"
             if cfg.quick else "")),
     ]

@@ -58,7 +58,7 @@ def resolve_model(
     :func:`to_unit_tensor`; the default layer is known for camlens's synthetic nets); an object
     with ``model`` (and optionally ``preprocess``, ``default_layer``, ``labels``, ``name``) such
     as :class:`camlens.models.ModelRecord`; or a spec string, loaded through the model registry
-    (:func:`camlens.models.load_model`, with ``weights`` and ``device``): ``synthetic:gapnet``,
+    (:func:`camlens.models.load_model`, with ``weights`` and ``device``): ``synthetic:vgg``,
     ``torchvision:resnet50``, ``path/to/file.py:FACTORY``... ``preprocess`` and
     ``default_layer`` override the record's.
     A model in training mode is left so (``camlens.explain`` warns about it).
@@ -85,7 +85,7 @@ def resolve_model(
     else:
         raise TypeError(
             "model must be an nn.Module, a camlens.models.ModelRecord, or a spec string such as "
-            f"'synthetic:gapnet'; got {type(model).__name__}"
+            f"'synthetic:vgg'; got {type(model).__name__}"
         )
     if preprocess is not None or default_layer is not None:
         res = ResolvedModel(res.model, preprocess or res.preprocess,

@@ -139,6 +139,7 @@ class Results:
     seconds: float
     command: str
     versions: dict[str, str]
+    cpu_seconds: float = 0.0  # CPU time of this process (wall time on a quiet machine)
     heldout: dict[str, Any] | None = None  # accuracy.json's description of its held-out set
     #: Sec. 4.2's weakly-supervised segmentation: {"Grad-CAM": mean IoU, "CAM": mean IoU} in
     #: [0, 1] from camlens.segment, rendered by findings.segmentation_section; None: not run.
@@ -310,13 +311,14 @@ def _run_net(name: str, cfg: ReproduceConfig, data: dict[str, Any], progress: bo
 
 
 def _reproduce(cfg: ReproduceConfig, progress: bool, command: str) -> Results:
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     data = _data(cfg)
     out = {name: _run_net(name, cfg, data, progress) for name in cfg.nets}
     versions = {"camlens": getattr(camlens, "__version__", "?"), "torch": torch.__version__,
                 "numpy": np.__version__, "python": platform.python_version(),
                 "threads": str(torch.get_num_threads())}
-    return Results(cfg, out, time.perf_counter() - t_start, command, versions, _heldout())
+    return Results(cfg, out, time.perf_counter() - t_start, command, versions,
+                   time.process_time() - cpu_start, _heldout())
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = reproduce(cfg, progress=args.progress, command=command.strip())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(res), encoding="utf-8")
-    print(f"wrote {args.out} ({res.seconds:.0f} s)", file=sys.stderr)
+    print(f"wrote {args.out} ({res.seconds:.0f} s, {res.cpu_seconds:.0f} s CPU)", file=sys.stderr)
     return 0
 
 
