@@ -221,7 +221,8 @@ def box_table(res: Results) -> str:
     nets = list(res.nets.values())
     header = ["Map", *(f"{n.name}: median IoU / area ratio / contains gt" for n in nets)]
     pick = [(r, lambda n, r=r: n.table1.get(r)) for r, _, _, _ in TABLE1_ROWS]
-    pick += [(f"Grad-CAM, {r}", lambda n, r=r: n.table3.get(r)) for r in EARLIER_ROWS]
+    pick += [(f"Grad-CAM, {r}", lambda n, r=r: n.table3.get(r))
+             for r in ("GMP gradients", *EARLIER_ROWS)]
     rows = []
     for name, get in pick:
         cells = []
