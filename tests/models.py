@@ -362,3 +362,29 @@ class TinyNet(nn.Module):
 """
 """A tiny classifier as the text of a Python file, for ``--model file.py:FACTORY`` tests: each
 test file appends its own factory (and variants) to it."""
+
+
+class TinyGAPNet(nn.Module):
+    """An untrained, seeded-by-the-caller GAP net for world v2's 112x112 scenes and 33 classes
+    (float32): (conv-ReLU-conv-ReLU) x 3 with max-pooling between, global average pooling,
+    one Linear ``fc``. Layer ``features.13`` is the rectified last conv map (28x28), the one the
+    pooling reads, so CAM and Grad-CAM coincide there."""
+
+    LAYER = "features.13"
+
+    def __init__(self, num_classes: int = 33, widths: tuple[int, int, int] = (4, 8, 8)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for i, w in enumerate(widths):
+            layers += [nn.Conv2d(c_in, w, 3, padding=1), nn.ReLU(inplace=True),
+                       nn.Conv2d(w, w, 3, padding=1), nn.ReLU(inplace=True)]
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            c_in = w
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features((x - 0.4) / 0.25)), 1))

@@ -482,8 +482,8 @@ def test_python_dash_m(capsys: pytest.CaptureFixture[str]) -> None:
 def test_evaluate_localization_table_csv_and_resume(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     csv_file = tmp_path / "loc.csv"
-    args = ("evaluate", "localization", "--data", "synthetic:seed=12345,n=6", "--model",
-            "synthetic:gapnet", "--csv", csv_file, "--no-progress")
+    args = ("evaluate", "localization", "--data", "synthetic:seed=20251,n=6", "--model",
+            "synthetic:vgg_gap", "--csv", csv_file, "--no-progress")
     code, out, err = run(capsys, *args)
     assert code == 0, err
     assert (
@@ -499,8 +499,8 @@ def test_evaluate_localization_table_csv_and_resume(tmp_path: Path,
 def test_evaluate_threshold_relative_to_the_range(tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     csv_file = tmp_path / "loc.csv"
-    args = ("evaluate", "localization", "--data", "synthetic:seed=12345,n=3", "--model",
-            "synthetic:gapnet", "--option", "relu=false", "--csv", csv_file, "--no-progress")
+    args = ("evaluate", "localization", "--data", "synthetic:seed=20251,n=3", "--model",
+            "synthetic:vgg_gap", "--option", "relu=false", "--csv", csv_file, "--no-progress")
     code, _, err = run(capsys, *args, "--relative-to", "range")
     assert code == 0, err
     recorded = json.loads(csv_file.with_name("loc.csv.config.json").read_text())  # the config
@@ -510,12 +510,75 @@ def test_evaluate_threshold_relative_to_the_range(tmp_path: Path,
 
 
 @pytest.mark.parametrize("argv,message", [
-    (("--data", "kitti:/x", "--model", "synthetic:gapnet"), "unknown dataset spec 'kitti:/x'"),
+    (("--data", "kitti:/x", "--model", "synthetic:vgg_gap"), "unknown dataset spec 'kitti:/x'"),
     (("--data", "synthetic:seed=1,n=2", "--model", "synthetic:nope"),
-     "unknown synthetic net 'nope'"),
+     "unknown synthetic net 'nope'; choose from synthetic:vgg, synthetic:vgg_gap, "
+     "synthetic:alexnet, synthetic:resnet"),
+    (("--data", "synthetic:seed=1,n=2,kind=crowd", "--model", "synthetic:vgg"),
+     "kind must be one of single, multi, two, pair, got 'crowd'"),
 ])
 def test_evaluate_bad_input_is_one_line_exit_2(argv: tuple[str, ...], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "evaluate", "localization", *argv, "--no-progress")
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- world v2 from the CLI
+
+
+def test_explain_a_world_v2_scene_with_a_shipped_net(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`camlens explain --model synthetic:vgg` on a saved v2 scene: its 112x112 input (no
+    resizing), the net's softmax probabilities and the library's Grad-CAM maps at the 14x14
+    layer."""
+    from camlens.synthetic import CLASSES, load_pretrained, make_dataset
+
+    scene = make_dataset(1, seed=20251)[0]
+    Image.fromarray(scene.image).save(tmp_path / "scene.png")
+    code, _, err = run(capsys, "explain", tmp_path / "scene.png", "--model", "synthetic:vgg",
+                       "--method", "gradcam", "--top-k", "2", "--out", tmp_path / "out",
+                       "--save", "maps")
+    assert code == 0, err
+    record = json.loads((tmp_path / "out" / "scene" / "explanation.json").read_text())
+    x = torch.from_numpy(scene.image).permute(2, 0, 1).float().div(255)[None]
+    model = load_pretrained("vgg")
+    with torch.no_grad():
+        probs = model(x).softmax(dim=1)[0]
+    top = probs.topk(2)
+    assert record["layers"] == ["features.18"]
+    assert [t["index"] for t in record["targets"]] == top.indices.tolist()
+    assert [t["name"] for t in record["targets"]] == [CLASSES[i] for i in top.indices.tolist()]
+    assert [t["probability"] for t in record["targets"]] == pytest.approx(top.values.tolist(),
+                                                                          abs=1e-5)
+    ref = camlens.explain(model, x, method="gradcam", layer="features.18", target=top.indices[None])
+    assert ref.raw.shape[-2:] == (14, 14)
+    maps = np.load(tmp_path / "out" / "scene" / "maps.npz")
+    for k, c in enumerate(top.indices.tolist()):
+        got = maps[f"gradcam/{c}"].astype(np.float32)
+        assert got.shape == (112, 112)
+        np.testing.assert_allclose(got, ref.maps[0, k].numpy(), atol=2e-3)
+
+
+@pytest.mark.parametrize("task,data,model,method", [
+    ("localization", "synthetic:seed=20251,n=5", "synthetic:vgg_gap", "cam"),
+    ("pointing", "synthetic:seed=20252,n=6,kind=multi", "synthetic:resnet", "cmwp"),
+    ("faithfulness", "synthetic:seed=20252,n=2,kind=two", "synthetic:alexnet", "guided-gradcam"),
+])
+def test_evaluate_world_v2_from_the_cli_equals_the_library(
+        task: str, data: str, model: str, method: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from camlens.evaluate import evaluate, load_dataset
+
+    extra = ["--window", "28", "--stride", "28"] if task == "faithfulness" else []
+    code, out, err = run(capsys, "evaluate", task, "--data", data, "--model", model, "--method",
+                         method, "--no-progress", *extra)
+    assert code == 0, err
+    kw = {"window": 28, "stride": 28} if task == "faithfulness" else {}
+    summary = evaluate(task, data, model=model, method=method, progress=False, **kw)
+    assert out.strip() == summary.markdown().strip()
+    samples = load_dataset(data)
+    if task == "pointing":  # kind=multi: 2-4 objects of distinct classes
+        assert all(len(s.labels) == len(s.objects) >= 2 for s in samples)
+    if task == "faithfulness":
+        assert all(len(s.objects) == 2 for s in samples)

@@ -46,7 +46,8 @@ from camlens.evaluate import (
     insertion_curve,
     largest_component,
 )
-from camlens.synthetic import DEFAULT_LAYERS, GAPNet, make_dataset
+from camlens.synthetic import make_dataset
+from models import TinyGAPNet
 
 SYNTHETIC = "synthetic:seed=4242,n=8"
 
@@ -87,7 +88,7 @@ def oracle() -> nn.Module:
 def tiny_gapnet() -> nn.Module:
     """An untrained GAP net: its top-1 class often differs from the ground truth."""
     torch.manual_seed(0)
-    return GAPNet(widths=(4, 8, 8)).eval()
+    return TinyGAPNet().eval()
 
 
 def write_sample(folder: Path, name: str, channel: np.ndarray, label: int,
@@ -125,7 +126,7 @@ def localisation_maps(model: nn.Module, x: torch.Tensor, method: str, classes: t
         score = model(leaf).gather(1, target).sum()
         (grad,) = torch.autograd.grad(score, leaf)
         return grad.abs().amax(dim=1).numpy()
-    layer = DEFAULT_LAYERS["gapnet"] if camlens.METHODS[method].needs_layer else None
+    layer = TinyGAPNet.LAYER if camlens.METHODS[method].needs_layer else None
     kw: dict[str, Any] = {"window": 16, "stride": 8, "fill": fill} if method == "occlusion" else {}
     ex = camlens.explain(model, x, method=method, layer=layer, target=target, **kw)
     raw = ex.raw.float()
@@ -167,7 +168,8 @@ def expected_rho(model: nn.Module, scenes: list[Any], target: str, fill: float
 def test_faithfulness_is_spearman_with_occlusion(target: str, fill: float,
                                                  scenes: list[Any]) -> None:
     model = tiny_gapnet()
-    s = evaluate_faithfulness(model, scenes, method=FAITH_METHODS, window=16, stride=8,
+    specs = [(m, m, {}, TinyGAPNet.LAYER) for m in FAITH_METHODS]
+    s = evaluate_faithfulness(model, scenes, method=specs, window=16, stride=8,
                               fill=fill, target=target, progress=False)
     want = expected_rho(model, scenes, target, fill)
     assert s.n == len(scenes)
@@ -240,13 +242,13 @@ def test_cli_flags_reach_the_evaluation(task: str, flag: str, value: str,
                                         kwargs: dict[str, Any],
                                         capsys: pytest.CaptureFixture[str]) -> None:
     kwargs = dict(kwargs)
-    common: dict[str, Any] = {"model": "synthetic:vggstyle", "progress": False,
+    common: dict[str, Any] = {"model": "synthetic:vgg", "progress": False,
                               "method": kwargs.pop("method", "gradcam")}
     extra = ["--method", common["method"]]
     if task == "faithfulness":
         common.update(window=32, stride=32)
         extra += ["--window", "32", "--stride", "32"]
-    got = cli_table(capsys, task, "--data", SYNTHETIC, "--model", "synthetic:vggstyle",
+    got = cli_table(capsys, task, "--data", SYNTHETIC, "--model", "synthetic:vgg",
                     flag, value, *extra)
     assert got == evaluate(task, SYNTHETIC, **common, **kwargs).markdown().strip()
     assert got != evaluate(task, SYNTHETIC, **common).markdown().strip()  # the flag matters
@@ -319,12 +321,12 @@ def test_threshold_is_15_percent_of_the_maximum_by_default(shoulder_samples: lis
 
 def test_cli_threshold_default_is_0_15(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                        ) -> None:
-    args = ["localization", "--data", SYNTHETIC, "--model", "synthetic:gapnet"]
+    args = ["localization", "--data", SYNTHETIC, "--model", "synthetic:vgg_gap"]
     plain = cli_table(capsys, *args, "--csv", str(tmp_path / "a.csv"))
     explicit = cli_table(capsys, *args, "--threshold", "0.15", "--csv", str(tmp_path / "b.csv"))
     assert plain == explicit
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
-    library = evaluate("localization", SYNTHETIC, model="synthetic:gapnet", threshold=0.15,
+    library = evaluate("localization", SYNTHETIC, model="synthetic:vgg_gap", threshold=0.15,
                        progress=False)
     assert plain == library.markdown().strip()
 
@@ -334,22 +336,26 @@ def test_cli_threshold_default_is_0_15(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_a_shared_cache_keeps_option_variants_apart(scenes: list[Any]) -> None:
     model = tiny_gapnet()
-    fresh = {c: evaluate_localization(model, scenes, options={"counterfactual": c},
+    fresh = {c: evaluate_localization(model, scenes, layer=TinyGAPNet.LAYER,
+                                      options={"counterfactual": c},
                                       all_boxes=True, progress=False).records
              for c in (False, True)}
     assert fresh[False] != fresh[True]  # the option changes the boxes
     cache: dict[Any, Any] = {}
     for c in (True, False):
-        again = evaluate_localization(model, scenes, options={"counterfactual": c},
+        again = evaluate_localization(model, scenes, layer=TinyGAPNet.LAYER,
+                                      options={"counterfactual": c},
                                       all_boxes=True, cache=cache, progress=False)
         assert again.records == fresh[c], c
 
-    faith = {f: evaluate_faithfulness(model, scenes, window=32, stride=16, fill=f,
+    faith = {f: evaluate_faithfulness(model, scenes, layer=TinyGAPNet.LAYER, window=32,
+                                      stride=16, fill=f,
                                       progress=False).mean_rho for f in (0.0, 0.7)}
     assert faith[0.0] != faith[0.7]
     shared: dict[Any, Any] = {}
     for f in (0.0, 0.7):
-        got = evaluate_faithfulness(model, scenes, window=32, stride=16, fill=f, cache=shared,
+        got = evaluate_faithfulness(model, scenes, layer=TinyGAPNet.LAYER, window=32,
+                                      stride=16, fill=f, cache=shared,
                                     progress=False).mean_rho
         assert got == faith[f], f
 
@@ -362,7 +368,8 @@ def test_resume_redoes_an_image_cut_at_a_row_boundary(tmp_path: Path,
     path = tmp_path / "pointing.csv"
 
     def run() -> Any:
-        return evaluate_pointing(tiny_gapnet(), scenes, csv_path=path, top_k=3, held_out=0.5,
+        return evaluate_pointing(tiny_gapnet(), scenes, layer=TinyGAPNet.LAYER, csv_path=path,
+                                 top_k=3, held_out=0.5,
                                  progress=False)
 
     full = run()

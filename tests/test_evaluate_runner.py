@@ -26,7 +26,10 @@ from camlens.evaluate import (
 from camlens.evaluate.cli import run_cli
 from camlens.evaluate.datasets import AnnotatedObject, dataset_formats
 from camlens.evaluate.tasks.localization import scale_box
-from camlens.synthetic import GAPNet, make_dataset, save_dataset
+from camlens.synthetic import make_dataset, save_coco
+from models import TinyGAPNet
+
+TINY_LAYER = TinyGAPNet.LAYER  # the tiny net's rectified last conv map
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -117,7 +120,7 @@ class Crash(nn.Module):
 
 def tiny_net() -> nn.Module:
     torch.manual_seed(0)
-    return GAPNet(widths=(4, 8, 8)).eval()
+    return TinyGAPNet().eval()
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +161,8 @@ def test_oracle_occlusion_localizes():
 
 
 def test_all_boxes_gives_the_same_errors(scenes):
-    a = evaluate_localization(tiny_net(), scenes, progress=False)
-    b = evaluate_localization(tiny_net(), scenes, progress=False, all_boxes=True)
+    a = evaluate_localization(tiny_net(), scenes, layer=TINY_LAYER, progress=False)
+    b = evaluate_localization(tiny_net(), scenes, layer=TINY_LAYER, progress=False, all_boxes=True)
     assert (a.top1_loc_error, a.topk_loc_error) == (b.top1_loc_error, b.topk_loc_error)
     assert any(box is not None for rec in b.records for box in rec.pred_boxes[1:])
 
@@ -208,7 +211,7 @@ def _hits(k: int, gt, classes, boxes) -> tuple[bool, bool]:
 
 def test_csv_rows_and_summary_recomputed_by_hand(tmp_path, scenes):
     path = tmp_path / "loc.csv"
-    s = evaluate_localization(tiny_net(), scenes, method="gradcam", csv_path=path,
+    s = evaluate_localization(tiny_net(), scenes, layer=TINY_LAYER, method="gradcam", csv_path=path,
                               progress=False, all_boxes=True, batch_size=4)
     rows = read_csv(path)
     assert [r["image_id"] for r in rows] == [f"{i:05d}" for i in range(len(scenes))]
@@ -248,7 +251,7 @@ def _crash_then_resume(run, tmp_path, name, limit=5):
 
 def test_localization_resume_after_crash_equals_uninterrupted(tmp_path, scenes):
     def run(model, path):
-        return evaluate_localization(model, scenes, layer=None if isinstance(model, GAPNet)
+        return evaluate_localization(model, scenes, layer=None if isinstance(model, TinyGAPNet)
                                      else "net.features.13", csv_path=path, progress=False,
                                      batch_size=3)
 
@@ -268,7 +271,7 @@ def test_localization_resume_after_crash_equals_uninterrupted(tmp_path, scenes):
 
 def test_pointing_resume_after_crash_equals_uninterrupted(tmp_path, scenes):
     def run(model, path):
-        return evaluate_pointing(model, scenes, layer=None if isinstance(model, GAPNet)
+        return evaluate_pointing(model, scenes, layer=None if isinstance(model, TinyGAPNet)
                                  else "net.features.13", csv_path=path, progress=False,
                                  batch_size=2, held_out=0.3)
 
@@ -281,7 +284,7 @@ def test_pointing_resume_after_crash_equals_uninterrupted(tmp_path, scenes):
 
 def test_faithfulness_resume_after_crash_equals_uninterrupted(tmp_path, scenes):
     def run(model, path):
-        layer = None if isinstance(model, GAPNet) else "net.features.13"
+        layer = None if isinstance(model, TinyGAPNet) else "net.features.13"
         return evaluate_faithfulness(model, scenes[:6], method=[("gc", "gradcam", {}, layer),
                                                                 "gradient"],
                                      window=16, stride=16, csv_path=path, progress=False,
@@ -295,11 +298,13 @@ def test_faithfulness_resume_after_crash_equals_uninterrupted(tmp_path, scenes):
 
 def test_a_row_cut_short_is_dropped_and_redone(tmp_path, scenes):
     path = tmp_path / "loc.csv"
-    full = evaluate_localization(tiny_net(), scenes, csv_path=path, progress=False)
+    full = evaluate_localization(tiny_net(), scenes, layer=TINY_LAYER,
+                                 csv_path=path, progress=False)
     text = path.read_text()
     lines = text.splitlines(keepends=True)
     path.write_text("".join(lines[:-1]) + lines[-1][:25])  # the last row, half written
-    again = evaluate_localization(tiny_net(), scenes, csv_path=path, progress=False)
+    again = evaluate_localization(tiny_net(), scenes, layer=TINY_LAYER,
+                                  csv_path=path, progress=False)
     assert again.resumed == len(scenes) - 1
     assert again.records == full.records
     assert path.read_text() == text
@@ -307,11 +312,13 @@ def test_a_row_cut_short_is_dropped_and_redone(tmp_path, scenes):
 
 def test_resume_refuses_a_csv_of_another_configuration(tmp_path, scenes):
     path = tmp_path / "loc.csv"
-    evaluate_localization(tiny_net(), scenes[:2], csv_path=path, progress=False)
+    evaluate_localization(tiny_net(), scenes[:2], layer=TINY_LAYER, csv_path=path, progress=False)
     with pytest.raises(ValueError, match="resume=False"):
-        evaluate_localization(tiny_net(), scenes[:2], csv_path=path, progress=False,
+        evaluate_localization(tiny_net(), scenes[:2], layer=TINY_LAYER,
+                              csv_path=path, progress=False,
                               options={"relu": False})
-    s = evaluate_localization(tiny_net(), scenes[:2], csv_path=path, progress=False,
+    s = evaluate_localization(tiny_net(), scenes[:2], layer=TINY_LAYER,
+                              csv_path=path, progress=False,
                               options={"relu": False}, resume=False)
     assert s.resumed == 0 and len(read_csv(path)) == 2
 
@@ -399,11 +406,11 @@ def test_synthetic_format_registered_and_folder_equals_memory(tmp_path, scenes):
     assert "synthetic" in dataset_formats()
     mem = load_dataset("synthetic:seed=777,n=10")
     assert [s.image_id for s in mem[:2]] == ["777/00000", "777/00001"]
-    save_dataset(scenes, tmp_path / "ds")
+    save_coco(scenes, tmp_path / "ds")
     disk = load_dataset(f"synthetic:{tmp_path / 'ds'}")
     assert len(disk) == 10 and disk[0].image_path.is_file()
-    a = evaluate_localization(tiny_net(), mem, progress=False)
-    b = evaluate_localization(tiny_net(), disk, progress=False)
+    a = evaluate_localization(tiny_net(), mem, layer=TINY_LAYER, progress=False)
+    b = evaluate_localization(tiny_net(), disk, layer=TINY_LAYER, progress=False)
     assert a.records == b.records
     with pytest.raises(ValueError, match="seed"):
         load_dataset("synthetic:n=3")
@@ -417,16 +424,17 @@ def test_evaluate_and_run_cli(capsys):
         run_cli(ns)
     ns.data = "synthetic:seed=777,n=4"
     ns.model = tiny_net()
-    ns.layer = None
+    ns.layer = TINY_LAYER
     assert run_cli(ns) == 0
     out = capsys.readouterr().out
     assert "| Method | Top-1 loc error | Top-3 loc error |" in out
-    s = evaluate("pointing", "synthetic:seed=777,n=8", model=tiny_net(), progress=False, limit=6)
+    s = evaluate("pointing", "synthetic:seed=777,n=8", model=tiny_net(), layer=TINY_LAYER,
+                 progress=False, limit=6)
     assert s.n_images + s.n_held_out == 6
 
 
 def test_progress_bar_on_stderr(capsys, scenes):
-    evaluate_localization(tiny_net(), scenes[:3], progress=True)
+    evaluate_localization(tiny_net(), scenes[:3], layer=TINY_LAYER, progress=True)
     err = capsys.readouterr().err
     assert "localization gradcam" in err and "3/3" in err
 
@@ -445,8 +453,8 @@ def test_module_entry_point_with_a_resizing_model_spec(tmp_path, capsys):
     from camlens.evaluate.__main__ import main
 
     (tmp_path / "net.py").write_text(
-        "import torch\nfrom camlens.synthetic import GAPNet\n\n"
-        "def build():\n    torch.manual_seed(0)\n    return GAPNet(widths=(4, 8, 8))\n"
+        "import torch\nfrom models import TinyGAPNet\n\n"
+        "def build():\n    torch.manual_seed(0)\n    return TinyGAPNet()\n"
     )
     csv_file = tmp_path / "rows.csv"
     code = main(["localization", "--data", "synthetic:seed=777,n=3", "--model",
@@ -457,16 +465,16 @@ def test_module_entry_point_with_a_resizing_model_spec(tmp_path, capsys):
     rows = read_csv(csv_file)
     assert len(rows) == 3
     for r in rows:
-        # the bundled preprocessing resizes 64 -> 224; boxes come back in 64x64 pixels
-        assert (r["input_h"], r["input_w"], r["width"]) == ("224", "224", "64")
+        # the bundled preprocessing resizes 112 -> 224; boxes come back in 112x112 pixels
+        assert (r["input_h"], r["input_w"], r["width"]) == ("224", "224", "112")
         for box in json.loads(r["pred_boxes"]):
-            assert box is None or (0 <= box[0] <= box[2] <= 63 and 0 <= box[1] <= box[3] <= 63)
+            assert box is None or (0 <= box[0] <= box[2] <= 111 and 0 <= box[1] <= box[3] <= 111)
 
 
 def test_runner_leaves_a_training_mode_model_in_training_mode() -> None:
     from camlens.synthetic import load_pretrained, make_dataset
 
-    model = load_pretrained("gapnet").train()
+    model = load_pretrained("vgg_gap").train()
     with pytest.warns(UserWarning, match="training mode"):
         evaluate_localization(model, make_dataset(2, seed=3), method="gradcam", progress=False)
     assert model.training and all(m.training for m in model.modules())

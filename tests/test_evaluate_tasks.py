@@ -23,7 +23,10 @@ from camlens.evaluate.cli import main
 from camlens.evaluate.explainer import Explainer
 from camlens.evaluate.report import markdown_table, pointing_markdown
 from camlens.evaluate.tasks import PointingSummary
-from camlens.synthetic import GAPNet, make_dataset, save_dataset
+from camlens.synthetic import make_dataset, save_coco
+from models import TinyGAPNet
+
+TINY_LAYER = TinyGAPNet.LAYER  # the tiny net's rectified last conv map
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,7 +39,7 @@ def one_thread():
 
 def tiny_net(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return GAPNet(widths=(4, 8, 8)).eval()
+    return TinyGAPNet().eval()
 
 
 class MeanHead(nn.Module):
@@ -146,25 +149,26 @@ def test_unknown_method_or_option_is_refused_before_any_forward():
 def test_an_unreadable_image_is_skipped_reported_and_retried_on_resume(tmp_path):
     scenes = make_dataset(5, seed=31)
     folder = tmp_path / "ds"
-    save_dataset(scenes, folder)
+    save_coco(scenes, folder)
     spec = f"synthetic:{folder}"
-    full = evaluate_localization(tiny_net(), spec, progress=False)
-    victim = sorted((folder / "images").glob("*.png"))[2]
+    full = evaluate_localization(tiny_net(), spec, layer=TINY_LAYER, progress=False)
+    victim = sorted((folder / "val").glob("*.png"))[2]
     content = victim.read_bytes()
     victim.write_bytes(b"not a png")
     path = tmp_path / "loc.csv"
     with pytest.warns(UserWarning, match=r"1 image\(s\) skipped .*00002.*not an image"):
-        part = evaluate_localization(tiny_net(), spec, csv_path=path, progress=False)
+        part = evaluate_localization(tiny_net(), spec, layer=TINY_LAYER,
+                                     csv_path=path, progress=False)
     assert (part.n, part.failed) == (4, 1)
     assert [r for r in part.records] == [r for i, r in enumerate(full.records) if i != 2]
     victim.write_bytes(content)  # fixed: a resume evaluates just that image
-    again = evaluate_localization(tiny_net(), spec, csv_path=path, progress=False)
+    again = evaluate_localization(tiny_net(), spec, layer=TINY_LAYER, csv_path=path, progress=False)
     assert (again.n, again.failed, again.resumed) == (5, 0, 4)
     assert sorted(map(repr, again.records)) == sorted(map(repr, full.records))
-    for png in (folder / "images").glob("*.png"):
+    for png in (folder / "val").glob("*.png"):
         png.unlink()
     with pytest.raises(DataError, match="no image could be evaluated.*no such file"):
-        evaluate_localization(tiny_net(), spec, progress=False)
+        evaluate_localization(tiny_net(), spec, layer=TINY_LAYER, progress=False)
 
 
 # --------------------------------------------------------------------------- command line
@@ -173,12 +177,12 @@ def test_an_unreadable_image_is_skipped_reported_and_retried_on_resume(tmp_path)
 def test_weights_for_the_evaluated_model(tmp_path, capsys):
     """README: camlens evaluate ... --model SPEC --weights FILE."""
     (tmp_path / "net.py").write_text(
-        "import torch\nfrom camlens.synthetic import GAPNet\n\n"
-        "def build(seed=0):\n    torch.manual_seed(seed)\n    return GAPNet(widths=(4, 8, 8))\n\n"
+        "import torch\nfrom models import TinyGAPNet\n\n"
+        "def build(seed=0):\n    torch.manual_seed(seed)\n    return TinyGAPNet()\n\n"
         "def build_seed1():\n    return build(1)\n"
     )
     torch.manual_seed(1)
-    torch.save(GAPNet(widths=(4, 8, 8)).state_dict(), tmp_path / "seed1.pt")
+    torch.save(TinyGAPNet().state_dict(), tmp_path / "seed1.pt")
 
     def scores(model: str, *extra: str) -> list[str]:
         out = tmp_path / f"{len(list(tmp_path.glob('*.csv')))}.csv"

@@ -22,27 +22,34 @@ def build():
 """
 
 
-def test_synthetic_models_load_with_their_layer_labels_and_unit_range_input() -> None:
-    rec = load_model("synthetic:gapnet")
-    assert isinstance(rec, ModelRecord) and rec.name == "synthetic:gapnet"
-    from camlens.synthetic import CLASSES, DEFAULT_LAYERS, load_pretrained
+@pytest.mark.parametrize("name,layer,side", [("vgg", "features.18", 14),
+                                             ("vgg_gap", "features.20", 14),
+                                             ("alexnet", "features.11", 14),
+                                             ("resnet", "layer4", 7)])
+def test_synthetic_models_load_with_their_layer_labels_and_unit_range_input(
+        name: str, layer: str, side: int) -> None:
+    rec = load_model(f"synthetic:{name}")
+    assert isinstance(rec, ModelRecord) and rec.name == f"synthetic:{name}"
+    from camlens.synthetic import CLASSES, load_pretrained
 
-    assert rec.default_layer == DEFAULT_LAYERS["gapnet"]
-    assert rec.labels == list(CLASSES) and rec.labels_source == "bundled"
-    assert rec.input_size == 64 and rec.task == "multi-label"
-    img = Image.new("RGB", (64, 64), (255, 0, 51))
+    assert rec.default_layer == layer
+    assert rec.labels == list(CLASSES) and len(CLASSES) == 33 and rec.labels_source == "bundled"
+    assert rec.input_size == 112 and rec.task == "classification"
+    img = Image.new("RGB", (112, 112), (255, 0, 51))
     x = rec.preprocess(img)
     torch.testing.assert_close(x[:, 0, 0], torch.tensor([1.0, 0.0, 0.2]))  # pixel / 255, as trained
-    ref = load_pretrained("gapnet")
+    ref = load_pretrained(name)
     with torch.no_grad():
         torch.testing.assert_close(rec.model(x[None]), ref(x[None]))
     ex = camlens.explain(rec.model, x[None], layer=rec.default_layer)
-    assert ex.maps.shape == (1, 1, 64, 64)
+    assert ex.raw.shape == (1, 1, side, side) and ex.maps.shape == (1, 1, 112, 112)
 
 
 def test_unknown_synthetic_net_lists_the_shipped_ones() -> None:
-    with pytest.raises(CliError, match="synthetic:gapnet, synthetic:vggstyle"):
-        load_model("synthetic:resnet")
+    # world v1's nets are gone
+    with pytest.raises(CliError, match="synthetic:vgg, synthetic:vgg_gap, synthetic:alexnet, "
+                                       "synthetic:resnet"):
+        load_model("synthetic:gapnet")
 
 
 def test_file_specs_go_through_the_same_record(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -1,20 +1,30 @@
-"""The one-command reproduction, on a handful of images: structure and relations that must hold
-whatever the weights (the shipped nets when present, else seeded random ones)."""
+"""The one-command reproduction in its --quick mode, end to end on world v2 with the shipped
+nets: its numbers are recomputed here by a second, direct path (camlens.explain and the
+metric primitives, not the evaluation tasks) and must agree exactly."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+import torch
 
+import camlens
 from camlens.evaluate import reproduce as rp
+from camlens.evaluate.faithfulness import rank_correlation, resize_map
+from camlens.evaluate.findings import paired, segmentation_section, verdict
+from camlens.evaluate.localization import bbox_from_map, iou
+from camlens.evaluate.paper import EARLIER_ROWS
+from camlens.evaluate.pointing import pointing_hit
+from camlens.synthetic.v2 import DEFAULT_LAYERS, load_pretrained, make_dataset, to_tensors
+
+QUICK = rp.ReproduceConfig.quick_run()
 
 
 @pytest.fixture(scope="module")
 def results():
-    cfg = rp.ReproduceConfig(n_images=16, n_pointing=10, n_threshold=6, n_faithfulness=6,
-                             batch_size=16, allow_random=True)
-    return rp.reproduce(cfg, progress=False, command="pytest")
+    return rp.reproduce(QUICK, progress=False, command="pytest --quick")
 
 
 @pytest.fixture(scope="module")
@@ -22,89 +32,163 @@ def report(results):
     return rp.render(results)
 
 
+def _logits(name: str, scenes) -> torch.Tensor:
+    x, _ = to_tensors(scenes)
+    with torch.no_grad():
+        return load_pretrained(name)(x)
+
+
 def test_structure(results):
-    assert list(results.nets) == ["vggstyle", "gapnet"]
-    vgg, gap = results.nets["vggstyle"], results.nets["gapnet"]
-    rows = ["Backprop", "Guided Backprop", "Grad-CAM", "Guided Grad-CAM", "Occlusion"]
-    assert list(vgg.table1) == rows  # CAM does not apply to a net with FC layers
-    assert set(gap.table1) == set(rows) | {"CAM"}
-    ablations = [r for r, _, _ in rp.TABLE3_ROWS] + [r for r, _ in rp.EARLIER_LAYERS]
-    for net in (vgg, gap):
-        assert list(net.table3) == ablations
-        assert net.table1["Grad-CAM"].n == 16
-        assert net.table1["Occlusion"].n == 6  # the faithfulness images
-        assert net.faithfulness.n == 6
+    assert list(results.nets) == ["vgg", "vgg_gap", "alexnet", "resnet"]
+    rows = ["Backprop", "c-MWP", "Grad-CAM", "Guided Backprop", "Guided Grad-CAM", "Occlusion"]
+    for name, net in results.nets.items():
+        assert not net.random_weights
+        assert list(net.table1) == (rows[:3] + ["CAM"] + rows[3:] if net.gap else rows)
+        assert net.table1["Grad-CAM"].n == QUICK.n_images
+        assert net.table1["Occlusion"].n == QUICK.n_occlusion
+        assert net.faithfulness.n == QUICK.n_faithfulness
+        assert list(net.table3) == [r for r, _, _ in rp.TABLE3_ROWS] + list(EARLIER_ROWS)
+        assert list(net.earlier_layers) == list(EARLIER_ROWS)
+        assert list(net.earlier_layers.values()) == list(rp.EARLIER_LAYERS[name])
         for p in net.pointing.values():
-            assert p.n_images == 10 and p.n_held_out == 6
-    assert "CAM" not in vgg.pointing and "CAM" in gap.pointing
-    assert "CAM" not in vgg.faithfulness.mean_rho and "CAM" in gap.faithfulness.mean_rho
+            assert p.n_images == QUICK.n_pointing and p.n_held_out == QUICK.n_threshold
+        assert ("CAM" in net.pointing) == net.gap == (net.identity is not None)
+    assert results.nets["resnet"].map_size == (7, 7)
+    assert results.nets["vgg"].map_size == (14, 14)
+    assert results.heldout["seed"] == QUICK.eval_seed  # the nets' recorded held-out scenes
 
 
-def test_values_are_in_range(results):
-    for net in results.nets.values():
-        for s in list(net.table1.values()) + list(net.table3.values()):
-            for v in (s.top1_loc_error, s.topk_loc_error, s.top1_cls_error, s.topk_cls_error):
-                assert 0.0 <= v <= 1.0
-            assert s.topk_loc_error <= s.top1_loc_error  # more guesses never hurt
-            assert s.topk_cls_error <= s.top1_cls_error
-            assert s.top1_loc_error >= s.top1_cls_error  # localised implies classified
-        for p in net.pointing.values():
-            for v in (p.accuracy, p.accuracy_rejection, p.accuracy_topk):
-                assert math.isnan(v) or 0.0 <= v <= 1.0
-        for rho in net.faithfulness.mean_rho.values():
-            assert math.isnan(rho) or -1.0 <= rho <= 1.0
+def test_classification_errors_match_the_nets_outputs(results):
+    scenes = make_dataset(QUICK.n_images, QUICK.eval_seed)
+    y = torch.tensor([s.label for s in scenes])
+    for name, net in results.nets.items():
+        top5 = _logits(name, scenes).topk(5, dim=1).indices
+        top1_err = float((top5[:, 0] != y).float().mean())
+        top5_err = float((top5 != y[:, None]).all(dim=1).float().mean())
+        for s in list(net.table1.values())[:-1] + list(net.table3.values()):
+            assert (s.top1_cls_error, s.topk_cls_error) == pytest.approx((top1_err, top5_err))
 
 
-def test_classification_does_not_depend_on_the_method(results):
-    for net in results.nets.values():
-        errs = {(s.top1_cls_error, s.topk_cls_error) for s in net.table3.values()}
-        errs |= {(s.top1_cls_error, s.topk_cls_error) for k, s in net.table1.items()
-                 if k != "Occlusion"}
-        assert len(errs) == 1
+def test_gradcam_localisation_error_recomputed_directly(results):
+    scenes = make_dataset(QUICK.n_images, QUICK.eval_seed)
+    x, y = to_tensors(scenes)
+    for name in ("vgg", "resnet"):
+        model = load_pretrained(name)
+        ex = camlens.explain(model, x, method="gradcam", layer=DEFAULT_LAYERS[name], top_k=1)
+        wrong = 0
+        for i, s in enumerate(scenes):
+            box = bbox_from_map(resize_map(ex.raw[i, 0].numpy(), (112, 112)), 0.15)
+            ok = (int(ex.targets[i, 0]) == int(y[i]) and box is not None
+                  and iou(box, s.objects[0].box) >= 0.5)
+            wrong += not ok
+        assert results.nets[name].table1["Grad-CAM"].top1_loc_error == pytest.approx(
+            wrong / len(scenes))
 
 
-def test_cam_equals_z_times_gradcam_on_the_gap_net(results):
-    gap = results.nets["gapnet"]
-    assert gap.identity["Z"] == 16 * 16
-    assert gap.identity["max_relative_difference"] <= 1e-5
-    assert results.nets["vggstyle"].identity is None
-    # the same maps up to a factor give the same boxes (the threshold is relative)
-    cam, gc = gap.table1["CAM"], gap.table1["Grad-CAM"]
-    same = sum(a.pred_boxes == b.pred_boxes for a, b in zip(cam.records, gc.records))
-    assert same >= len(gc.records) - 1
+def test_pointing_standard_accuracy_recomputed_directly(results):
+    scenes = make_dataset(QUICK.n_pointing, QUICK.pointing_seed, kind="multi")
+    model = load_pretrained("alexnet")
+    hits = trials = 0
+    for s in scenes:
+        img = torch.from_numpy(s.image).permute(2, 0, 1).float().div(255)[None]
+        classes = sorted({o.label for o in s.objects})
+        ex = camlens.explain(model, img, method="gradcam", layer=DEFAULT_LAYERS["alexnet"],
+                             target=torch.tensor([classes]))
+        for k, c in enumerate(classes):
+            mask = np.any([o.mask for o in s.objects if o.label == c], axis=0)
+            hits += pointing_hit(resize_map(ex.raw[0, k].numpy(), s.size), mask,
+                                 QUICK.tolerance)
+            trials += 1
+    p = results.nets["alexnet"].pointing["Grad-CAM"]
+    assert (p.trials, p.accuracy) == (trials, pytest.approx(hits / trials))
 
 
-def test_backward_rules_change_nothing_on_the_gap_net(results):
-    # no rectifier between the GAP net's last conv maps and its output
-    t3 = results.nets["gapnet"].table3
-    for row in ("Deconv ReLU backward", "Guided ReLU backward"):
-        boxes = [r.pred_boxes for r in t3[row].records]
-        assert boxes == [r.pred_boxes for r in t3["Grad-CAM"].records]
+def test_faithfulness_recomputed_directly(results):
+    scenes = make_dataset(QUICK.n_faithfulness, QUICK.pointing_seed, kind="multi")
+    x = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2).float() / 255
+    model = load_pretrained("vgg_gap")
+    layer = DEFAULT_LAYERS["vgg_gap"]
+    gc = camlens.explain(model, x, method="gradcam", layer=layer, top_k=1)
+    occ = camlens.explain(model, x, method="occlusion", top_k=1, window=QUICK.occlusion_window,
+                          stride=QUICK.occlusion_stride, fill=QUICK.occlusion_fill)
+    rhos = [rank_correlation(resize_map(gc.raw[i, 0].numpy(), (112, 112)), occ.raw[i, 0].numpy())
+            for i in range(len(scenes))]
+    f = results.nets["vgg_gap"].faithfulness
+    assert f.per_image["Grad-CAM"] == pytest.approx(rhos, abs=1e-6)
+    assert f.mean_rho["Grad-CAM"] == pytest.approx(float(np.mean(rhos)), abs=1e-6)
+    assert f.se_rho["Grad-CAM"] == pytest.approx(np.std(rhos, ddof=1) / math.sqrt(len(rhos)),
+                                                 abs=1e-6)
 
 
-def test_report_has_the_papers_rows(report, results):
-    assert report.startswith("# Grad-CAM paper, reproduced on the synthetic world")
-    for text in ("| Grad-CAM | 56.51 | 46.41 | 30.38 | 10.89 |",
-                 "| Backprop | 61.12 | 51.46 | 30.38 | 10.89 |",
+def test_cam_is_z_gradcam_on_the_gap_nets(results):
+    for name, z in (("vgg_gap", 14 * 14), ("resnet", 7 * 7)):
+        net = results.nets[name]
+        assert net.identity["Z"] == z and net.identity["max_relative_difference"] < 1e-5
+        cam, gc = net.table1["CAM"], net.table1["Grad-CAM"]
+        assert [r.pred_boxes for r in cam.records] == [r.pred_boxes for r in gc.records]
+        assert net.faithfulness.per_image["CAM"] == pytest.approx(
+            net.faithfulness.per_image["Grad-CAM"], abs=1e-6)
+        # nothing rectifies after the layer, and the gradient is uniform: ablations change nothing
+        for row in ("Deconv ReLU backward", "Guided ReLU backward", "GMP gradients"):
+            assert ([r.pred_boxes for r in net.table3[row].records]
+                    == [r.pred_boxes for r in gc.records]), (name, row)
+
+
+def test_claim_statistics():
+    a = np.array([0, 0, 1, 1, 0, 0, 0, 0], dtype=float)
+    b = np.array([1, 0, 1, 1, 1, 1, 0, 1], dtype=float)
+    d, se = paired(a, b)  # b - a = [1,0,0,0,1,1,0,1]: mean 0.5, sd 0.5345
+    assert d == pytest.approx(0.5) and se == pytest.approx(0.53452248 / math.sqrt(8))
+    assert verdict(d, se) == "holds"  # 0.5 > 2 * 0.189
+    assert verdict(-d, se) == "does not hold (the opposite holds)"
+    assert verdict(0.2, se) == "not resolved at this precision"
+    assert verdict(-0.2, se, no_worse=True) == "holds"
+    assert verdict(-0.5, se, no_worse=True) == "does not hold"
+    assert verdict(0.0, 0.0) == "tie: no image differs"
+    assert verdict(0.3, 0.1, exact=True) == "tie: equal by construction"
+
+
+def test_segmentation_section():
+    assert "Not run here" in "\n".join(segmentation_section(None))
+    text = "\n".join(segmentation_section({"Grad-CAM": 0.5123, "CAM": 0.4, "net": "vgg",
+                                           "n": 50}))
+    assert "| SEC, Grad-CAM seeds | 49.6 | 51.23 |" in text
+    assert "| SEC, CAM seeds | 44.6 | 40.00 |" in text
+
+
+def test_report_has_the_papers_numbers_and_ours(report, results):
+    g = results.nets["vgg"].table1["Grad-CAM"]
+    se = math.sqrt(g.top1_loc_error * (1 - g.top1_loc_error) / g.n)
+    ours = f"{100 * g.top1_loc_error:.2f} ± {100 * se:.2f}"
+    for text in ("# Grad-CAM paper, reproduced on world v2",
+                 "| Grad-CAM | 56.51 | 46.41 | 30.38 | 10.89 |",
                  "| c-MWP | 70.92 | 63.04 | 30.38 | 10.89 |",
-                 "| CAM (VGG-16-GAP) | 57.20 | 45.14 |",
-                 "70.58", "60.30", "0.261", "0.168",
-                 "## Localisation (Table 1)", "## Grad-CAM ablations (Table 3)",
-                 "## Pointing game (Sec. 4.3)", "## Faithfulness", "CAM == Z * Grad-CAM",
-                 "## The paper's claims, checked on our numbers",
-                 "## Where and why we disagree with the paper",
-                 "## Why the boxes succeed or fail", "30% of the maximum",
-                 "n/a: vggstyle has fully-connected layers", "without ReLU", "GMP gradients",
-                 "block 1 (features.3, 64x64)", "Occlusion (first 6 images)", "pytest"):
+                 "| CAM (VGG-16-GAP) | 57.20 | 45.14 | 33.40 | 12.20 (?) |",
+                 "| Grad-CAM | 0.254 |", "| Guided Grad-CAM | 0.261 |", "| c-MWP | 0.220 |",
+                 "| CAM | 0.208 |", "| Guided Backprop | 0.168 |", "70.58", "60.30",
+                 "## Weakly-supervised segmentation (Sec. 4.2)", "49.6", "CAM == Z * Grad-CAM",
+                 "## The paper's claims, checked on our numbers", "Quick mode", ours,
+                 "n/a: vgg has fully-connected layers", "pytest --quick"):
         assert text in report, text
-    random = any(n.random_weights for n in results.nets.values())
-    assert ("RANDOM weights" in report) == random
+    assert "RANDOM weights" not in report
+    assert report.count("Grad-CAM localises better than Backprop") == 4
 
 
-def test_main_writes_the_report(tmp_path):
-    out = tmp_path / "results.md"
-    assert rp.main(["--out", str(out), "--nets", "gapnet", "--n-images", "4", "--n-pointing",
-                    "4", "--n-threshold", "3", "--n-faithfulness", "2", "--allow-random",
-                    "--no-progress"]) == 0
-    text = out.read_text()
-    assert "python -m camlens.evaluate.reproduce --out" in text and "gapnet" in text
+def test_main_quick_runs_the_quick_config(tmp_path, monkeypatch, results):
+    seen = {}
+
+    def fake(cfg, progress, command):
+        seen["cfg"], seen["command"] = cfg, command
+        return results
+
+    monkeypatch.setattr(rp, "reproduce", fake)
+    out = tmp_path / "r.md"
+    assert rp.main(["--quick", "--out", str(out), "--no-progress"]) == 0
+    assert seen["cfg"] == QUICK
+    assert seen["command"] == f"python -m camlens.evaluate.reproduce --quick --out {out} " \
+                              "--no-progress"
+    assert out.read_text().startswith("# Grad-CAM paper, reproduced on world v2")
+    assert rp.main(["--out", str(out), "--n-images", "7", "--nets", "resnet"]) == 0
+    assert seen["cfg"] == rp.ReproduceConfig(n_images=7, nets=("resnet",))
+    with pytest.raises(SystemExit):
+        rp.main(["--n-images", "0"])

@@ -71,8 +71,9 @@ def model_options() -> argparse.ArgumentParser:
                    help="state dict for the model (torch.load weights_only=True, loaded strictly)")
     g.add_argument("--labels", metavar="FILE",
                    help="class names, one per line in class-index order")
-    g.add_argument("--input-size", type=positive_int, default=224, metavar="N",
-                   help="resize the shorter side to N pixels, aspect kept, no crop (default 224)")
+    g.add_argument("--input-size", type=positive_int, default=None, metavar="N",
+                   help="resize the shorter side to N pixels, aspect kept, no crop (default: the "
+                        "model's own size, 112 for synthetic:NAME, else 224)")
     g.add_argument("--max-input-side", type=positive_int, default=None, metavar="N",
                    help="cap the longer side of the model's input at N pixels (default 4 x "
                         "--input-size): an image longer than 4:1 is shrunk to fit, its shorter "

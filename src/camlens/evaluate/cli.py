@@ -36,8 +36,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--data", required=True,
                         help="FORMAT:PATH, FORMAT one of " + ", ".join(dataset_formats()))
     parser.add_argument("--model", default="efficientnet_lite0",
-                        help="bundled name, synthetic:gapnet|vggstyle, torchvision:NAME, "
-                             "file.py:ATTR")
+                        help="bundled name, synthetic:vgg|vgg_gap|alexnet|resnet, "
+                             "torchvision:NAME, file.py:ATTR")
     parser.add_argument("--weights", default=None, metavar="FILE",
                         help="state dict for --model (torch.load weights_only=True, strict)")
     parser.add_argument("--method", default="gradcam", choices=sorted(METHODS),

@@ -479,7 +479,7 @@ def load_dataset(spec: str) -> list[Sample]:
       ``ROOT/ImageSets/Main/val.txt`` when it exists, else every annotation.
     - ``coco:ANNOTATION_JSON`` or ``coco:ANNOTATION_JSON:IMAGES_DIR``: the images folder
       defaults to the COCO layout (``annotations/instances_val2017.json`` -> ``val2017/``).
-    - ``synthetic:FOLDER`` or ``synthetic:seed=S,n=N``: camlens's synthetic world (see
+    - ``synthetic:FOLDER`` or ``synthetic:seed=S,n=N[,kind=K]``: camlens's synthetic world, v2 (see
       :func:`camlens.evaluate.synthetic_data.load_synthetic_samples`).
 
     An unknown format raises ``ValueError`` naming the known ones.

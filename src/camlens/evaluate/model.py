@@ -63,7 +63,7 @@ def resolve_model(
     the default layer is known for camlens's synthetic nets; class indices as labels); an
     object with ``model`` (and optionally ``preprocess``, ``default_layer``, ``labels``,
     ``name``); or a spec string, loaded through the model registry
-    (:func:`camlens.models.load_model`, with ``weights`` and ``device``): ``synthetic:gapnet``,
+    (:func:`camlens.models.load_model`, with ``weights`` and ``device``): ``synthetic:vgg``,
     ``torchvision:resnet50``, ``path/to/file.py:FACTORY``... ``preprocess`` and
     ``default_layer`` override the record's (a caller's ``preprocess`` makes its input size,
     mean and std unknown: None). A model in training mode is left so (``camlens.explain``
@@ -89,7 +89,7 @@ def resolve_model(
     else:
         raise TypeError(
             "model must be an nn.Module, a camlens.models.ModelRecord, or a spec string such as "
-            f"'synthetic:gapnet'; got {type(model).__name__}"
+            f"'synthetic:vgg'; got {type(model).__name__}"
         )
     if preprocess is not None:
         res = dataclasses.replace(res, preprocess=preprocess, input_size=None, mean=None,

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from camlens.evaluate.localization import iou
 from camlens.evaluate.paper import (
-    EARLIER_LAYERS,
+    EARLIER_ROWS,
     FAITHFULNESS_ROWS,
-    NOT_IMPLEMENTED,
     PAPER_FAITHFULNESS,
     PAPER_POINTING,
     PAPER_TABLE1,
@@ -95,24 +94,37 @@ def faithfulness_markdown(summary: FaithfulnessSummary,
 # the reproduction (camlens.evaluate.reproduce)
 
 
+def se_binomial(p: float, n: int) -> float:
+    """Standard error of a proportion ``p`` measured on ``n`` independent trials."""
+    return math.sqrt(max(p * (1.0 - p), 0.0) / n) if n > 0 else math.nan
+
+
+def pct_se(p: float, n: int) -> str:
+    """A fraction with its binomial standard error, both in %: ``56.51 ± 1.57``."""
+    return f"{pct(p)} ± {100 * se_binomial(p, n):.2f}"
+
+
 def _row_name(row: str, s: LocalizationSummary | None, n: int) -> str:
     return f"{row} (first {s.n} images)" if s is not None and s.n != n else row
 
 
 def _pair(s: LocalizationSummary) -> str:
-    return f"{pct(s.top1_loc_error)} / {pct(s.topk_loc_error)}"
+    return f"{pct_se(s.top1_loc_error, s.n)} / {pct(s.topk_loc_error)}"
 
 
 def table1_ours(net: NetResults, k: int) -> str:
-    """One net's Table 1."""
+    """One net's Table 1, standard errors of the localisation errors."""
     rows = []
+    n = net.table1["Grad-CAM"].n
     for row, _, _, _ in TABLE1_ROWS:
         s = net.table1.get(row)
         if s is None:
             rows.append([row, (f"n/a: {net.name} has fully-connected layers after the "
                          "convolutions, so CAM does not apply"), "", "", ""])
         else:
-            rows.append([_row_name(row, s, net.table1["Grad-CAM"].n), *_errors(s)])
+            rows.append([_row_name(row, s, n), pct_se(s.top1_loc_error, s.n),
+                         pct_se(s.topk_loc_error, s.n), pct(s.top1_cls_error),
+                         pct(s.topk_cls_error)])
     return markdown_table(_loc_header(k), rows, "lrrrr")
 
 
@@ -124,13 +136,8 @@ def table1_paper() -> str:
     return markdown_table(_loc_header(5), rows, "lrrrr")
 
 
-def _not_implemented(nets: Sequence[NetResults], paper: Mapping[str, Any], fmt: str) -> list:
-    return [[m, fmt.format(*np.atleast_1d(paper[m])), *("not implemented" for _ in nets)]
-            for m in NOT_IMPLEMENTED if m in paper]
-
-
 def side_by_side(res: Results) -> str:
-    """Table 1's localisation errors, the paper's beside each net's."""
+    """Table 1's localisation errors, the paper's beside each net's, and classification."""
     nets = list(res.nets.values())
     header = ["Method", "Paper top-1 / top-5 (VGG-16, ILSVRC-15 val)",
               *(f"Ours {n.name} top-1 / top-5" for n in nets)]
@@ -142,7 +149,10 @@ def side_by_side(res: Results) -> str:
                      f"{p[0]:.2f} / {p[1]:.2f}" if p else "not in Table 1",
                      *("n/a (FC layers)" if row not in n.table1 else _pair(n.table1[row])
                        for n in nets)])
-    rows += _not_implemented(nets, PAPER_TABLE1, "{:.2f} / {:.2f}")
+    cls = PAPER_TABLE1["Grad-CAM"]
+    rows.append(["*Classification error* (top-1 / top-5)", f"{cls[2]:.2f} / {cls[3]:.2f}",
+                 *(f"{pct_se(g.top1_cls_error, g.n)} / {pct(g.topk_cls_error)}"
+                   for g in (n.table1["Grad-CAM"] for n in nets))])
     return markdown_table(header, rows, "lr" + "r" * len(nets))
 
 
@@ -151,7 +161,7 @@ def table3(res: Results) -> str:
     nets = list(res.nets.values())
     header = ["Grad-CAM variant", "Paper top-1 loc error (unverified)",
               *(f"{n.name} top-1 / top-{res.config.top_k}" for n in nets)]
-    names = [r for r, _, _ in TABLE3_ROWS] + [r for r, _ in EARLIER_LAYERS]
+    names = [r for r, _, _ in TABLE3_ROWS] + list(EARLIER_ROWS)
     rows = [[row, paper_value(PAPER_TABLE3.get(row), True) if row in PAPER_TABLE3 else "–",
              *(_pair(n.table3[row]) for n in nets)] for row in names]
     return markdown_table(header, rows, "lr" + "r" * len(nets))
@@ -162,27 +172,24 @@ def pointing_table(res: Results) -> str:
     k = res.config.top_k
     header = ["Net", "Method", "Standard (gt classes)", f"Top-{k}, no rejection",
               f"Top-{k} + rejection", "Threshold (max of map)", "Paper, top-5 + rejection"]
-    rows = [[n.name, row, pct(p.accuracy), pct(p.accuracy_topk), pct(p.accuracy_rejection),
-             f"{p.threshold:.4g}",
-             paper_value(PAPER_POINTING[row], True) if row in PAPER_POINTING else "–"]
+    rows = [[n.name, row, pct_se(p.accuracy, p.trials), pct(p.accuracy_topk),
+             pct_se(p.accuracy_rejection, p.trials_topk), f"{p.threshold:.4g}",
+             paper_value(PAPER_POINTING[row]) if row in PAPER_POINTING else "–"]
             for n in res.nets.values() for row, p in n.pointing.items()]
-    rows += [["(paper)", m, "", "", "", "", paper_value(PAPER_POINTING[m], True)]
-             for m in NOT_IMPLEMENTED if m in PAPER_POINTING]
     return markdown_table(header, rows, "llrrrrr")
 
 
 def faithfulness_table(res: Results) -> str:
-    """Mean rank correlations with occlusion, the paper's beside each net's."""
+    """Mean rank correlations with occlusion (± standard error), the paper's beside ours."""
     nets = list(res.nets.values())
-    header = ["Method", "Paper (PASCAL VOC 07 val, unverified)", *(n.name for n in nets)]
+    header = ["Method", "Paper (PASCAL VOC 07 val)", *(n.name for n in nets)]
     rows = []
     for row, _ in FAITHFULNESS_ROWS:
         p = PAPER_FAITHFULNESS.get(row)
         rows.append([row, f"{p:.3f}" if p else "–",
-                     *(f"{n.faithfulness.mean_rho[row]:.3f}"
+                     *(f"{n.faithfulness.mean_rho[row]:.3f} ± {n.faithfulness.se_rho[row]:.3f}"
                        if n.faithfulness and row in n.faithfulness.mean_rho else
                        "n/a (FC layers)" for n in nets)])
-    rows += _not_implemented(nets, PAPER_FAITHFULNESS, "{:.3f}")
     return markdown_table(header, rows, "lr" + "r" * len(nets))
 
 
@@ -214,7 +221,8 @@ def box_table(res: Results) -> str:
     nets = list(res.nets.values())
     header = ["Map", *(f"{n.name}: median IoU / area ratio / contains gt" for n in nets)]
     pick = [(r, lambda n, r=r: n.table1.get(r)) for r, _, _, _ in TABLE1_ROWS]
-    pick += [(f"Grad-CAM {r}", lambda n, r=r: n.table3.get(r)) for r, _ in EARLIER_LAYERS]
+    pick += [(f"Grad-CAM, {r}", lambda n, r=r: n.table3.get(r))
+             for r in ("GMP gradients", *EARLIER_ROWS)]
     rows = []
     for name, get in pick:
         cells = []

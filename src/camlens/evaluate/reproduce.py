@@ -1,26 +1,27 @@
-"""Reproduce the Grad-CAM paper's quantitative comparisons on the synthetic world, in one command:
+"""Reproduce the Grad-CAM paper's quantitative comparisons on world v2, in one command:
 
-    python -m camlens.evaluate.reproduce --out docs/results.md [--n-images N]
+    python -m camlens.evaluate.reproduce --out docs/results.md     # full (committed)
+    python -m camlens.evaluate.reproduce --quick --out /tmp/r.md   # a CI-sized smoke run
 
-On held-out synthetic scenes (``make_dataset(N, seed=12345)``; N = 1000 by default, the very
-scenes the shipped nets' accuracies were measured on, a seed training never uses), for both
-shipped nets
-(``vggstyle``: convolutions then fully-connected layers, like VGG-16; ``gapnet``: global
-average pooling + one linear layer, the CAM architecture):
+On world v2 (:mod:`camlens.synthetic.v2`, 112x112, 33 classes, exact masks), for the four
+shipped nets (``vgg``: VGG-16-like with fully-connected layers; ``vgg_gap``: its GAP + linear
+variant, CAM's net; ``alexnet``; ``resnet``):
 
-- weakly-supervised localisation error (Sec. 4.1, Table 1): Grad-CAM, Backprop (Simonyan et
-  al.'s gradient), Guided Backprop, Guided Grad-CAM, CAM (``gapnet`` only), occlusion;
-- Grad-CAM ablations (Table 3): no ReLU, global max pooling of the gradients, guided and
-  deconvnet ReLUs in the backward pass, and each earlier convolutional block;
-- the pointing game (Sec. 4.3), standard and top-5 + rejection, the threshold chosen on a
-  separate held-out split (``make_dataset(M, seed=54321)``);
-- faithfulness (Sec. 5.3): mean Spearman rank correlation with occlusion maps of the same
-  image and class;
-- the identity CAM == Z * Grad-CAM on ``gapnet`` (Sec. 3.1, Z = number of spatial cells).
+- weakly-supervised localisation (Sec. 4.1, Table 1) on ILSVRC-style single-object scenes,
+  ``make_dataset(N, seed=HELDOUT_SEED)``, the first N of the scenes the nets' accuracies in
+  weights/accuracy.json were measured on: Backprop, c-MWP, Grad-CAM, CAM (GAP nets), Guided
+  Backprop, Guided Grad-CAM, occlusion; classification error beside localisation error;
+- Grad-CAM ablations (Table 3) and earlier layers (Appendix B);
+- the pointing game (Sec. 4.3), standard and top-5 + rejection, on PASCAL/COCO-style
+  multi-object scenes (``kind="multi"``, seed :data:`POINTING_SEED`), the rejection threshold
+  chosen on a separate split (seed :data:`THRESHOLD_SEED`);
+- faithfulness (Sec. 5.3): Spearman rank correlation with occlusion on the first multi-object
+  scenes;
+- the identity CAM == Z * Grad-CAM on the GAP nets (Sec. 3.1).
 
-It writes a markdown report with the paper's numbers beside ours. ``--allow-random`` runs with
-randomly initialised nets when the shipped weights are missing (for testing the pipeline; the
-report then says so at the top).
+The markdown report has the paper's numbers beside ours, standard errors, and the paper's
+claims checked. ``--allow-random`` runs randomly initialised nets when shipped weights are
+missing (to test the pipeline; the report then says so at the top).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from camlens.evaluate.explainer import MapCache
 from camlens.evaluate.findings import render
 from camlens.evaluate.paper import (
     EARLIER_LAYERS,
+    EARLIER_ROWS,
     FAITHFULNESS_ROWS,
     PAPER,
     POINTING_ROWS,
@@ -62,39 +64,51 @@ from camlens.evaluate.tasks import (
 )
 
 __all__ = ["EARLIER_LAYERS", "PAPER", "TABLE3_ROWS", "ReproduceConfig", "main", "render",
-           "reproduce"]
+           "reproduce", "NETS", "GAP_NETS"]
 
-NETS = ("vggstyle", "gapnet")
-EVAL_SEED = 12345  # camlens.synthetic.HELDOUT_SEED
-THRESHOLD_SEED = 54321  # a second held-out split, for the pointing game's rejection threshold
+NETS = ("vgg", "vgg_gap", "alexnet", "resnet")
+#: Nets whose default layer feeds global average pooling and one linear layer: CAM applies.
+GAP_NETS = ("vgg_gap", "resnet")
+EVAL_SEED = 20251  # camlens.synthetic.v2.HELDOUT_SEED: the nets' recorded held-out scenes
+POINTING_SEED = 20252  # multi-object scenes for the pointing game and faithfulness
+THRESHOLD_SEED = 20253  # a second multi-object split, for the rejection threshold
 
 
 @dataclass
 class ReproduceConfig:
-    """Everything that determines the numbers."""
+    """Everything that determines the numbers (defaults: the full run)."""
 
-    n_images: int = 1000
-    n_pointing: int | None = None  # None: all evaluation images
-    n_threshold: int = 500
-    n_faithfulness: int | None = None  # None: all evaluation images
+    n_images: int = 1000  # single-object scenes for Table 1 and Table 3
+    n_occlusion: int = 120  # the first N of them for Table 1's occlusion row
+    n_pointing: int = 500  # multi-object scenes for the pointing game
+    n_threshold: int = 250  # multi-object scenes to choose the rejection threshold on
+    n_faithfulness: int = 120  # the first N pointing scenes for faithfulness
     eval_seed: int = EVAL_SEED
+    pointing_seed: int = POINTING_SEED
     threshold_seed: int = THRESHOLD_SEED
     top_k: int = 5
     threshold: float = 0.15
-    tolerance: float = 15
+    tolerance: float = 4
     occlusion_window: int = 16
     occlusion_stride: int = 8
-    occlusion_fill: float = 0.5
+    occlusion_fill: float = 0.4
     threshold_sweep: tuple[float, ...] = (0.3, 0.5)  # Grad-CAM's boxes at other thresholds
     batch_size: int = 50
     threads: int | None = 1
     nets: tuple[str, ...] = NETS
     allow_random: bool = False
     csv_dir: str | None = None
+    quick: bool = False
 
-    def first(self, n: int | None) -> int:
-        """How many evaluation images a part runs on: ``n`` of them, or all (None)."""
-        return self.n_images if n is None else min(int(n), self.n_images)
+    @classmethod
+    def quick_run(cls, **kw: Any) -> ReproduceConfig:
+        """A run CI affords (10-40 s on 2 cores): every table and net, a dozen images."""
+        base = cls(n_images=12, n_occlusion=2, n_pointing=10, n_threshold=6,
+                   n_faithfulness=3, quick=True)
+        return replace(base, **kw)
+
+    def first(self, n: int, of: int) -> int:
+        return min(int(n), int(of))
 
 
 @dataclass
@@ -104,12 +118,18 @@ class NetResults:
     default_layer: str
     table1: dict[str, LocalizationSummary] = field(default_factory=dict)
     table3: dict[str, LocalizationSummary] = field(default_factory=dict)
+    earlier_layers: dict[str, str] = field(default_factory=dict)  # row -> layer name
     sweep: dict[float, LocalizationSummary] = field(default_factory=dict)
     pointing: dict[str, PointingSummary] = field(default_factory=dict)
     faithfulness: FaithfulnessSummary | None = None
     identity: dict[str, float] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     accuracy: dict[str, Any] | None = None
+    map_size: tuple[int, int] = (0, 0)
+
+    @property
+    def gap(self) -> bool:
+        return self.name in GAP_NETS
 
 
 @dataclass
@@ -119,11 +139,16 @@ class Results:
     seconds: float
     command: str
     versions: dict[str, str]
+    cpu_seconds: float = 0.0  # CPU time of this process (wall time on a quiet machine)
+    heldout: dict[str, Any] | None = None  # accuracy.json's description of its held-out set
+    #: Sec. 4.2's weakly-supervised segmentation: {"Grad-CAM": mean IoU, "CAM": mean IoU} in
+    #: [0, 1] from camlens.segment, rendered by findings.segmentation_section; None: not run.
+    segmentation: dict[str, Any] | None = None
 
 
 def _load_net(name: str, allow_random: bool) -> tuple[nn.Module, bool, dict | None]:
-    from camlens.synthetic import NETS as NET_CLASSES
-    from camlens.synthetic import WEIGHTS_DIR, load_pretrained, recorded_accuracy
+    from camlens.synthetic.v2 import NETS as NET_CLASSES
+    from camlens.synthetic.v2 import WEIGHTS_DIR, load_pretrained, recorded_accuracy
 
     if (WEIGHTS_DIR / f"{name}.pt").is_file():
         try:
@@ -133,17 +158,26 @@ def _load_net(name: str, allow_random: bool) -> tuple[nn.Module, bool, dict | No
         return _fast(load_pretrained(name)), False, acc
     if not allow_random:
         raise FileNotFoundError(
-            f"{WEIGHTS_DIR / (name + '.pt')} is missing: train the nets "
-            "(python -m camlens.synthetic.train --out src/camlens/synthetic/weights) or pass "
-            "--allow-random to exercise the pipeline on random nets"
+            f"{WEIGHTS_DIR / (name + '.pt')} is missing: train the nets (python -m "
+            f"camlens.synthetic.v2.train --out {WEIGHTS_DIR}) or pass --allow-random to exercise "
+            "the pipeline on random nets"
         )
     torch.manual_seed(0)
     return _fast(NET_CLASSES[name]().eval()), True, None
 
 
+def _heldout() -> dict[str, Any] | None:
+    from camlens.synthetic.v2 import recorded_accuracy
+
+    try:
+        return dict(recorded_accuracy()["heldout"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def _fast(model: nn.Module) -> nn.Module:
-    """Channels-last weights: the CPU convolutions then run in that layout (about 2x faster
-    for these nets); same function, float rounding aside."""
+    """Channels-last weights: the CPU convolutions then run in that layout (faster for these
+    nets); same function, float rounding aside."""
     return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
@@ -178,7 +212,6 @@ def cam_gradcam_identity(model: nn.Module, x: torch.Tensor, layer: str, top_k: i
 
 def reproduce(cfg: ReproduceConfig, progress: bool = True, command: str = "") -> Results:
     """Run every comparison; see the module docstring."""
-
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -188,87 +221,104 @@ def reproduce(cfg: ReproduceConfig, progress: bool = True, command: str = "") ->
         torch.set_num_threads(threads)
 
 
-def _reproduce(cfg: ReproduceConfig, progress: bool, command: str) -> Results:
-    from camlens.synthetic import DEFAULT_LAYERS, make_dataset, to_tensors
+def _data(cfg: ReproduceConfig) -> dict[str, Any]:
+    from camlens.synthetic.v2 import make_dataset
 
-    t_start = time.perf_counter()
-    scenes = make_dataset(cfg.n_images, cfg.eval_seed)
-    samples = scenes_to_samples(scenes, prefix=f"{cfg.eval_seed}/")
-    held = scenes_to_samples(make_dataset(cfg.n_threshold, cfg.threshold_seed),
-                             prefix=f"{cfg.threshold_seed}/")
-    faith = samples[: cfg.first(cfg.n_faithfulness)]
-    point = samples[: cfg.first(cfg.n_pointing)]
+    singles = make_dataset(cfg.n_images, cfg.eval_seed, kind="single")
+    multi = make_dataset(cfg.n_pointing, cfg.pointing_seed, kind="multi")
+    held = make_dataset(cfg.n_threshold, cfg.threshold_seed, kind="multi")
+    samples = scenes_to_samples(singles, prefix=f"{cfg.eval_seed}/")
+    point = scenes_to_samples(multi, prefix=f"{cfg.pointing_seed}/")
+    return {"singles": singles, "samples": samples, "point": point,
+            "occ": samples[: cfg.first(cfg.n_occlusion, cfg.n_images)],
+            "faith": point[: cfg.first(cfg.n_faithfulness, cfg.n_pointing)],
+            "held": scenes_to_samples(held, prefix=f"{cfg.threshold_seed}/")}
+
+
+def _run_net(name: str, cfg: ReproduceConfig, data: dict[str, Any], progress: bool) -> NetResults:
+    from camlens.synthetic.v2 import DEFAULT_LAYERS, to_tensors
+
+    model, random_weights, acc = _load_net(name, cfg.allow_random)
+    layer = DEFAULT_LAYERS[name]
+    res = NetResults(name, random_weights, layer, accuracy=acc)
     occ = {"window": cfg.occlusion_window, "stride": cfg.occlusion_stride,
            "fill": cfg.occlusion_fill}
-    common: dict[str, Any] = {"batch_size": cfg.batch_size, "progress": progress}
-    out: dict[str, NetResults] = {}
-    for name in cfg.nets:
-        model, random_weights, acc = _load_net(name, cfg.allow_random)
-        layer = DEFAULT_LAYERS[name]
-        gap = name == "gapnet"
-        res = NetResults(name, random_weights, layer, accuracy=acc)
-        cache = MapCache()  # maps shared by Table 1, the pointing game and faithfulness
+    common: dict[str, Any] = {"batch_size": cfg.batch_size, "progress": progress,
+                              "top_k": cfg.top_k}
+    loc: dict[str, Any] = {**common, "threshold": cfg.threshold}
+    samples = data["samples"]
+    cache = MapCache()  # maps shared by Table 1, the pointing game and faithfulness
+    t0 = time.perf_counter()
+    for row, method, options, needs_gap in TABLE1_ROWS:
+        if needs_gap and not res.gap:
+            continue
+        is_occ = method == "occlusion"
+        # occlusion costs the same for 1 or 5 classes: keep all five boxes
+        res.table1[row] = evaluate_localization(
+            model, data["occ"] if is_occ else samples, method=method,
+            layer=None if method in ("gradient", "guided-backprop", "occlusion") else layer,
+            options=dict(occ) if is_occ else dict(options), all_boxes=is_occ,
+            csv_path=_csv(cfg, name, f"loc_{row}"), label=row, cache=cache, **loc)
+    res.seconds["table1"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for row, options, relative_to in TABLE3_ROWS:
+        if row == "Grad-CAM":
+            res.table3[row] = res.table1["Grad-CAM"]
+            continue
+        res.table3[row] = evaluate_localization(
+            model, samples, method="gradcam", layer=layer, options=options,
+            relative_to=relative_to, csv_path=_csv(cfg, name, f"abl_{row}"), label=row, **loc)
+    for row, lay in zip(EARLIER_ROWS, EARLIER_LAYERS[name]):
+        res.earlier_layers[row] = lay
+        res.table3[row] = evaluate_localization(
+            model, samples, method="gradcam", layer=lay, csv_path=_csv(cfg, name, f"abl_{lay}"),
+            label=row, **loc)
+    for thr in cfg.threshold_sweep:
+        res.sweep[thr] = evaluate_localization(
+            model, samples, method="gradcam", layer=layer, csv_path=_csv(cfg, name, f"thr_{thr}"),
+            label=f"Grad-CAM at {thr:.0%}", **{**loc, "threshold": thr})
+    res.seconds["table3"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for row, method in POINTING_ROWS:
+        if method == "cam" and not res.gap:
+            continue
+        res.pointing[row] = evaluate_pointing(
+            model, data["point"], method=method,
+            layer=None if method in ("gradient", "guided-backprop") else layer,
+            tolerance=cfg.tolerance, held_out=data["held"],
+            csv_path=_csv(cfg, name, f"pt_{row}"), label=row, cache=cache, **common)
+    res.seconds["pointing"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    specs: list[Any] = [(row, method, {}, None if method in ("gradient", "guided-backprop")
+                         else layer) for row, method in FAITHFULNESS_ROWS
+                        if res.gap or method != "cam"]
+    res.faithfulness = evaluate_faithfulness(
+        model, data["faith"], method=specs, window=cfg.occlusion_window,
+        stride=cfg.occlusion_stride, fill=cfg.occlusion_fill,
+        csv_path=_csv(cfg, name, "faithfulness"), cache=cache, batch_size=cfg.batch_size,
+        progress=progress)
+    res.seconds["faithfulness"] = time.perf_counter() - t0
+    x, _ = to_tensors(data["singles"][:1])
+    with torch.no_grad():
+        out = camlens.explain(model, x, method="gradcam", layer=layer, top_k=1)
+    res.map_size = (int(out.raw.shape[-2]), int(out.raw.shape[-1]))
+    if res.gap:
         t0 = time.perf_counter()
-        for row, method, options, needs_gap in TABLE1_ROWS:
-            if needs_gap and not gap:
-                continue
-            opts = dict(occ) if method == "occlusion" else dict(options)
-            # occlusion runs on the faithfulness images, and costs the same for 1 or 5 classes:
-            # keep all five, the faithfulness reference reuses them
-            res.table1[row] = evaluate_localization(
-                model, faith if method == "occlusion" else samples, method=method, layer=layer,
-                options=opts, top_k=cfg.top_k,
-                threshold=cfg.threshold, csv_path=_csv(cfg, name, f"loc_{row}"), label=row,
-                all_boxes=method == "occlusion", cache=cache, **common)
-        res.seconds["table1"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for row, options, relative_to in TABLE3_ROWS:
-            if row == "Grad-CAM":
-                res.table3[row] = res.table1["Grad-CAM"]
-                continue
-            res.table3[row] = evaluate_localization(
-                model, samples, method="gradcam", layer=layer, options=options, top_k=cfg.top_k,
-                threshold=cfg.threshold, relative_to=relative_to,
-                csv_path=_csv(cfg, name, f"abl_{row}"), label=row, **common)
-        for row, lay in EARLIER_LAYERS:
-            res.table3[row] = evaluate_localization(
-                model, samples, method="gradcam", layer=lay, top_k=cfg.top_k,
-                threshold=cfg.threshold, csv_path=_csv(cfg, name, f"abl_{lay}"), label=row,
-                **common)
-        for thr in cfg.threshold_sweep:
-            res.sweep[thr] = evaluate_localization(
-                model, samples, method="gradcam", layer=layer, top_k=cfg.top_k, threshold=thr,
-                csv_path=_csv(cfg, name, f"thr_{thr}"), label=f"Grad-CAM at {thr:.0%}", **common)
-        res.seconds["table3"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for row, method in POINTING_ROWS:
-            if method == "cam" and not gap:
-                continue
-            res.pointing[row] = evaluate_pointing(
-                model, point, method=method, layer=layer, top_k=cfg.top_k,
-                tolerance=cfg.tolerance, held_out=held, csv_path=_csv(cfg, name, f"pt_{row}"),
-                label=row, cache=cache, **common)
-        res.seconds["pointing"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        specs: list[Any] = [(row, method, {}, layer) for row, method in FAITHFULNESS_ROWS
-                 if gap or method != "cam"]
-        res.faithfulness = evaluate_faithfulness(
-            model, faith, method=specs, window=cfg.occlusion_window, stride=cfg.occlusion_stride,
-            fill=cfg.occlusion_fill, csv_path=_csv(cfg, name, "faithfulness"), cache=cache,
-            **common)
-        res.seconds["faithfulness"] = time.perf_counter() - t0
-        if gap:
-            t0 = time.perf_counter()
-            x, _ = to_tensors(scenes)
-            res.identity = cam_gradcam_identity(model, x, layer, cfg.top_k)
-            res.seconds["identity"] = time.perf_counter() - t0
-        del cache
-        out[name] = res
+        x, _ = to_tensors(data["singles"])
+        res.identity = cam_gradcam_identity(model, x, layer, cfg.top_k)
+        res.seconds["identity"] = time.perf_counter() - t0
+    return res
+
+
+def _reproduce(cfg: ReproduceConfig, progress: bool, command: str) -> Results:
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    data = _data(cfg)
+    out = {name: _run_net(name, cfg, data, progress) for name in cfg.nets}
     versions = {"camlens": getattr(camlens, "__version__", "?"), "torch": torch.__version__,
                 "numpy": np.__version__, "python": platform.python_version(),
                 "threads": str(torch.get_num_threads())}
-    return Results(cfg, out, time.perf_counter() - t_start, command, versions)
-
+    return Results(cfg, out, time.perf_counter() - t_start, command, versions,
+                   time.process_time() - cpu_start, _heldout())
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,15 +330,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m camlens.evaluate.reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("docs/results.md"), help="markdown report")
+    p.add_argument("--quick", action="store_true",
+                   help="few images per table (CI; about half a minute), not the committed run")
     d = ReproduceConfig()
-    p.add_argument("--n-images", type=int, default=d.n_images, help="evaluation images")
-    p.add_argument("--n-pointing", type=int, default=d.n_pointing,
-                   help="images for the pointing game (the first N; default all)")
-    p.add_argument("--n-threshold", type=int, default=d.n_threshold,
-                   help="held-out images for the rejection threshold")
-    p.add_argument("--n-faithfulness", type=int, default=d.n_faithfulness,
-                   help="images for the rank correlation with occlusion and the occlusion row "
-                        "of Table 1 (the first N; default all)")
+    for flag, help_text in (
+            ("n-images", "single-object scenes for Tables 1 and 3"),
+            ("n-occlusion", "the first N of them for Table 1's occlusion row"),
+            ("n-pointing", "multi-object scenes for the pointing game"),
+            ("n-threshold", "multi-object scenes to choose the rejection threshold on"),
+            ("n-faithfulness", "the first N pointing scenes for faithfulness")):
+        p.add_argument(f"--{flag}", type=int, default=None,
+                       help=f"{help_text} (default {getattr(d, flag.replace('-', '_'))})")
     p.add_argument("--nets", nargs="+", default=list(d.nets), choices=list(NETS))
     p.add_argument("--threads", type=int, default=d.threads,
                    help="torch intra-op threads (default 1: fastest on a shared machine)")
@@ -299,17 +351,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="use randomly initialised nets when the shipped weights are missing")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
     args = p.parse_args(argv)
-    cfg = ReproduceConfig(n_images=args.n_images, n_pointing=args.n_pointing,
-                          n_threshold=args.n_threshold,
-                          n_faithfulness=args.n_faithfulness, nets=tuple(args.nets),
-                          threads=args.threads, batch_size=args.batch_size,
-                          allow_random=args.allow_random, csv_dir=args.csv_dir)
+    counts = {k: getattr(args, k) for k in ("n_images", "n_occlusion", "n_pointing",
+                                            "n_threshold", "n_faithfulness")
+              if getattr(args, k) is not None}
+    for k, v in counts.items():
+        if v < 1:
+            p.error(f"--{k.replace('_', '-')} must be at least 1, got {v}")
+    rest = {"nets": tuple(args.nets), "threads": args.threads, "batch_size": args.batch_size,
+            "allow_random": args.allow_random, "csv_dir": args.csv_dir}
+    cfg = (ReproduceConfig.quick_run(**counts, **rest) if args.quick
+           else ReproduceConfig(**counts, **rest))
     shown = list(sys.argv[1:] if argv is None else argv)
     command = "python -m camlens.evaluate.reproduce " + " ".join(shlex.quote(a) for a in shown)
     res = reproduce(cfg, progress=args.progress, command=command.strip())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(res), encoding="utf-8")
-    print(f"wrote {args.out} ({res.seconds:.0f} s)", file=sys.stderr)
+    print(f"wrote {args.out} ({res.seconds:.0f} s, {res.cpu_seconds:.0f} s CPU)", file=sys.stderr)
     return 0
 
 

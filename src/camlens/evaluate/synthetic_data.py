@@ -1,14 +1,18 @@
-"""The ``synthetic:`` dataset format: camlens's synthetic world as evaluation samples."""
+"""The ``synthetic:`` dataset format: camlens's synthetic world (world v2,
+:mod:`camlens.synthetic`) as evaluation samples."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from camlens.evaluate.datasets import AnnotatedObject, ArraySample, Sample
+from camlens.evaluate.datasets import AnnotatedObject, ArraySample, Sample, read_coco
 from camlens.evaluate.localization import Box
+
+#: ``synthetic:seed=S,n=N`` parameters and what they must be.
+_PARAMS = ("seed", "n", "kind")
 
 
 def _box(coords: Sequence[Any]) -> Box:
@@ -35,52 +39,61 @@ def scenes_to_samples(scenes: Sequence[Any], prefix: str = "") -> list[ArraySamp
 
 
 def _read_folder(root: Path) -> list[Sample]:
-    from camlens.synthetic.world import ANNOTATIONS, rle_decode
+    """A folder written by :func:`camlens.synthetic.save_coco` (split ``val``): its PNGs with
+    the exact masks, labels as class indices (as generated scenes have), ids the file stems."""
+    from camlens.synthetic import CLASSES
 
-    with open(root / ANNOTATIONS, encoding="utf-8") as fh:
-        data = json.load(fh)
-    samples: list[Sample] = []
-    for rec in data["images"]:
-        objects = tuple(
-            AnnotatedObject(label=int(o["label"]), box=_box(o["box"]),
-                            mask=rle_decode(o["mask"]))
-            for o in rec["objects"]
-        )
-        samples.append(Sample(image_path=root / rec["file"], width=int(rec["width"]),
-                              height=int(rec["height"]), objects=objects, image_id=rec["file"]))
-    return samples
+    index = {name: i for i, name in enumerate(CLASSES)}
+    json_path = root / "annotations" / "instances_val.json"
+    if not json_path.is_file():
+        raise FileNotFoundError(f"synthetic:{root}: no annotations/instances_val.json; write the "
+                                "folder with camlens.synthetic.save_coco(scenes, FOLDER)")
+    out: list[Sample] = []
+    for s in read_coco(json_path, root / "val"):
+        objects = tuple(dataclasses.replace(o, label=index[str(o.label)]) for o in s.objects)
+        stem = s.image_path.stem if s.image_path is not None else str(s.image_id)
+        out.append(dataclasses.replace(s, objects=objects, image_id=stem))
+    return out
 
 
 def load_synthetic_samples(rest: str) -> list[Sample]:
     """Loader of ``load_dataset("synthetic:...")``.
 
-    - ``synthetic:FOLDER``: a folder written by :func:`camlens.synthetic.save_dataset`
-      (``annotations.json`` + ``images/``): samples read from the PNGs, with exact masks;
-    - ``synthetic:seed=S,n=N`` (optionally ``,size=64``): scenes generated on the fly with
-      ``make_dataset(N, seed=S)``, held in memory, ids ``S/00000``...
+    - ``synthetic:FOLDER``: a folder written by :func:`camlens.synthetic.save_coco`: samples
+      read from its PNGs, with exact masks;
+    - ``synthetic:seed=S,n=N[,kind=K]``: world v2 scenes generated on the fly with
+      ``make_dataset(N, seed=S, kind=K)`` (``kind``: single (default), multi, two, pair; see
+      :data:`camlens.synthetic.KINDS`), held in memory, ids ``S/00000``...
     """
-    from camlens.synthetic import make_dataset
+    from camlens.synthetic import KINDS, make_dataset
 
     text = rest.strip()
     if Path(text).is_dir():
         return _read_folder(Path(text))
     if "=" not in text:
         raise ValueError(
-            f"synthetic:{rest}: expected a folder written by camlens.synthetic.save_dataset or "
-            "seed=S,n=N[,size=PIXELS]"
+            f"synthetic:{rest}: expected a folder written by camlens.synthetic.save_coco or "
+            "seed=S,n=N[,kind=single|multi|two|pair]"
         )
-    params: dict[str, int] = {}
+    params: dict[str, Any] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
-        key = key.strip()
-        if not sep or key not in ("seed", "n", "size"):
-            raise ValueError(f"synthetic:{rest}: unknown parameter {part!r} (seed, n, size)")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in _PARAMS:
+            raise ValueError(f"synthetic:{rest}: unknown parameter {part!r} (seed, n, kind)")
+        if key == "kind":
+            if value not in KINDS:
+                raise ValueError(f"synthetic:{rest}: kind must be one of {', '.join(KINDS)}, "
+                                 f"got {value!r}")
+            params[key] = value
+            continue
         try:
             params[key] = int(value)
         except ValueError:
             raise ValueError(f"synthetic:{rest}: {key} must be an integer, got {value!r}") from None
     if "seed" not in params or "n" not in params:
         raise ValueError(f"synthetic:{rest}: give both seed= and n=")
-    kwargs = {"size": params["size"]} if "size" in params else {}
-    scenes = make_dataset(params["n"], params["seed"], **kwargs)
+    if params["n"] < 1:
+        raise ValueError(f"synthetic:{rest}: n must be at least 1, got {params['n']}")
+    scenes = make_dataset(params["n"], params["seed"], kind=params.get("kind", "single"))
     return list(scenes_to_samples(scenes, prefix=f"{params['seed']}/"))

