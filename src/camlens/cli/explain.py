@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
     plan = Plan(loaded, methods, layer if with_layer else None,
                 args.reshape if with_layer else None, targets, top_k, out,
-                args.max_output_side or max(MIN_MAX_OUTPUT_SIDE, 2 * loaded.input_size),
+                args.max_output_side or max(MIN_MAX_OUTPUT_SIDE, 2 * loaded.side()),
                 options=options, what=_what(args.save), colormap=args.colormap,
                 alpha=args.alpha)
     console = Console(len(paths), args.quiet, args.debug, loaded.labels)
