@@ -148,12 +148,18 @@ def test_claim_statistics():
     assert verdict(0.3, 0.1, exact=True) == "tie: equal by construction"
 
 
-def test_segmentation_section():
+def test_segmentation_section(results):
     assert "Not run here" in "\n".join(segmentation_section(None))
-    text = "\n".join(segmentation_section({"Grad-CAM": 0.5123, "CAM": 0.4, "net": "vgg",
-                                           "n": 50}))
-    assert "| SEC, Grad-CAM seeds | 49.6 | 51.23 |" in text
-    assert "| SEC, CAM seeds | 44.6 | 40.00 |" in text
+    seg = results.segmentation
+    assert seg is not None and seg.n_train == QUICK.seg_train and seg.n_test == QUICK.seg_test
+    assert [a.arm.name for a in seg.arms] == ["cam on vgg_gap", "gradcam on vgg",
+                                              "gradcam on vgg_gap", "exact masks (reference)"]
+    text = "\n".join(segmentation_section(seg))
+    grad, cam = seg.result("vgg", "gradcam").miou, seg.result("vgg_gap", "cam").miou
+    verdict_ = "holds" if grad > cam else "does not hold"
+    assert (f"Claim \"Grad-CAM seeds segment better than CAM seeds\" {verdict_} here: "
+            f"{grad:.1f} vs {cam:.1f} mean IoU, {grad - cam:+.1f} points") in text
+    assert "| gradcam on vgg | 49.6 |" in text and "| cam on vgg_gap | 44.6 |" in text
 
 
 def test_report_has_the_papers_numbers_and_ours(report, results):

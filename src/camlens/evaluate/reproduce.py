@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -62,6 +62,9 @@ from camlens.evaluate.tasks import (
     evaluate_localization,
     evaluate_pointing,
 )
+
+if TYPE_CHECKING:
+    from camlens.segment import SegmentComparison
 
 __all__ = ["EARLIER_LAYERS", "PAPER", "TABLE3_ROWS", "ReproduceConfig", "main", "render",
            "reproduce", "NETS", "GAP_NETS"]
@@ -99,12 +102,18 @@ class ReproduceConfig:
     allow_random: bool = False
     csv_dir: str | None = None
     quick: bool = False
+    #: Sec. 4.2 (camlens.segment.compare_seeds): multi-object training / test scenes, SEC
+    #: training steps, trainings per arm; seg_train 0 skips the section.
+    seg_train: int = 800
+    seg_test: int = 300
+    seg_steps: int = 400
+    seg_repeats: int = 1
 
     @classmethod
     def quick_run(cls, **kw: Any) -> ReproduceConfig:
         """A run CI affords (10-40 s on 2 cores): every table and net, a dozen images."""
         base = cls(n_images=12, n_occlusion=2, n_pointing=10, n_threshold=6,
-                   n_faithfulness=3, quick=True)
+                   n_faithfulness=3, quick=True, seg_train=8, seg_test=4, seg_steps=3)
         return replace(base, **kw)
 
     def first(self, n: int, of: int) -> int:
@@ -141,9 +150,9 @@ class Results:
     versions: dict[str, str]
     cpu_seconds: float = 0.0  # CPU time of this process (wall time on a quiet machine)
     heldout: dict[str, Any] | None = None  # accuracy.json's description of its held-out set
-    #: Sec. 4.2's weakly-supervised segmentation: {"Grad-CAM": mean IoU, "CAM": mean IoU} in
-    #: [0, 1] from camlens.segment, rendered by findings.segmentation_section; None: not run.
-    segmentation: dict[str, Any] | None = None
+    #: Sec. 4.2's weakly-supervised segmentation (camlens.segment.compare_seeds), rendered by
+    #: findings.segmentation_section; None: not run (``seg_train`` 0).
+    segmentation: SegmentComparison | None = None
 
 
 def _load_net(name: str, allow_random: bool) -> tuple[nn.Module, bool, dict | None]:
@@ -314,11 +323,27 @@ def _reproduce(cfg: ReproduceConfig, progress: bool, command: str) -> Results:
     t_start, cpu_start = time.perf_counter(), time.process_time()
     data = _data(cfg)
     out = {name: _run_net(name, cfg, data, progress) for name in cfg.nets}
+    seg = _segment(cfg, progress)
     versions = {"camlens": getattr(camlens, "__version__", "?"), "torch": torch.__version__,
                 "numpy": np.__version__, "python": platform.python_version(),
                 "threads": str(torch.get_num_threads())}
     return Results(cfg, out, time.perf_counter() - t_start, command, versions,
-                   time.process_time() - cpu_start, _heldout())
+                   time.process_time() - cpu_start, _heldout(), seg)
+
+
+def _segment(cfg: ReproduceConfig, progress: bool) -> SegmentComparison | None:
+    """Sec. 4.2: SEC from CAM seeds (vgg_gap) and Grad-CAM seeds (vgg, vgg_gap), plus the
+    exact-mask reference; None when ``seg_train`` is 0 or the run uses random nets."""
+    if cfg.seg_train < 1 or cfg.allow_random:
+        return None
+    from camlens.segment import compare_seeds
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"segmentation: {msg}", file=sys.stderr)
+
+    return compare_seeds(cfg.seg_train, cfg.seg_test, cfg.seg_steps, repeats=cfg.seg_repeats,
+                         reference=True, progress=say)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,7 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("n-occlusion", "the first N of them for Table 1's occlusion row"),
             ("n-pointing", "multi-object scenes for the pointing game"),
             ("n-threshold", "multi-object scenes to choose the rejection threshold on"),
-            ("n-faithfulness", "the first N pointing scenes for faithfulness")):
+            ("n-faithfulness", "the first N pointing scenes for faithfulness"),
+            ("seg-train", "multi-object training scenes for Sec. 4.2's SEC (0: skip it)"),
+            ("seg-test", "held-out scenes SEC's mean IoU is measured on"),
+            ("seg-steps", "SEC training steps per arm"),
+            ("seg-repeats", "SEC trainings per arm (mean and sd)")):
         p.add_argument(f"--{flag}", type=int, default=None,
                        help=f"{help_text} (default {getattr(d, flag.replace('-', '_'))})")
     p.add_argument("--nets", nargs="+", default=list(d.nets), choices=list(NETS))
@@ -352,11 +381,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
     args = p.parse_args(argv)
     counts = {k: getattr(args, k) for k in ("n_images", "n_occlusion", "n_pointing",
-                                            "n_threshold", "n_faithfulness")
+                                            "n_threshold", "n_faithfulness", "seg_train",
+                                            "seg_test", "seg_steps", "seg_repeats")
               if getattr(args, k) is not None}
     for k, v in counts.items():
-        if v < 1:
-            p.error(f"--{k.replace('_', '-')} must be at least 1, got {v}")
+        if v < (0 if k == "seg_train" else 1):
+            p.error(f"--{k.replace('_', '-')} must be at least "
+                    f"{0 if k == 'seg_train' else 1}, got {v}")
     rest = {"nets": tuple(args.nets), "threads": args.threads, "batch_size": args.batch_size,
             "allow_random": args.allow_random, "csv_dir": args.csv_dir}
     cfg = (ReproduceConfig.quick_run(**counts, **rest) if args.quick
