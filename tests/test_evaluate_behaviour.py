@@ -248,10 +248,12 @@ def test_cli_flags_reach_the_evaluation(task: str, flag: str, value: str,
     if task == "faithfulness":
         common.update(window=32, stride=32)
         extra += ["--window", "32", "--stride", "32"]
-    got = cli_table(capsys, task, "--data", SYNTHETIC, "--model", "synthetic:vgg",
+    # pointing is a multi-object protocol: on single-object scenes every tolerance hits
+    data = SYNTHETIC + (",kind=multi" if task == "pointing" else "")
+    got = cli_table(capsys, task, "--data", data, "--model", "synthetic:vgg",
                     flag, value, *extra)
-    assert got == evaluate(task, SYNTHETIC, **common, **kwargs).markdown().strip()
-    assert got != evaluate(task, SYNTHETIC, **common).markdown().strip()  # the flag matters
+    assert got == evaluate(task, data, **common, **kwargs).markdown().strip()
+    assert got != evaluate(task, data, **common).markdown().strip()  # the flag matters
 
 
 # --------------------------------------------------------------------------- defaults
@@ -436,7 +438,7 @@ def test_pointing_trials_every_ground_truth_class_also_outside_the_top_k(
     # still one trial of the standard game (and the top class one trial of the top-k game)
     from camlens.evaluate.tasks.pointing import held_out_positions
 
-    s = evaluate_pointing(tiny_gapnet(), scenes, top_k=1, held_out=0.5, progress=True)
+    s = evaluate_pointing(tiny_gapnet(), scenes, layer=TinyGAPNet.LAYER, top_k=1, held_out=0.5, progress=True)
     assert "pointing gradcam" in capsys.readouterr().err  # the progress bar, as asked
     held = held_out_positions(len(scenes), 0.5)
     test = [sc for i, sc in enumerate(scenes) if i not in held]
@@ -461,7 +463,8 @@ def test_pointing_takes_the_callers_preprocess_and_separate_held_out_samples(
 
     samples = list(scenes_to_samples(scenes))
     held = [dataclasses.replace(x, image_id=f"held-{i}") for i, x in enumerate(samples[4:])]
-    s = evaluate_pointing(tiny_gapnet(), samples[:4], preprocess=preprocess, top_k=1,
+    s = evaluate_pointing(tiny_gapnet(), samples[:4], layer=TinyGAPNet.LAYER,
+                          preprocess=preprocess, top_k=1,
                           held_out=held, progress=False)
     assert len(seen) == len(scenes)  # every image, test and held-out, went through it
     assert (s.n_images, s.n_held_out) == (4, 2)
