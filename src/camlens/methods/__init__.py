@@ -2,6 +2,7 @@
 CLI's choices and the parametrised tests; see :mod:`camlens.methods.registry`."""
 
 from camlens.methods import (  # noqa: F401 - they register themselves
+    camfamily,
     excitation,
     gradcam,
     occlusion,
