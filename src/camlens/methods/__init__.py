@@ -6,6 +6,7 @@ from camlens.methods import (  # noqa: F401 - they register themselves
     excitation,
     gradcam,
     occlusion,
+    perturbation,
     pixel,
 )
 from camlens.methods.registry import METHODS, Job, Method, Option, OptionError, preset, register
