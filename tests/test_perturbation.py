@@ -36,9 +36,10 @@ def activations(model: nn.Module, inputs: tuple[torch.Tensor, ...], layer: str) 
 
 
 def literal_scorecam(model: nn.Module, inputs: tuple[torch.Tensor, ...], layer: str,
-                     classes: torch.Tensor, baseline: str = "zeros",
-                     softmax: bool = True) -> torch.Tensor:
-    """Algorithm 1 of the paper, one masked forward per sample and channel."""
+                     classes: torch.Tensor, baseline: str = "zeros", softmax: bool = True,
+                     channel_softmax: bool = False) -> torch.Tensor:
+    """Eq. 6-8 (Algorithm 1 with ``channel_softmax``), one masked forward per sample and
+    channel, constant maps included (their mask is 0)."""
     a = activations(model, inputs, layer)
     image = inputs[0]
     b, c, h, w = a.shape
@@ -52,16 +53,20 @@ def literal_scorecam(model: nn.Module, inputs: tuple[torch.Tensor, ...], layer: 
 
     for s in range(b):
         base = score(torch.zeros_like(image[s]), s)
+        alphas = []
         for k in range(c):
             up = F.interpolate(a[s:s + 1, k:k + 1], size=image.shape[-2:], mode="bilinear",
                                align_corners=False)[0, 0]
             lo, hi = float(up.min()), float(up.max())
-            if hi == lo:
-                continue  # H^k = 0: X o H^k is the baseline, increase 0
-            p = score(image[s] * (up - lo) / (hi - lo), s)
-            alpha = p - base if baseline == "zeros" else p
+            mask = (up - lo) / (hi - lo) if hi > lo else torch.zeros_like(up)
+            p = score(image[s] * mask, s)
+            alphas.append(p - base if baseline == "zeros" else p)
+        alpha = torch.stack(alphas)  # (C, K)
+        if channel_softmax:
+            alpha = alpha.softmax(dim=0)
+        for k in range(c):
             for j in range(classes.shape[1]):
-                out[s, j] += float(alpha[j]) * a[s, k]
+                out[s, j] += float(alpha[k, j]) * a[s, k]
     return out.clamp(min=0)
 
 
@@ -93,9 +98,16 @@ def literal_ablationcam(model: nn.Module, inputs: tuple[torch.Tensor, ...], laye
     return out.clamp(min=0)
 
 
-@pytest.mark.parametrize("name", sorted(ZOO))
-@pytest.mark.parametrize("opt", [{}, {"baseline": "none"}, {"softmax": False, "batch_size": 3}],
-                         ids=["paper", "no-baseline", "logits-chunks-of-3"])
+# every zoo net with the defaults; the other options on two of them (one forward per channel
+# is slow on MobileNet's 32-channel head)
+SCORE_CASES = [(n, {}) for n in sorted(ZOO)] + [
+    (n, o) for n in ("resnet", "two_input")
+    for o in ({"baseline": "none"}, {"softmax": False, "batch_size": 3},
+              {"softmax": False, "channel_softmax": True})]
+
+
+@pytest.mark.parametrize("name,opt", SCORE_CASES, ids=[
+    n + "".join(f"-{k}={v}" for k, v in o.items()) for n, o in SCORE_CASES])
 def test_scorecam_matches_the_literal_algorithm(name: str, opt: dict[str, Any]) -> None:
     model = build(name)
     inputs = as_tuple(sample(model))
@@ -126,7 +138,7 @@ class InputGap(nn.Module):
 
 def test_scorecam_by_hand_on_a_linear_net() -> None:
     """p^c(X o H^k) = softmax(W mean(X o H^k) + b)_c; X_b = 0 gives softmax(b)_c. Channel 2 of
-    the image is constant: H^2 = 0, weight exactly 0."""
+    the image is constant: H^2 = 0, weight exactly 0 (and softmax(b)_c without the baseline)."""
     model = InputGap().double().eval()
     x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[-1.0, 0.0], [2.0, 1.0]],
                        [[5.0, 5.0], [5.0, 5.0]]]], dtype=torch.float64)
@@ -140,6 +152,10 @@ def test_scorecam_by_hand_on_a_linear_net() -> None:
         expected[:, k] = (p - base)[[0, 2]]
     torch.testing.assert_close(ex.weights[0], expected, rtol=1e-12, atol=1e-15)
     assert ex.weights[0, :, 2].tolist() == [0.0, 0.0]
+    plain = camlens.explain(model, x, method="scorecam", layer="layer", target=[[0, 2]],
+                            baseline="none")
+    torch.testing.assert_close(plain.weights[0, :, 2], base[[0, 2]], rtol=1e-12, atol=0)
+    torch.testing.assert_close(plain.weights[0, :, :2], expected[:, :2] + base[[0, 2], None])
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
@@ -289,6 +305,9 @@ def test_scorecam_skips_constant_maps_without_a_forward() -> None:
         h.remove()
     assert live <= 11 and sum(calls) == 1 + 1 + live  # explained forward, baseline, live maps
     assert bool((ex.weights[0, 0][model.features(x)[0].flatten(1).amax(-1) == 0] == 0).all())
+    again = camlens.explain(model, x, method="scorecam", layer="features", baseline="none",
+                            channel_softmax=True)
+    assert float(again.weights.sum()) == pytest.approx(1.0)  # dead maps get exp(f(X_b)) / Z
 
 
 def test_options_are_checked() -> None:

@@ -1,15 +1,19 @@
 """Perturbation CAMs: channel weights from forward passes on modified inputs or activations.
 
 - ``scorecam`` (Wang et al. 2020, Score-CAM, Eq. 6-8 and Algorithm 1): each channel's
-  activation map A^k (h, w) is upsampled to the input (bilinear) and min-max scaled to [0, 1],
-  H^k (H, W); the weight is the class score's increase over a baseline input,
-  alpha_k^c = p^c(X o H^k) - p^c(X_b), with p^c the softmax probability of class c (``softmax``;
-  a callable target's own score otherwise) and X_b = 0, the black image, which is X o H for an
-  all-zero mask (``baseline="zeros"``; ``"none"``: alpha_k^c = p^c(X o H^k), as the authors' code
-  and pytorch-grad-cam compute it). L^c = ReLU(sum_k alpha_k^c A^k) (B, K, h, w). A constant
-  map scales to H^k = 0, so X o H^k = X_b and its increase is exactly 0: it gets weight 0 without
-  a forward pass (with ``baseline="none"`` too, where the authors' code skips it as well).
-  All K targets are scored from the same masked forwards, ``batch_size`` images at a time.
+  activation map A^k (h, w) is upsampled to the input (bilinear, align_corners=False) and
+  min-max scaled to [0, 1], H^k (H, W); the weight is the score's increase over a baseline
+  input, alpha_k^c = f^c(X o H^k) - f^c(X_b) (Eq. 6), with f^c the softmax probability of
+  class c (``softmax``, as the authors' code scores; a callable target's own score otherwise)
+  and X_b = 0, the black image, i.e. X o H for an all-zero mask (``baseline="zeros"``;
+  ``"none"``: alpha_k^c = f^c(X o H^k), the authors' code). ``channel_softmax``: alpha^c =
+  softmax_k of those increases (Algorithm 1 of the arXiv version; what pytorch-grad-cam and
+  torchcam compute, there on pre-softmax scores: ``softmax=False``; the baseline then cancels).
+  L^c = ReLU(sum_k alpha_k^c A^k) (B, K, h, w). A constant map scales to H^k = 0, so
+  X o H^k = X_b: its score is the baseline's, known without a forward pass (the authors' code
+  skips such maps; an all-zero map contributes nothing to L either way). All K targets are
+  scored from the same masked forwards, ``batch_size`` images at a time, the baseline with the
+  first batch.
 - ``ablationcam`` (Desai & Ramaswamy 2020, Ablation-CAM, Eq. 3-4): y_k^c is the score with
   channel k of the layer's output set to zero; w_k^c = (y^c - y_k^c) / y^c (``relative``;
   otherwise the plain drop y^c - y_k^c), L^c = ReLU(sum_k w_k^c A^k). Only the network after the
@@ -53,7 +57,7 @@ def _scorecam_needs(job: Job, *, batch_size: Any, **_: object) -> Needs:
 
 
 def scorecam_weights(job: Job, ev: Evidence, act: torch.Tensor, *, batch_size: int,
-                     softmax: bool, baseline: str) -> torch.Tensor:
+                     softmax: bool, baseline: str, channel_softmax: bool) -> torch.Tensor:
     """Score-CAM weights alpha (B, K, C) for one layer's activations A (B, C, h, w)."""
     image = job.image
     b, c = act.shape[:2]
@@ -62,13 +66,12 @@ def scorecam_weights(job: Job, ev: Evidence, act: torch.Tensor, *, batch_size: i
                           device=act.device)
     up = maps.upsample(act.detach(), image.shape[-2:])  # (B, C, H, W)
     flat = up.flatten(2)
-    live_all = flat.amax(-1) > flat.amin(-1)  # constant maps: weight 0, no forward
+    live_all = flat.amax(-1) > flat.amin(-1)  # constant maps score like X_b: no forward
     masks = maps.minmax(up).to(image.dtype)
     for s in range(b):
         live = live_all[s].nonzero()[:, 0]
-        masked = image[s:s + 1] * masks[s, live][:, None]  # (L, Cin, H, W): X o H^k
-        if baseline == "zeros":  # X_b = X o 0, scored with the first chunk
-            masked = torch.cat([torch.zeros_like(image[s:s + 1]), masked])
+        masked = torch.cat([torch.zeros_like(image[s:s + 1]),  # X_b = X o 0, then X o H^k
+                            image[s:s + 1] * masks[s, live][:, None]])
         scores = []
         for start in range(0, masked.shape[0], batch_size):
             chunk = masked[start:start + batch_size]
@@ -77,28 +80,31 @@ def scorecam_weights(job: Job, ev: Evidence, act: torch.Tensor, *, batch_size: i
             scores.append(copy_scores(job, ev, out, s, chunk.shape[0],
                                       f"scorecam runs the model on {chunk.shape[0]} masked "
                                       "copies", softmax=softmax))
-        got = torch.cat(scores).to(weights.dtype)  # (L [+1], K)
+        got = torch.cat(scores).to(weights.dtype).T  # (K, 1 + L)
+        weights[s] = got[:, :1]  # constant maps: f(X_b)
+        weights[s][:, live] = got[:, 1:]
         if baseline == "zeros":
-            got = got[1:] - got[:1]
-        weights[s][:, live] = got.T
-    return weights
+            weights[s] -= got[:, :1]
+    return weights.softmax(dim=-1) if channel_softmax else weights
 
 
 @register("scorecam", needs=_scorecam_needs, needs_layer=True, pixel_space=False,
           summary="Score-CAM (Wang et al. 2020): score increase of the input masked by each map")
 def run_scorecam(job: Job, ev: Evidence, *, batch_size: int = 32, softmax: bool = True,
-                 baseline: Literal["zeros", "none"] = "zeros") -> Explanation:
+                 baseline: Literal["zeros", "none"] = "zeros",
+                 channel_softmax: bool = False) -> Explanation:
     """Score-CAM (see the module docstring); ``softmax`` applies to class-index targets."""
     size = _batch_size("scorecam", batch_size)
     pairs = []
     for act in ev.activations:
-        w = scorecam_weights(job, ev, act, batch_size=size, softmax=softmax, baseline=baseline)
+        w = scorecam_weights(job, ev, act, batch_size=size, softmax=softmax, baseline=baseline,
+                             channel_softmax=channel_softmax)
         a = act.detach().to(w.dtype)
         pairs.append((torch.einsum("bkc,bchw->bkhw", w, a).clamp(min=0), w))
     heat, raw = heatmaps(job, [p[0] for p in pairs])
     return result(job, ev, "scorecam", heat, raw, pairs[0][1] if len(pairs) == 1 else None,
                   batch_size=size, softmax=softmax and ev.indices is not None,
-                  baseline=baseline)
+                  baseline=baseline, channel_softmax=channel_softmax)
 
 
 def _ablation_needs(job: Job, *, batch_size: Any, **_: object) -> Needs:
