@@ -339,3 +339,21 @@ def test_ablationcam_refuses_a_zero_score_for_the_relative_drop() -> None:
     ex = camlens.explain(model, x, method="ablationcam", layer="layer", target=0,
                          relative=False)
     assert ex.weights[0, 0].tolist() == [0.25, 0.0, 0.0]  # w_00 GAP(A^0) = 1 * 1/4
+
+
+def test_runner_keeps_one_map_of_a_sequential_and_leaves_no_forward_behind() -> None:
+    """Of the 4 calls before the layer inside an nn.Sequential only the last output is kept;
+    a replay with the layer's own output gives the model's output; no module keeps the
+    intercepting forward."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+                          nn.Conv2d(4, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double()
+    x = torch.randn(2, 3, 10, 10, dtype=torch.float64)
+    runner = suffix.suffix_runner(model, model[4], [x], 0)
+    kept = [o for o in runner._outputs() if o is not None]
+    assert len(runner._outputs()) == 4 and len(kept) == 1 and kept[0].shape == (2, 4, 6, 6)
+    a = model[:5](x).detach()
+    out = runner.run(1, a[1:2].expand(3, -1, -1, -1).clone())
+    assert runner.fast
+    torch.testing.assert_close(out, model(x)[1:2].expand(3, -1).detach(), rtol=1e-12, atol=0)
+    assert all("forward" not in vars(m) for m in model.modules())

@@ -111,7 +111,24 @@ def _record(model: nn.Module, layer: nn.Module, inputs: Sequence[torch.Tensor]) 
 
     with _intercept(model, call):
         forward(model, inputs, grad=False)
+    _trim(top)
     return top
+
+
+def _trim(node: _Call) -> None:
+    """Free the recorded outputs no replay reads: inside a plain ``nn.Sequential`` each child
+    only feeds the next, so of the children that finished before the layer only the last
+    one's output can reach running code (the others feed recorded calls, which ignore their
+    input). VGG's ``features`` then keeps one map instead of 29."""
+    for child in node.children:
+        if child.encloses:
+            _trim(child)
+    sequential = (node.module is not None and type(node.module) is nn.Sequential
+                  and type(node.module).forward is nn.Sequential.forward)
+    if sequential and node.encloses:
+        done = [c for c in node.children if c.output is not _MISSING]
+        for c in done[:-1]:
+            c.output = None  # returned as None: the next (recorded) call ignores it
 
 
 def _expand(value: Any, s: int, n: int, batch: int) -> Any:
@@ -125,6 +142,8 @@ def _expand(value: Any, s: int, n: int, batch: int) -> Any:
         return type(value)(_expand(v, s, n, batch) for v in value)
     if type(value) is dict:
         return {k: _expand(v, s, n, batch) for k, v in value.items()}
+    if value is None or isinstance(value, (int, float, bool, str)):
+        return value
     raise _Diverged  # an output camlens cannot expand: run the prefix
 
 
