@@ -80,6 +80,40 @@ def gradcampp_variant(model: Any, layer: str, x: torch.Tensor, classes: torch.Te
     return torch.einsum("bc,bchw->bhw", w, a).clamp(min=0)
 
 
+def scorecam_variant(model: Any, layer: str, x: torch.Tensor, classes: torch.Tensor, *,
+                     align_corners: bool, scale_first: bool, batch: int = 32) -> torch.Tensor:
+    """Score-CAM as the peers compute it: alpha = softmax_k of the class logit of X o H^k,
+    with H^k = minmax(upsample(A^k)) (pytorch-grad-cam: align_corners=True) or
+    upsample(minmax(A^k)) (``scale_first``, torchcam: align_corners=False)."""
+    import torch.nn.functional as F
+
+    store: list[torch.Tensor] = []
+    h = model.get_submodule(layer).register_forward_hook(lambda m, i, o: store.append(o))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    a = store[0]
+
+    def mm(t: torch.Tensor) -> torch.Tensor:
+        lo = t.flatten(-2).amin(-1)[..., None, None]
+        hi = t.flatten(-2).amax(-1)[..., None, None]
+        return (t - lo) / (hi - lo + 1e-8)
+
+    up = (F.interpolate(mm(a), size=x.shape[-2:], mode="bilinear", align_corners=align_corners)
+          if scale_first else
+          mm(F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=align_corners)))
+    maps = []
+    for s in range(x.shape[0]):
+        masked = x[s:s + 1] * up[s][:, None]
+        with torch.no_grad():
+            logits = torch.cat([model(masked[i:i + batch]) for i in range(0, len(masked), batch)])
+        alpha = logits[:, classes[s, 0]].softmax(0)
+        maps.append(torch.einsum("c,chw->hw", alpha, a[s]).clamp(min=0))
+    return torch.stack(maps)
+
+
 def best_sign(base: Any, layer: str, x: torch.Tensor, classes: torch.Tensor,
               theirs: torch.Tensor) -> torch.Tensor:
     """camlens's centred Eigen-CAM with, per image, the sign closer to ``theirs`` (an SVD's
@@ -102,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=2)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--kinds", default=",".join(FAMILY))
+    p.add_argument("--explain-scorecam", action="store_true",
+                   help="also run each peer's Score-CAM variant (one more masked forward per "
+                        "channel and peer) to show where the maps differ")
     p.add_argument("--out", type=Path, default=HERE / "results" / "agreement")
     a = p.parse_args(argv)
 
@@ -153,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
             if kind == "gradcampp" and lib == "torchcam":
                 undivided = gradcampp_variant(copy.deepcopy(base), layer, x, classes, None)
                 add(kind, "alpha = g^2 (no division)", lib, undivided, theirs, seconds)
+            if kind == "scorecam" and a.explain_scorecam:
+                variant = scorecam_variant(copy.deepcopy(base), layer, x, classes,
+                                           align_corners=lib == "pytorch-grad-cam",
+                                           scale_first=lib == "torchcam")
+                how = ("align_corners=True" if lib == "pytorch-grad-cam" else
+                       "min-max before upsampling")
+                add(kind, f"Algorithm 1 on logits, {how}", lib, variant, theirs, seconds)
             if kind == "gradcampp" and lib == "pytorch-grad-cam":
                 eps = gradcampp_variant(copy.deepcopy(base), layer, x, classes, 1e-6)
                 add(kind, "Eq. 19 + 1e-6 in the denominator", lib, eps, theirs, seconds)

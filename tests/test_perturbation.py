@@ -357,3 +357,17 @@ def test_runner_keeps_one_map_of_a_sequential_and_leaves_no_forward_behind() -> 
     assert runner.fast
     torch.testing.assert_close(out, model(x)[1:2].expand(3, -1).detach(), rtol=1e-12, atol=0)
     assert all("forward" not in vars(m) for m in model.modules())
+
+
+def test_scorecam_of_constant_maps_only_scores_the_baseline() -> None:
+    """Every map constant (a 1 x 1 layer): one forward for X_b; with the baseline subtracted
+    all weights are 0, without it they are f(X_b) = softmax(b)."""
+    model = InputGap().double().eval()
+    model.layer = nn.AdaptiveAvgPool2d(1)  # A: (B, 3, 1, 1)
+    x = torch.rand(2, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ex = camlens.explain(model, x, method="scorecam", layer="layer", target=[1, 2])
+    assert ex.weights.abs().max() == 0
+    plain = camlens.explain(model, x, method="scorecam", layer="layer", target=[1, 2],
+                            baseline="none")
+    expected = torch.softmax(model.fc.bias.detach(), 0)[[1, 2]]
+    torch.testing.assert_close(plain.weights[:, 0], expected[:, None].expand(2, 3))

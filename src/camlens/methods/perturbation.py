@@ -58,33 +58,38 @@ def _scorecam_needs(job: Job, *, batch_size: Any, **_: object) -> Needs:
 
 def scorecam_weights(job: Job, ev: Evidence, act: torch.Tensor, *, batch_size: int,
                      softmax: bool, baseline: str, channel_softmax: bool) -> torch.Tensor:
-    """Score-CAM weights alpha (B, K, C) for one layer's activations A (B, C, h, w)."""
+    """Score-CAM weights alpha (B, K, C) for one layer's activations A (B, C, h, w). Masks
+    are made a batch at a time (all of ResNet-50's 2048 at 224 px would take 400 MB per
+    image)."""
     image = job.image
+    act = act.detach()
     b, c = act.shape[:2]
     k = ev.scores.shape[1]
     weights = torch.zeros(b, k, c, dtype=torch.promote_types(ev.scores.dtype, torch.float32),
                           device=act.device)
-    up = maps.upsample(act.detach(), image.shape[-2:])  # (B, C, H, W)
-    flat = up.flatten(2)
+    flat = act.flatten(2)
     live_all = flat.amax(-1) > flat.amin(-1)  # constant maps score like X_b: no forward
-    masks = maps.minmax(up).to(image.dtype)
     for s in range(b):
         live = live_all[s].nonzero()[:, 0]
-        masked = torch.cat([torch.zeros_like(image[s:s + 1]),  # X_b = X o 0, then X o H^k
-                            image[s:s + 1] * masks[s, live][:, None]])
-        scores = []
-        for start in range(0, masked.shape[0], batch_size):
-            chunk = masked[start:start + batch_size]
+        got = []
+        for start in range(-1, len(live), batch_size):  # -1: X_b = X o 0, with the first
+            ks = live[max(start, 0):start + batch_size]
+            chunk = image[s:s][:0]
+            if len(ks):
+                masks = maps.minmax(maps.upsample(act[s:s + 1, ks], image.shape[-2:]))[0]
+                chunk = image[s:s + 1] * masks.to(image.dtype)[:, None]  # X o H^k
+            if start < 0:
+                chunk = torch.cat([torch.zeros_like(image[s:s + 1]), chunk])
             with torch.no_grad():
                 out = job.model(*sample_inputs(job, chunk, s))
-            scores.append(copy_scores(job, ev, out, s, chunk.shape[0],
-                                      f"scorecam runs the model on {chunk.shape[0]} masked "
-                                      "copies", softmax=softmax))
-        got = torch.cat(scores).to(weights.dtype).T  # (K, 1 + L)
-        weights[s] = got[:, :1]  # constant maps: f(X_b)
-        weights[s][:, live] = got[:, 1:]
+            got.append(copy_scores(job, ev, out, s, chunk.shape[0],
+                                   f"scorecam runs the model on {chunk.shape[0]} masked copies",
+                                   softmax=softmax))
+        scores = torch.cat(got).to(weights.dtype).T  # (K, 1 + L)
+        weights[s] = scores[:, :1]  # constant maps: f(X_b)
+        weights[s][:, live] = scores[:, 1:]
         if baseline == "zeros":
-            weights[s] -= got[:, :1]
+            weights[s] -= scores[:, :1]
     return weights.softmax(dim=-1) if channel_softmax else weights
 
 
