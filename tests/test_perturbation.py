@@ -371,3 +371,21 @@ def test_scorecam_of_constant_maps_only_scores_the_baseline() -> None:
                             baseline="none")
     expected = torch.softmax(model.fc.bias.detach(), 0)[[1, 2]]
     torch.testing.assert_close(plain.weights[:, 0], expected[:, None].expand(2, 3))
+
+
+@pytest.mark.parametrize("channels_last", [None, False])
+def test_scorecam_masks_keep_the_layout_explain_chose(channels_last: bool | None) -> None:
+    """A model of torch.nn modules gets a channels-last image on CPU; the masked copies keep
+    that layout (oneDNN's native one), and channels_last=False keeps the default."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3))
+    seen: list[bool] = []
+    hook = model[0].register_forward_pre_hook(lambda m, a: seen.append(
+        not a[0].is_contiguous() and a[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        camlens.explain(model.eval(), torch.rand(1, 3, 8, 8), method="scorecam", layer="3",
+                        batch_size=2, channels_last=channels_last)
+    finally:
+        hook.remove()
+    assert len(seen) >= 3 and all(seen) if channels_last is None else not any(seen)
