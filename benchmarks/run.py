@@ -720,6 +720,7 @@ def environment() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SIZE  # --size, set in the child processes
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=None,
@@ -776,7 +777,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if a._timing or a._memory or a._profile:
         cfg = json.loads(a._config)
-        global SIZE
         SIZE = cfg.get("size", SIZE)
         if a._timing:
             res = time_model(a._timing, cfg)
