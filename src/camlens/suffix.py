@@ -65,8 +65,8 @@ def _intercept(root: nn.Module, call: Callable[[nn.Module, Callable[..., Any], t
     its forward, args, kwargs)`` while the block runs."""
     saved: list[tuple[nn.Module, Any]] = []
     try:
-        for m in root.modules():
-            if isinstance(m, torch.jit.ScriptModule) or any(m is s for s, _ in saved):
+        for m in root.modules():  # each module once
+            if isinstance(m, torch.jit.ScriptModule):
                 continue
             own = vars(m).get("forward", _MISSING)
             saved.append((m, own))
