@@ -389,3 +389,22 @@ def test_scorecam_masks_keep_the_layout_explain_chose(channels_last: bool | None
     finally:
         hook.remove()
     assert len(seen) >= 3 and all(seen) if channels_last is None else not any(seen)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_k_targets_share_the_forwards(method: str) -> None:
+    """Three targets cost the forwards of one: every masked or ablated batch scores all K."""
+    model = build("gap")
+    x = sample(model, batch=2)
+    counts = []
+    for target in ([[1], [2]], [[1, 3, 0], [2, 4, 1]]):
+        seen: list[int] = []
+        h = model.fc.register_forward_hook(
+            lambda m, i, o, seen=seen: seen.append(o.shape[0]))
+        try:
+            camlens.explain(model, x, method=method, layer="features", target=target,
+                            batch_size=5)
+        finally:
+            h.remove()
+        counts.append(seen)
+    assert counts[0] == counts[1] and len(counts[0]) > 3
