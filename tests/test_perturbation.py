@@ -319,6 +319,10 @@ def test_options_are_checked() -> None:
         camlens.explain(model, x, method="ablationcam", layer="features", batch_size=True)
     with pytest.raises(OptionError, match="baseline must be one of"):
         camlens.explain(model, x, method="scorecam", layer="features", baseline="blur")
+    with pytest.raises(camlens.InputError, match="torch.uint8 image would truncate"):
+        camlens.explain(nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten(1), nn.Linear(32, 3)),
+                        torch.zeros(1, 3, 4, 4, dtype=torch.uint8), method="scorecam",
+                        layer="0", target=0)
     vit = __import__("models").make_vit()
     with pytest.raises(LayerError, match="ablationcam .* no reshape"):
         camlens.explain(vit, torch.randn(1, 3, 16, 16, dtype=torch.float64),

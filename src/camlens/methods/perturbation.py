@@ -53,6 +53,10 @@ def _scorecam_needs(job: Job, *, batch_size: Any, **_: object) -> Needs:
     if job.image.dim() != 4:
         raise InputError(f"scorecam masks an image batch (B, C, H, W), got shape "
                          f"{tuple(job.image.shape)}")
+    if not job.image.is_floating_point():
+        raise InputError(f"scorecam multiplies the image by masks in [0, 1], which a "
+                         f"{job.image.dtype} image would truncate to 0 or 1; pass a "
+                         "floating-point image")
     return Needs(layer=True)
 
 
