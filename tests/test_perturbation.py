@@ -320,7 +320,7 @@ def test_options_are_checked() -> None:
     with pytest.raises(OptionError, match="baseline must be one of"):
         camlens.explain(model, x, method="scorecam", layer="features", baseline="blur")
     with pytest.raises(camlens.InputError, match="torch.uint8 image would truncate"):
-        camlens.explain(nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten(1), nn.Linear(32, 3)),
+        camlens.explain(nn.Sequential(nn.Conv2d(3, 2, 1), nn.Flatten(1), nn.Linear(32, 3)).eval(),
                         torch.zeros(1, 3, 4, 4, dtype=torch.uint8), method="scorecam",
                         layer="0", target=0)
     vit = __import__("models").make_vit()
