@@ -24,7 +24,11 @@ One entry point (issue 3). For each model and batch size it
 Jobs (explicit, identical class targets for every library: the top-1, or the top-5, classes of the
 model's own prediction): ``forward``; ``gradcam`` (one map per image); ``top5`` (five maps per
 image); ``guided`` (Guided Grad-CAM); ``occlusion`` (window 32, stride 16, zero fill, 64 occluded
-images per forward; batch 1 only unless ``--occlusion-batches`` says otherwise).
+images per forward; batch 1 only unless ``--occlusion-batches`` says otherwise). Opt-in with
+``--jobs`` (issue 14; benchmarks/peers.py says which peer class each is and with which camlens
+options the equations match): ``gradcampp``, ``xgradcam``, ``hirescam``, ``layercam``,
+``eigencam``, ``eigengradcam`` (one map per image), ``scorecam`` and ``ablationcam`` (perturbation
+jobs, like occlusion at the ``--occlusion-batches`` sizes only).
 
 Examples::
 
@@ -32,6 +36,8 @@ Examples::
     python benchmarks/run.py                         # all five models
     python benchmarks/run.py --models resnet50 --batch-sizes 16 --jobs gradcam,top5 --no-memory
     python benchmarks/run.py --profile --models resnet50 --batch-sizes 16
+    python benchmarks/run.py --models resnet50,vgg16 --jobs scorecam,ablationcam,gradcampp \
+        --occlusion-batches 1,16 --no-memory
 
 torchvision, captum, grad-cam and torchcam come from the ``bench`` extra (see docs/performance.md).
 """
@@ -55,6 +61,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from peers import FAMILY, camlens_call, pgc_call, torchcam_call
+
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 HERE = Path(__file__).resolve().parent
 
@@ -64,21 +72,27 @@ MODELS: dict[str, str | None] = {
     "vgg16": "features.29",             # ReLU after the last conv (conv5_3), before the last pool
     "efficientnet_b0": "features.8",    # last conv block (1x1 conv -> BN -> SiLU, 1280 ch)
     "mobilenet_v3_large": "features.16",  # last conv block (1x1 conv -> BN -> Hardswish, 960 ch)
+    "resnet18": "layer4",               # small: for smoke runs (--models resnet18 --size 64)
     "bundled": None,                    # camlens.models.load_default(): EfficientNet-Lite0
 }
 QUICK_MODELS = ("resnet50", "bundled")
 KINDS = ("gradcam", "top5", "guided", "occlusion")
+#: every job kind: the default ones, then issue 14's methods (opt-in with --jobs)
+ALL_KINDS = KINDS + tuple(FAMILY)
+#: jobs that run the model once per perturbation: only at the --occlusion-batches sizes
+PERTURBATION = ("occlusion", "scorecam", "ablationcam")
 LIBS = ("camlens", "captum", "pytorch-grad-cam", "torchcam")
 #: which library has which job
 HAS: dict[str, tuple[str, ...]] = {
-    "camlens": KINDS,
+    "camlens": ALL_KINDS,
     "captum": KINDS,
-    "pytorch-grad-cam": ("gradcam", "top5", "guided"),
-    "torchcam": ("gradcam", "top5"),
+    "pytorch-grad-cam": ("gradcam", "top5", "guided") + tuple(k for k, f in FAMILY.items()
+                                                              if f[2]),
+    "torchcam": ("gradcam", "top5") + tuple(k for k, f in FAMILY.items() if f[3]),
     # opt-in (--libs ...,camlens-nchw): camlens with channels_last=False, i.e. without the
     # channels-last layout it picks by default for torch/torchvision/camlens models on CPU; adds
     # a forward pass on a channels-last input ("forward-cl"), the fair baseline for the default
-    "camlens-nchw": KINDS,
+    "camlens-nchw": ALL_KINDS,
 }
 OCC_WINDOW, OCC_STRIDE, OCC_PER_EVAL = 32, 16, 64
 SIZE = 224
@@ -153,6 +167,14 @@ def make_job(lib: str, kind: str, model_for: Callable[[str], Any], layer: str, x
                 return m(x)
 
         return Job(lib, kind, forward)
+
+    if kind in FAMILY:  # issue 14's methods: each library's extractor, see peers.py
+        if lib in ("camlens", "camlens-nchw"):
+            return Job(lib, kind, camlens_call(kind, model_for(lib), layer, x, t1,
+                                               channels_last=False if lib == "camlens-nchw"
+                                               else None))
+        call = {"pytorch-grad-cam": pgc_call, "torchcam": torchcam_call}[lib]
+        return Job(lib, kind, call(kind, model_for(f"{lib}/{kind}"), layer, x, t1))
 
     if lib in ("camlens", "camlens-nchw"):
         import functools
@@ -259,7 +281,7 @@ def jobs_for(batch: int, kinds: tuple[str, ...], libs: tuple[str, ...],
              occlusion_batches: tuple[int, ...]) -> list[tuple[str, str]]:
     out = [("forward-cl", "forward")] if "camlens-nchw" in libs else []
     for kind in kinds:
-        if kind == "occlusion" and batch not in occlusion_batches:
+        if kind in PERTURBATION and batch not in occlusion_batches:
             continue
         for lib in libs:
             if kind in HAS[lib]:
@@ -305,6 +327,10 @@ def canon(lib: str, kind: str, out: Any) -> dict[str, Any]:
         return {"input": t(out)[:, :1]}
     if lib == "pytorch-grad-cam" and kind in ("gradcam", "top5"):
         return {"input": t(out)}
+    if lib == "pytorch-grad-cam" and kind in FAMILY:  # (B, H, W), scaled then resized
+        return {"input": t(out).unsqueeze(1)}
+    if lib == "torchcam" and kind in FAMILY:  # (B, h, w) layer maps
+        return {"layer": t(out).unsqueeze(1)}
     if lib == "pytorch-grad-cam" and kind == "guided":
         return {"pixel": t(out).permute(0, 3, 1, 2).unsqueeze(1)}
     raise ValueError((lib, kind))
@@ -501,7 +527,7 @@ def profile(name: str, batch: int, kinds: tuple[str, ...], out_dir: Path,
     report = io.StringIO()
     jobs = [make_job("forward", "forward", model_for, layer, x, t1, t5)]
     jobs += [make_job("camlens", k, model_for, layer, x, t1, t5) for k in kinds
-             if k != "occlusion" or batch == 1]
+             if k not in PERTURBATION or batch == 1]
     for job in jobs:
         job()
         job()  # warm-up
@@ -643,6 +669,29 @@ def verdicts(result: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def speedups(result: dict[str, Any]) -> str:
+    """The issue-14 bar: each of its methods >= 3x faster than every peer that has it, on the
+    same model and batch (peer median / camlens median)."""
+    out = []
+    for tm in result["timing"]:
+        if "error" in tm:
+            continue
+        for c in tm["configs"]:
+            rows = {row["job"]: row for row in c["rows"]}
+            for kind in FAMILY:
+                mine = rows.get(f"camlens:{kind}")
+                for lib in ("pytorch-grad-cam", "torchcam"):
+                    theirs = rows.get(f"{lib}:{kind}")
+                    if mine and theirs:
+                        r = theirs["median_ms"] / mine["median_ms"]
+                        out.append(f"- {tm['model']}, batch {c['batch']}, {kind}: {lib} "
+                                   f"{theirs['median_ms']:.0f} ms / camlens "
+                                   f"{mine['median_ms']:.0f} ms = {r:.2f}x -> "
+                                   f"{'PASS' if r >= 3 else 'MISS'}")
+    return "\n".join(["", "Bar (issue 14): >= 3x faster than each peer, CPU:", "", *out]) + "\n" \
+        if out else ""
+
+
 def environment() -> dict[str, Any]:
     import torch
 
@@ -671,14 +720,17 @@ def environment() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SIZE  # --size, set in the child processes
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=None,
-                   help=f"comma-separated, from {','.join(MODELS)} (default: all; --quick: "
+                   help=f"comma-separated, from {','.join(MODELS)} (default: all but resnet18; "
+                        "--quick: "
                         f"{','.join(QUICK_MODELS)})")
     p.add_argument("--batch-sizes", default="1,16", help="comma-separated (default 1,16)")
     p.add_argument("--jobs", default=",".join(KINDS),
-                   help=f"comma-separated job kinds, from {','.join(KINDS)} (forward always runs)")
+                   help=f"comma-separated job kinds, from {','.join(ALL_KINDS)} (default: "
+                        f"{','.join(KINDS)}; forward always runs)")
     p.add_argument("--libs", default=",".join(LIBS),
                    help=f"comma-separated libraries, from {', '.join(HAS)} (default: "
                         f"{','.join(LIBS)}; camlens-nchw = camlens with channels_last=False)")
@@ -689,7 +741,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timed rounds per model and batch (default 150; --quick 90)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per job first")
-    p.add_argument("--occlusion-batches", default="1", help="batch sizes that run occlusion")
+    p.add_argument("--occlusion-batches", default="1",
+                   help="batch sizes that run the perturbation jobs (occlusion, scorecam, "
+                        "ablationcam)")
     p.add_argument("--quick", action="store_true",
                    help="resnet50 + bundled model, batch 1 and 16, 3 rounds")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
@@ -700,6 +754,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allocator", choices=("stable", "default"), default="stable",
                    help="timing processes: 'stable' sets GLIBC_TUNABLES=" + TUNABLES)
     p.add_argument("--threads", type=int, default=THREADS, help="torch.set_num_threads (2)")
+    p.add_argument("--size", type=int, default=SIZE,
+                   help=f"image side in pixels (default {SIZE}; smaller for smoke runs)")
     p.add_argument("--omp-wait-policy", default="PASSIVE",
                    help="OMP_WAIT_POLICY of the child processes (default PASSIVE: on a shared "
                         "2-core machine spinning OpenMP threads slowed a forward pass up to 30x; "
@@ -721,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if a._timing or a._memory or a._profile:
         cfg = json.loads(a._config)
+        SIZE = cfg.get("size", SIZE)
         if a._timing:
             res = time_model(a._timing, cfg)
             res["allocator"] = os.environ.get("GLIBC_TUNABLES", "default")
@@ -738,15 +795,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     models = (a.models.split(",") if a.models else
-              list(QUICK_MODELS) if a.quick else list(MODELS))
+              list(QUICK_MODELS) if a.quick else [m for m in MODELS if m != "resnet18"])
     for m in models:
         if m not in MODELS:
             p.error(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
     kinds = [k for k in a.jobs.split(",") if k and k != "forward"]
     libs = a.libs.split(",")
     for k in kinds:
-        if k not in KINDS:
-            p.error(f"unknown job {k!r}; choose from {', '.join(KINDS)}")
+        if k not in ALL_KINDS:
+            p.error(f"unknown job {k!r}; choose from {', '.join(ALL_KINDS)}")
     for lib in libs:
         if lib not in HAS:
             p.error(f"unknown library {lib!r}; choose from {', '.join(HAS)}")
@@ -760,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
         "occlusion_batches": [int(b) for b in a.occlusion_batches.split(",") if b],
         "mem_calls": a.mem_calls,
         "threads": a.threads,
+        "size": a.size,
         "out_dir": str(Path(a.out).parent),
     }
     tunables = a.allocator == "stable"
@@ -820,7 +878,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(result: dict[str, Any], out: Path) -> None:
-    table = markdown(result) + verdicts(result)
+    table = markdown(result) + verdicts(result) + speedups(result)
     print(table)
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(result, indent=1))

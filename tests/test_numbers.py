@@ -16,9 +16,10 @@ from test_contract import LAYER_KW, assert_same, prepared_model, snapshot
 
 METHODS = sorted(camlens.METHODS)
 # methods whose maps come from autograd gradients of the scores (Excitation Backprop propagates
-# probabilities by its own rules, and refuses AbsNet's sqrt(c * c) by name)
+# probabilities by its own rules, and refuses AbsNet's sqrt(c * c) by name; Eigen-CAM and the
+# perturbation methods take no gradients)
 GRADIENT_METHODS = [m for m in METHODS if camlens.METHODS[m].base not in (
-    "cam", "occlusion", "excitation-backprop")]
+    "cam", "occlusion", "excitation-backprop", "eigencam", "scorecam", "ablationcam")]
 
 
 def _image(batch: int = 2, size: int = 8) -> torch.Tensor:

@@ -53,6 +53,11 @@ CALL_KINDS: list[tuple[str, dict[str, Any]]] = [
     ("cam", {"layer": "conv3", "target": 2}),
     ("occlusion", {"window": 8, "stride": 8, "batch_size": 3}),
     ("deconv-gradcam", {"layer": "bn1", "rectifiers": "modules"}),
+    # Ablation-CAM replays the view with its modules' forwards intercepted
+    ("ablationcam", {"layer": "conv2", "top_k": 2, "batch_size": 5}),
+    ("scorecam", {"layer": "conv3", "batch_size": 7}),
+    ("gradcampp", {"layer": "conv2", "top_k": 2}),
+    ("eigencam", {"layer": "conv3"}),
 ]
 
 

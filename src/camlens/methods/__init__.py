@@ -2,9 +2,11 @@
 CLI's choices and the parametrised tests; see :mod:`camlens.methods.registry`."""
 
 from camlens.methods import (  # noqa: F401 - they register themselves
+    camfamily,
     excitation,
     gradcam,
     occlusion,
+    perturbation,
     pixel,
 )
 from camlens.methods.registry import METHODS, Job, Method, Option, OptionError, preset, register

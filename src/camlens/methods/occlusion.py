@@ -10,12 +10,12 @@ from typing import Any
 import torch
 
 from camlens import maps
-from camlens.errors import OptionError, TargetError
+from camlens.errors import OptionError
 from camlens.evidence import Evidence, Needs
 from camlens.explanation import Explanation
 from camlens.methods.assemble import result
+from camlens.methods.copies import copy_scores, sample_inputs
 from camlens.methods.registry import Job, register
-from camlens.targets import for_sample, scores_of
 
 
 def _pair(name: str, value: Any) -> tuple[int, int]:
@@ -170,25 +170,10 @@ def run_occlusion(job: Job, ev: Evidence, *, window: int | tuple[int, int] = 16,
 
     def score_fn(images: torch.Tensor, s: int) -> torch.Tensor:
         n = images.shape[0]
-        inputs = [images if i == job.image_index else t[s:s + 1].expand(n, *t.shape[1:])
-                  for i, t in enumerate(job.inputs)]
         with torch.no_grad():
-            out = job.model(*inputs)
-        idx = None if ev.indices is None else ev.indices[s:s + 1].expand(n, -1)
-        hint = ("; a callable target must score any batch of copies of one sample: give it "
-                "a method at(sample) returning the target for that sample "
-                "(camlens.SampleTarget), as camlens's caption and answer targets do")
-        try:
-            scores = scores_of(out, for_sample(job.target, s), idx)
-        except (RuntimeError, IndexError) as err:  # it scored the batch, not these copies
-            raise TargetError(f"occlusion runs the model on {n} occluded copies of sample {s}, "
-                              f"and the target failed on them ({err}){hint}") from err
-        if scores.shape != (n, ev.scores.shape[1]):
-            raise TargetError(
-                f"occlusion runs the model on {n} occluded copies of sample {s}, and the target "
-                f"gave scores of shape {tuple(scores.shape)} for them, not ({n}, "
-                f"{ev.scores.shape[1]}){hint}")
-        return scores
+            out = job.model(*sample_inputs(job, images, s))
+        return copy_scores(job, ev, out, s, n,
+                           f"occlusion runs the model on {n} occluded copies")
 
     raw = occlusion_maps(score_fn, job.image, ev.scores, window=win, stride=std, fill=fill,
                          batch_size=batch_size)
