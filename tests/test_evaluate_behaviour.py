@@ -438,7 +438,8 @@ def test_pointing_trials_every_ground_truth_class_also_outside_the_top_k(
     # still one trial of the standard game (and the top class one trial of the top-k game)
     from camlens.evaluate.tasks.pointing import held_out_positions
 
-    s = evaluate_pointing(tiny_gapnet(), scenes, layer=TinyGAPNet.LAYER, top_k=1, held_out=0.5, progress=True)
+    s = evaluate_pointing(tiny_gapnet(), scenes, layer=TinyGAPNet.LAYER, top_k=1, held_out=0.5,
+                          progress=True)
     assert "pointing gradcam" in capsys.readouterr().err  # the progress bar, as asked
     held = held_out_positions(len(scenes), 0.5)
     test = [sc for i, sc in enumerate(scenes) if i not in held]
