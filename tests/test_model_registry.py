@@ -102,20 +102,20 @@ def test_evaluation_runs_the_registrys_record_for_every_model_form() -> None:
 
     assert not hasattr(ev, "ResolvedModel")  # one record, the registry's
     img = Image.new("RGB", (80, 50), (255, 0, 51))
-    spec = resolve_model("synthetic:gapnet")
-    assert isinstance(spec, ModelRecord) and spec.name == "synthetic:gapnet"
+    spec = resolve_model("synthetic:vgg_gap")
+    assert isinstance(spec, ModelRecord) and spec.name == "synthetic:vgg_gap"
     assert spec.preprocess is to_unit_tensor and spec.input_size is None  # pixels as they are
     assert tuple(spec.preprocess(img).shape) == (3, 50, 80)
-    assert spec.labels == list(CLASSES) and spec.default_layer == DEFAULT_LAYERS["gapnet"]
+    assert spec.labels == list(CLASSES) and spec.default_layer == DEFAULT_LAYERS["vgg_gap"]
     assert resolve_model(spec) is spec
     assert resolve_model(spec, default_layer="x").default_layer == "x"
     own = resolve_model(spec, preprocess=lambda im: torch.zeros(3, 2, 2))
     assert (own.input_size, own.mean, own.std) == (None, None, None) and own.labels == spec.labels
 
-    net = NETS["gapnet"]().train()
+    net = NETS["vgg_gap"]().train()
     bare = resolve_model(net)
     assert isinstance(bare, ModelRecord) and bare.model is net and net.training
-    assert bare.default_layer == DEFAULT_LAYERS["gapnet"] and bare.name == type(net).__name__
+    assert bare.default_layer == DEFAULT_LAYERS["vgg_gap"] and bare.name == type(net).__name__
     assert bare.labels == [] and bare.labels_source == "none" and bare.num_classes is None
     assert bare.mean == (0.0, 0.0, 0.0) and bare.std == (1.0, 1.0, 1.0)
     assert torch.equal(bare.preprocess(img), to_unit_tensor(img))
