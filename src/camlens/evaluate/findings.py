@@ -5,6 +5,7 @@ and why we disagree, with the numbers of the run filled in."""
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -235,19 +236,27 @@ def segmentation_section(seg: SegmentComparison | None) -> list[str]:
         return parts + [f"Not run here (`--seg-train 0` or random nets). {paper}", ""]
     grad, cam = seg.result("vgg", "gradcam"), seg.result("vgg_gap", "cam")
     diff = grad.miou - cam.miou
-    spread = ("" if seg.repeats == 1 else
-              f" (mean of {seg.repeats} trainings per arm; the table gives the sd)")
-    claim = ("holds" if diff > 0 else "does not hold")
+    if seg.repeats < 2:
+        claim = "is not resolved (one training per arm: run with --seg-repeats 3 or more)"
+        detail = ""
+    else:
+        se = math.sqrt((statistics.variance(grad.mious) + statistics.variance(cam.mious))
+                       / seg.repeats)
+        claim = ("holds" if diff > Z_SCORE * se else
+                 "does not hold (the opposite holds)" if diff < -Z_SCORE * se else
+                 "is not resolved at this precision")
+        detail = f" ± {se:.1f} (standard error over {seg.repeats} trainings per arm)"
     parts += [
         ("SEC (Kolesnikov & Lampert 2016: seeding, expansion and constrain-to-boundary losses, "
          "dense CRF) trained on world v2 multi-object scenes with seeds from each map "
          "(`camlens.segment`, docs/segment.md). " + paper), "",
         seg.markdown(), "",
-        (f"Claim \"Grad-CAM seeds segment better than CAM seeds\" {claim} here: "
-         f"{grad.miou:.1f} vs {cam.miou:.1f} mean IoU{spread}, {diff:+.1f} points (paper +5.0). "
-         "Grad-CAM on vgg_gap equals CAM (Sec. 3.1), so the gain comes from the net with "
-         "fully-connected layers, as in the paper (VGG-16 vs its GAP variant). The exact-mask "
-         "row bounds what this small segmenter reaches with perfect seeds."), ""]
+        (f"Claim \"Grad-CAM seeds segment better than CAM seeds\" {claim}: "
+         f"{grad.miou:.1f} vs {cam.miou:.1f} mean IoU, {diff:+.1f}{detail} points (paper "
+         "+5.0). Grad-CAM on vgg_gap gives CAM's seeds (Sec. 3.1), so any difference between "
+         "the two arms comes from the net with fully-connected layers, as with VGG-16 and its "
+         "GAP variant in the paper. The exact-mask row bounds what this small segmenter "
+         "reaches with perfect seeds."), ""]
     return parts
 
 

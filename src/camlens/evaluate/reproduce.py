@@ -107,13 +107,14 @@ class ReproduceConfig:
     seg_train: int = 800
     seg_test: int = 300
     seg_steps: int = 400
-    seg_repeats: int = 1
+    seg_repeats: int = 3
 
     @classmethod
     def quick_run(cls, **kw: Any) -> ReproduceConfig:
         """A run CI affords (10-40 s on 2 cores): every table and net, a dozen images."""
         base = cls(n_images=12, n_occlusion=2, n_pointing=10, n_threshold=6,
-                   n_faithfulness=3, quick=True, seg_train=8, seg_test=4, seg_steps=3)
+                   n_faithfulness=3, quick=True, seg_train=8, seg_test=4, seg_steps=3,
+                   seg_repeats=1)
         return replace(base, **kw)
 
     def first(self, n: int, of: int) -> int:
