@@ -117,6 +117,10 @@ def commands() -> list[Command]:
             ):
                 found.append(Command(number, text, (), (), "a check of the sources: CI runs it"))
                 continue
+            elif part[:1] in (["python"], ["python3"]) and part[1:4] == ["-m", "mkdocs", "build"]:
+                found.append(Command(number, text, (), (), "builds the documentation site: CI "
+                                     "runs it (tests/test_docs.py runs its worked examples)"))
+                continue
             else:
                 raise AssertionError(f"README.md:{number}: no rule for running {text!r}; "
                                      "teach tests/test_readme.py how")
