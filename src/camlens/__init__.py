@@ -4,6 +4,7 @@
 """
 
 from camlens.api import explain
+from camlens.detection import BoxTarget, YoloTarget
 from camlens.errors import (
     ExplainError,
     InputError,
@@ -14,6 +15,7 @@ from camlens.errors import (
 )
 from camlens.explanation import Explanation
 from camlens.methods import METHODS
+from camlens.segmentation_target import SegmentationTarget
 from camlens.targets import SampleTarget
 from camlens.tasks import AnswerTarget, CaptionTarget, word_positions
 
@@ -21,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "AnswerTarget",
+    "BoxTarget",
     "CaptionTarget",
     "ExplainError",
     "Explanation",
@@ -29,7 +32,9 @@ __all__ = [
     "NonFiniteError",
     "OptionError",
     "SampleTarget",
+    "SegmentationTarget",
     "TargetError",
     "explain",
     "word_positions",
+    "YoloTarget",
 ]
