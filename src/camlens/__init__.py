@@ -3,7 +3,7 @@
 >>> ex = camlens.explain(model, x, layer="layer4", target=281, method="gradcam")
 """
 
-from camlens.api import explain
+from camlens.api import explain, explain_layers
 from camlens.detection import BoxTarget, YoloTarget
 from camlens.errors import (
     ExplainError,
@@ -14,6 +14,7 @@ from camlens.errors import (
     TargetError,
 )
 from camlens.explanation import Explanation
+from camlens.layers import residual_blocks
 from camlens.methods import METHODS
 from camlens.segmentation_target import SegmentationTarget
 from camlens.targets import SampleTarget
@@ -35,6 +36,8 @@ __all__ = [
     "SegmentationTarget",
     "TargetError",
     "explain",
+    "explain_layers",
+    "residual_blocks",
     "word_positions",
     "YoloTarget",
 ]
