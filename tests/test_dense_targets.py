@@ -104,6 +104,20 @@ def test_box_target_rejects_bad_arguments(bad: dict, match: str) -> None:
         BoxTarget(**bad)
 
 
+def test_box_target_takes_the_detectors_own_tensors() -> None:
+    """Boxes and labels as a detector returns them (tensors, the boxes requiring grad)."""
+    model = TorchvisionStyleDetector().eval()
+    x = image()
+    det = model(x)[0]
+    keep = torch.tensor([True, False, True])
+    target = BoxTarget(det["boxes"][keep], det["labels"][keep])
+    assert target.labels == [1, 1]
+    ex = camlens.explain(model, x, layer="features", target=target)
+    torch.testing.assert_close(ex.scores[0], det["scores"][keep].detach())
+    with pytest.raises(TargetError, match="labels must be ints"):
+        BoxTarget([0, 0, 1, 1], torch.tensor([1.0]))
+
+
 def test_box_target_needs_a_list_of_dicts() -> None:
     with pytest.raises(TargetError, match="YoloTarget"):
         BoxTarget([0, 0, 1, 1], 1)(torch.zeros(1, 5))

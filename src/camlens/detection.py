@@ -34,7 +34,7 @@ def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([centre - size / 2, centre + size / 2], dim=-1)
 
 
-def _reference(boxes: Any, labels: int | Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+def _reference(boxes: Any, labels: Any) -> tuple[torch.Tensor, list[int]]:
     """Reference boxes (K, 4) and their K class labels, validated."""
     ref = torch.as_tensor(boxes, dtype=torch.float64).detach()
     if ref.dim() == 1:
@@ -45,6 +45,8 @@ def _reference(boxes: Any, labels: int | Sequence[int]) -> tuple[torch.Tensor, l
     if not torch.isfinite(ref).all() or bool((ref[:, 2:] <= ref[:, :2]).any()):
         raise TargetError(f"boxes must be finite x1, y1, x2, y2 with x2 > x1 and y2 > y1, got "
                           f"{ref.tolist()}")
+    if isinstance(labels, torch.Tensor) and not labels.is_floating_point():
+        labels = labels.tolist()  # e.g. a detector's output["labels"][keep]
     labs = [labels] if isinstance(labels, int) else list(labels)
     if not all(isinstance(c, int) and not isinstance(c, bool) for c in labs):
         raise TargetError(f"labels must be ints, one per box, got {labels!r}")
@@ -74,7 +76,8 @@ class BoxTarget:
 
     the IoU term carrying the gradient of the box regression. No match raises a
     :class:`TargetError` that reports the best IoU found. ``boxes``: (4,) or (K, 4) xyxy in
-    the detector's output coordinates; ``labels``: one class per box or one for all.
+    the detector's output coordinates; ``labels``: one class per box or one for all (ints or
+    an integer tensor, e.g. the detector's own ``labels``).
     """
 
     def __init__(self, boxes: Any, labels: int | Sequence[int], *, iou_threshold: float = 0.5,
