@@ -3,7 +3,8 @@
 >>> ex = camlens.explain(model, x, layer="layer4", target=281, method="gradcam")
 """
 
-from camlens.api import explain
+from camlens.api import explain, explain_layers
+from camlens.detection import BoxTarget, YoloTarget
 from camlens.errors import (
     ExplainError,
     InputError,
@@ -13,7 +14,9 @@ from camlens.errors import (
     TargetError,
 )
 from camlens.explanation import Explanation
+from camlens.layers import residual_blocks
 from camlens.methods import METHODS
+from camlens.segmentation_target import SegmentationTarget
 from camlens.targets import SampleTarget
 from camlens.tasks import AnswerTarget, CaptionTarget, word_positions
 
@@ -21,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "AnswerTarget",
+    "BoxTarget",
     "CaptionTarget",
     "ExplainError",
     "Explanation",
@@ -29,7 +33,11 @@ __all__ = [
     "NonFiniteError",
     "OptionError",
     "SampleTarget",
+    "SegmentationTarget",
     "TargetError",
     "explain",
+    "explain_layers",
+    "residual_blocks",
     "word_positions",
+    "YoloTarget",
 ]

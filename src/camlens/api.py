@@ -15,7 +15,7 @@ from camlens.errors import ExplainError, InputError, LayerError
 from camlens.evidence import RESHAPES, Needs, Reshape, ReshapeSpec, gather
 from camlens.explanation import Explanation
 from camlens.guided import RULES
-from camlens.layers import LayerSpec, layer_hint, resolve_layers
+from camlens.layers import LayerSpec, layer_hint, residual_blocks, resolve_layers
 from camlens.methods import METHODS, Job, Method, OptionError
 from camlens.targets import TargetSpec
 from camlens.view import private_view
@@ -80,6 +80,59 @@ def explain(
     weights, private hooks and buffers), so other threads' forwards see nothing of it.
     """
     names = [method] if isinstance(method, str) else list(method)
+    out = _explain(model, inputs, names, single=isinstance(method, str), layer=layer,
+                   target=target, top_k=top_k, image_index=image_index, rectifiers=rectifiers,
+                   reshape=reshape, channels_last=channels_last, options=options,
+                   per_layer=False)
+    return out[names[0]][""] if isinstance(method, str) else {n: d[""] for n, d in out.items()}
+
+
+def explain_layers(
+    model: nn.Module,
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    layers: Literal["all-blocks"] | LayerSpec | Sequence[LayerSpec],
+    *,
+    method: str = "gradcam",
+    target: TargetSpec = None,
+    top_k: int | None = None,
+    image_index: int = 0,
+    rectifiers: Literal["functions", "modules"] = "functions",
+    reshape: ReshapeSpec = None,
+    channels_last: bool | None = None,
+    **options: Any,
+) -> dict[str, Explanation]:
+    """One map per layer, ``{layer name: Explanation}``, from ONE forward pass and one backward
+    (the gradients with respect to every layer come from a single ``autograd.grad``): the
+    block-by-block analysis of the paper's Appendix G (Fig. 19/20). ``layers``: names or
+    modules, or ``"all-blocks"`` for :func:`camlens.layers.residual_blocks`. Each map equals
+    ``explain(model, inputs, layer=name, ...)``; the other arguments are :func:`explain`'s.
+    Methods that run the model again per layer (Score-CAM, Ablation-CAM, occlusion) still do.
+    """
+    if isinstance(layers, str):
+        if layers != "all-blocks":
+            raise LayerError(f"layers must be 'all-blocks' or a list of layer names, got "
+                             f"{layers!r}; for one layer use explain(layer=...)")
+        if isinstance(model, nn.Module):
+            layers = residual_blocks(model)
+    elif isinstance(layers, nn.Module):
+        layers = [layers]
+    if not isinstance(method, str):
+        raise ExplainError("explain_layers takes one method name; call it once per method")
+    out = _explain(model, inputs, [method], single=True, layer=list(layers), target=target,
+                   top_k=top_k, image_index=image_index, rectifiers=rectifiers,
+                   reshape=reshape, channels_last=channels_last, options=options,
+                   per_layer=True)
+    return out[method]
+
+
+def _explain(
+    model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor], names: list[str], *,
+    single: bool, layer: LayerSpec | Sequence[LayerSpec] | None, target: TargetSpec,
+    top_k: int | None, image_index: int, rectifiers: Literal["functions", "modules"],
+    reshape: ReshapeSpec, channels_last: bool | None, options: dict[str, Any], per_layer: bool,
+) -> dict[str, dict[str, Explanation]]:
+    """The work of :func:`explain`: ``{method: {"": Explanation}}``, or with ``per_layer``
+    ``{method: {layer name: Explanation}}`` (each layer's map alone, not fused)."""
     specs = _methods(names, options)
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -87,7 +140,7 @@ def explain(
         warnings.warn(
             f"{type(model).__name__} is in training mode: BatchNorm mixes the samples of a batch "
             "and dropout is random, so explanations depend on the batch; call model.eval() first",
-            stacklevel=2,
+            stacklevel=3,
         )
     seq = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
     if not seq or not all(isinstance(t, torch.Tensor) for t in seq):
@@ -114,14 +167,15 @@ def explain(
                 raise LayerError(f"{', '.join(needs_layer)} need(s) layer=...: "
                                  f"{layer_hint(model)}")
             layers = resolve_layers(model, layer)
-        elif layer is not None and isinstance(method, str):
-            raise ExplainError(f"{method} works on the input and takes no layer; drop layer=")
+        elif layer is not None and single:
+            raise ExplainError(f"{names[0]} works on the input and takes no layer; drop layer=")
         else:
             layers = []
         if reshape is None:
             reshape = _known_layout(model, [n for n, _ in layers])
-        elif not needs_layer and isinstance(method, str):
-            raise ExplainError(f"{method} works on the input and takes no reshape; drop reshape=")
+        elif not needs_layer and single:
+            raise ExplainError(f"{names[0]} works on the input and takes no reshape; "
+                               "drop reshape=")
         # Everything runs on a private view: hooks and buffer updates never reach the model
         # that other threads may be running (see camlens.view).
         view = private_view(model)
@@ -133,13 +187,19 @@ def explain(
             needs = needs | s.needs(job, **settings[n])
         ev = gather(job.model, seq, job.layers, target, top_k, needs, image_index=image_index,
                     via=rectifiers, reshape=job.reshape)
-        out = {}
+        out: dict[str, dict[str, Explanation]] = {}
+        parts = ([(name, i) for i, name in enumerate(job.layer_names)] if per_layer
+                 else [("", None)])
         for n, s in specs.items():
-            ex = s.compute(job, ev, **settings[n])
-            out[n] = ex if ex.method == n else dataclasses.replace(ex, method=n)
+            out[n] = {}
+            for key, i in parts:
+                ex = (s.compute(job, ev, **settings[n]) if i is None else
+                      s.compute(dataclasses.replace(job, layers=[job.layers[i]]),
+                                ev.only_layer(i), **settings[n]))
+                out[n][key] = ex if ex.method == n else dataclasses.replace(ex, method=n)
         for text in dict.fromkeys(ev.warnings):
-            warnings.warn(text, stacklevel=2)
-    return out[method] if isinstance(method, str) else out
+            warnings.warn(text, stacklevel=3)
+    return out
 
 
 def _methods(names: list[str], options: dict[str, Any]) -> dict[str, Method]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -117,6 +118,13 @@ class Evidence:
     rectifier_calls: int | None = None
     grads: dict[tuple[str, Rule], list[torch.Tensor]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+    def only_layer(self, i: int) -> Evidence:
+        """This evidence for layer ``i`` alone (its activations and layer gradients; scores,
+        output and input gradients shared), so a method computes that layer's map unfused."""
+        grads = {key: [g[i]] if key[0] == "layer" else g for key, g in self.grads.items()}
+        return dataclasses.replace(self, captured=[self.captured[i]],
+                                   activations=[self.activations[i]], grads=grads)
 
     def as_maps(self, grads: torch.Tensor) -> torch.Tensor:
         """Gradients w.r.t. a captured output (B, K, *s) -> (B, K, C, h, w), rearranged like

@@ -59,6 +59,34 @@ def resolve_layers(
     return out
 
 
+RESIDUAL_BLOCKS = ("BasicBlock", "Bottleneck")
+"""Class names of residual blocks: torchvision's (and timm's) ResNet blocks, whose forward
+returns F(x) + x (x passed through ``downsample`` where the shape changes)."""
+
+
+def residual_blocks(model: nn.Module) -> list[str]:
+    """The dotted names of ``model``'s residual blocks in definition order (torchvision:
+    ``layer1.0`` ... ``layer4.2``), for block-by-block maps (Appendix G, Fig. 19/20).
+
+    Rule: a module whose class is named ``BasicBlock`` or ``Bottleneck`` (torchvision, timm
+    and most ResNet code), or that sets ``residual_block = True`` (mark your own blocks so);
+    blocks nested inside a block are not listed. A :class:`LayerError` when there is none.
+    """
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(f + ".") for f in found):
+            continue
+        if (type(module).__name__ in RESIDUAL_BLOCKS
+                or getattr(module, "residual_block", False) is True):
+            found.append(name)
+    if not found:
+        raise LayerError(
+            f"{type(model).__name__} has no residual blocks (modules of class "
+            f"{' or '.join(RESIDUAL_BLOCKS)}, or with residual_block = True); list the layers "
+            "to explain instead (`camlens layers` shows them)")
+    return found
+
+
 def layer_hint(model: nn.Module) -> str:
     """Advice on which layer to explain in ``model``: the last convolution and its parents
     (the paper's choice, the last convolutional block), read from the module tree; nothing

@@ -26,7 +26,7 @@ from camlens.cli.options import (
 )
 from camlens.errors import TargetError
 from camlens.evidence import RESHAPES
-from camlens.layers import layer_hint, resolve_layers
+from camlens.layers import layer_hint, residual_blocks, resolve_layers
 from camlens.loading import CliError
 from camlens.methods import FIGURE1, METHODS
 from camlens.models import load_model
@@ -57,6 +57,11 @@ def add(sub: Any) -> None:
     g.add_argument("--layer", metavar="NAME",
                    help="dotted layer name for Grad-CAM (default: the model's default layer; "
                         "`camlens layers` lists them)")
+    g.add_argument("--layers", metavar="all-blocks|NAME,NAME",
+                   help="one map per layer, all from one forward and one backward per method: "
+                        "all-blocks (every residual block, e.g. layer1.0 ... layer4.2 of a "
+                        "ResNet: the paper's Fig. 19/20) or a comma list of layer names; maps "
+                        "are named <method>@<layer>_<class>.png (default method: gradcam)")
     g.add_argument("--reshape", choices=sorted(RESHAPES), default=None,
                    help="tokens: the layer outputs a vision transformer's (B, N, C) tokens; "
                         "drop the class token(s), put the patches back on their square grid. "
@@ -140,6 +145,27 @@ def _targets(texts: Sequence[str], labels: Sequence[str]) -> list[int]:
         raise CliError(f"--target {exc}") from exc
 
 
+def _layers(args: argparse.Namespace, model: Any, methods: Sequence[str]) -> tuple[str, ...]:
+    """``--layers``: all-blocks (:func:`camlens.residual_blocks`) or a comma list of names,
+    checked against the model; () without it."""
+    if not args.layers:
+        return ()
+    if args.layer is not None:
+        raise CliError("give --layer (one map) or --layers (one map per layer), not both")
+    no_layer = [m for m in methods if not METHODS[m].needs_layer]
+    if no_layer:
+        raise CliError(f"--layers draws one map per layer, and {', '.join(no_layer)} work(s) on "
+                       "the input, not a layer; choose layer methods with --method (e.g. gradcam)")
+    spec = args.layers.strip()
+    if spec == "all-blocks":
+        return tuple(residual_blocks(model))
+    names = _dedupe(n.strip() for n in spec.split(",") if n.strip())
+    if not names:
+        raise CliError(f"--layers {args.layers!r}: expected all-blocks or a comma list of names")
+    resolve_layers(model, names)  # LayerError with the nearest names
+    return tuple(names)
+
+
 def _what(save: list[list[str]] | None) -> tuple[str, ...]:
     """--save values (each a list from :func:`save_kinds`) -> what output.save writes."""
     return output.WHAT if not save else tuple(_dedupe(k for kinds in save for k in kinds))
@@ -155,13 +181,14 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, weights=args.weights, labels=args.labels,
                         input_size=args.input_size, mean=args.mean, std=args.std,
                         device=args.device, max_input_side=args.max_input_side)
-    methods = tuple(_dedupe(args.method or FIGURE1))
+    methods = tuple(_dedupe(args.method or (("gradcam",) if args.layers else FIGURE1)))
     options = method_options(args.option, methods)
     with_layer = [m for m in methods if METHODS[m].needs_layer]
+    layers = _layers(args, loaded.model, methods)
     layer = args.layer or loaded.default_layer
     if args.layer is not None:
         resolve_layers(loaded.model, args.layer)  # LayerError with the nearest names
-    if with_layer and layer is None:
+    if with_layer and layer is None and not layers:
         raise CliError(
             f"--layer is required for {loaded.name} (it has no default layer) with "
             f"{', '.join(with_layer)}: {layer_hint(loaded.model)}; "
@@ -182,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
                 args.reshape if with_layer else None, targets, top_k, out,
                 args.max_output_side or max(MIN_MAX_OUTPUT_SIDE, 2 * loaded.side()),
                 options=options, what=_what(args.save), colormap=args.colormap,
-                alpha=args.alpha)
+                alpha=args.alpha, layers=layers)
     console = Console(len(paths), args.quiet, args.debug, loaded.labels)
     start = time.perf_counter()
     try:

@@ -66,6 +66,8 @@ class Plan:
     what: Collection[str] = output.WHAT
     colormap: str = "jet"
     alpha: float = 0.5
+    layers: tuple[str, ...] = ()
+    """block-by-block: one map per layer and method, keyed "<method>@<layer>" (``layer`` unused)"""
 
 
 @dataclass
@@ -165,10 +167,7 @@ class _Run:
                   torch.tensor([plan.targets] * len(items), dtype=torch.long, device=x.device))
         start = time.perf_counter()
         try:
-            results = camlens.explain(
-                plan.loaded.model, x, method=list(plan.methods), layer=plan.layer,
-                target=target, top_k=None if target is not None else plan.top_k,
-                reshape=plan.reshape, **plan.options)
+            results = self.explain(x, target)
         except InputError as exc:
             cause = exc.__cause__
             if cause is None or isinstance(cause, ExplainError):
@@ -199,6 +198,26 @@ class _Run:
                            "there is nothing to explain; check the model's weights and the "
                            "image")
                 for i, item in enumerate(items)]
+
+    def explain(self, x: torch.Tensor, target: torch.Tensor | None) -> dict[str, Explanation]:
+        """Every requested map of a batch: ``{method: Explanation}`` from one
+        :func:`camlens.explain` call, or with ``plan.layers`` ``{"<method>@<layer>": ...}``
+        from one :func:`camlens.explain_layers` call per method (one forward and one
+        backward each)."""
+        plan = self.plan
+        top_k = None if target is not None else plan.top_k
+        if not plan.layers:
+            return camlens.explain(plan.loaded.model, x, method=list(plan.methods),
+                                   layer=plan.layer, target=target, top_k=top_k,
+                                   reshape=plan.reshape, **plan.options)
+        out: dict[str, Explanation] = {}
+        for m in plan.methods:
+            takes = camlens.METHODS[m].free_options
+            per = camlens.explain_layers(
+                plan.loaded.model, x, list(plan.layers), method=m, target=target, top_k=top_k,
+                reshape=plan.reshape, **{k: v for k, v in plan.options.items() if k in takes})
+            out.update({f"{m}@{name}": ex for name, ex in per.items()})
+        return out
 
     def write(self, source: Source, done: _Explained) -> None:
         """Write one image's folder (:func:`camlens.output.save`) and report it."""
@@ -248,6 +267,7 @@ class _Run:
             "model": plan.loaded.name,
             "device": str(plan.loaded.device),
             "layer": plan.layer,
+            **({"layers": list(plan.layers)} if plan.layers else {}),
             "reshape": plan.reshape,
             "input_size": plan.loaded.input_size,
             "model_input_size": {"height": done.input_hw[0], "width": done.input_hw[1]},
