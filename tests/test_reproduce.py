@@ -13,10 +13,11 @@ import torch
 import camlens
 from camlens.evaluate import reproduce as rp
 from camlens.evaluate.faithfulness import rank_correlation, resize_map
-from camlens.evaluate.findings import paired, segmentation_section, verdict
+from camlens.evaluate.findings import paired, verdict
 from camlens.evaluate.localization import bbox_from_map, iou
 from camlens.evaluate.paper import EARLIER_ROWS
 from camlens.evaluate.pointing import pointing_hit
+from camlens.evaluate.segmentation_report import segmentation_section
 from camlens.synthetic.v2 import DEFAULT_LAYERS, load_pretrained, make_dataset, to_tensors
 
 QUICK = rp.ReproduceConfig.quick_run()

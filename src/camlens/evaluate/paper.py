@@ -105,3 +105,6 @@ POINTING_ROWS = [("Grad-CAM", "gradcam"), ("c-MWP", "cmwp"), ("CAM", "cam"),
 FAITHFULNESS_ROWS = [("Grad-CAM", "gradcam"), ("Guided Grad-CAM", "guided-gradcam"),
                      ("Guided Backprop", "guided-backprop"), ("c-MWP", "cmwp"), ("CAM", "cam"),
                      ("Backprop", "gradient")]
+
+#: A claim's difference counts when it exceeds this many standard errors (about 95%).
+Z_SCORE = 2.0
