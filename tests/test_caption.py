@@ -22,12 +22,7 @@ PROBS = torch.tensor([[1 / 6, 1 / 3, 1 / 2], [1 / 2, 1 / 6, 1 / 3], [1 / 3, 1 / 
 TOKENS = torch.tensor([0, 2, 1, 2])  # positions 1..3 scored by steps 0..2 (shift 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # toy models: intra-op threads only add hand-off time
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: see conftest.py
 
 
 def table_model(out: str = "tensor") -> TableCaptioner:

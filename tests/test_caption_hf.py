@@ -5,8 +5,6 @@ computation with plain autograd."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import torch
 
@@ -22,12 +20,7 @@ TOKENS = torch.tensor([[0, 5, 6, 7, 1], [0, 3, 9, 4, 1]])
 WORDS = torch.tensor([[1, 3], [2, 3]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # toy models: intra-op threads only add hand-off time
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: see conftest.py
 
 
 @pytest.fixture(scope="module")

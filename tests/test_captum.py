@@ -51,13 +51,7 @@ CAPTUM_SEES_ALL_RECTIFIERS = {"vgg", "resnet", "gap"}
 TARGETS = [[0, 3], [1, 1], [2, 4], [4, 0]]  # one class per sample, batch of 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    """Toy models: intra-op threads only cost time (a lot on a busy machine). Restored after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: see conftest.py
 
 
 def module(model: torch.nn.Module, name: str) -> torch.nn.Module:

@@ -23,12 +23,7 @@ from text_models import DTYPE, LSTMCaptioner, TinyVQA, build
 CLASS_ONLY = {"cam", "excitation-backprop", "cmwp"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # toy models: intra-op threads only add hand-off time
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: see conftest.py
 
 TOKENS = torch.tensor([[0, 3, 4, 5, 1], [0, 6, 7, 8, 1], [0, 2, 9, 1, 0]])
 QUESTION = torch.tensor([[1, 4, 2, 7], [3, 3, 5, 0], [9, 8, 1, 1]])

@@ -114,12 +114,7 @@ def run(method: str, options: dict[str, Any], form: str, ts: tuple[torch.Tensor,
         channels_last=True if variant == "channels-last" else None, **kw, **options)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # toy models: intra-op threads only add hand-off time
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: see conftest.py
 
 
 @pytest.mark.parametrize("variant", ["plain", "channels-last", "requires-grad"])

@@ -16,13 +16,7 @@ from models import build, sample
 from test_no_input_write import assert_untouched, snapshot
 from test_reference import assert_rel, reference_occlusion
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # toy models: intra-op threads only add hand-off time
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: see conftest.py
 
 
 class WeightedSum(nn.Module):

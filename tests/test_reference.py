@@ -376,14 +376,7 @@ def reference_occlusion(model: nn.Module, inputs: tuple, classes: torch.Tensor,
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    """The toy models are far too small for intra-op threads; on a busy 2-core machine the
-    thread hand-offs make every tiny float64 conv ~100x slower. Restored after this module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: see conftest.py
 
 
 _CACHE: dict[str, tuple[nn.Module, tuple]] = {}

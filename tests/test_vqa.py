@@ -16,12 +16,7 @@ from text_models import DTYPE, TinyVQA, build
 ANSWERS = ["red", "yellow", "yellow and red", "blue", "two", "yes"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # toy models: intra-op threads only add hand-off time
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: see conftest.py
 
 
 class GatedAnswers(nn.Module):
