@@ -215,3 +215,11 @@ def test_the_target_keeps_its_own_copy_of_the_caption() -> None:
     tokens[1] = 0  # the caller reuses its buffer
     got = target(TABLE[TOKENS][None])
     torch.testing.assert_close(got[0, 1], torch.tensor(math.log(1 / 2), dtype=DTYPE))
+
+
+def test_the_target_keeps_its_own_copy_of_the_word_positions() -> None:
+    words = torch.tensor([1, 2])
+    target = CaptionTarget(TOKENS, words=words)
+    before = target(TABLE[TOKENS][None]).clone()
+    words[0] = 3  # the caller reuses its buffer
+    torch.testing.assert_close(target(TABLE[TOKENS][None]), before)

@@ -113,3 +113,13 @@ def test_errors_at_construction(make: Any, match: str) -> None:
 def test_errors_at_call_time(target: AnswerTarget, logits: torch.Tensor, match: str) -> None:
     with pytest.raises(TargetError, match=match):
         target(logits)
+
+
+def test_the_target_keeps_its_own_copy_of_the_answers() -> None:
+    answers, versus = torch.tensor([0, 2]), torch.tensor([1, 1])
+    target = AnswerTarget(answers, versus=versus)
+    scores = torch.arange(12.0).reshape(2, 6)
+    before = target(scores).clone()
+    answers[0], versus[1] = 5, 4  # the caller reuses its buffers
+    torch.testing.assert_close(target(scores), before)
+    torch.testing.assert_close(before, torch.tensor([[-1.0, 1.0], [-1.0, 1.0]]))

@@ -23,6 +23,7 @@ import torch
 
 from camlens.errors import TargetError
 from camlens.targets import output_tensor
+from camlens.tasks.indices import index_matrix
 
 Score = Literal["logprob", "logit"]
 
@@ -47,17 +48,8 @@ def _positions(words: Any, tokens: torch.Tensor) -> torch.Tensor:
     """Word positions as a (B or 1, K) long tensor; -1 marks "no word" (a padded slot)."""
     if words is None:
         return torch.zeros(1, 0, dtype=torch.long)
-    try:
-        w = torch.as_tensor(words)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise TargetError(f"words must be positions in the caption (ints), got {words!r}") from err
-    if (w.is_floating_point() and w.numel()) or w.dtype == torch.bool:
-        raise TargetError(f"word positions must be integers, got dtype {w.dtype}")
-    w = w.detach().long().clone()
-    if w.dim() == 0:
-        w = w[None]
-    if w.dim() == 1:
-        w = w[None]
+    w = index_matrix(words, "words must be positions in the caption (ints)",
+                     "word positions must be integers")
     if w.dim() != 2 or w.shape[0] not in (1, tokens.shape[0]):
         raise TargetError(f"words must be K positions, or (B, K) = ({tokens.shape[0]}, K) "
                           f"positions per caption, got shape {tuple(w.shape)}")

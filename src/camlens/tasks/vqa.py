@@ -18,6 +18,7 @@ import torch
 
 from camlens.errors import TargetError
 from camlens.targets import class_index, output_tensor
+from camlens.tasks.indices import index_matrix
 
 Score = Literal["logit", "logprob"]
 
@@ -26,15 +27,8 @@ def _answers(value: Any, name: str) -> torch.Tensor:
     """Answer indices as a (B or 1, K) long tensor."""
     if isinstance(value, bool | float):
         raise TargetError(f"{name} must be answer indices (ints), got {value!r}")
-    try:
-        a = torch.as_tensor(value)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise TargetError(f"{name} must be answer indices (ints), got {value!r}") from err
-    if (a.is_floating_point() and a.numel()) or a.dtype == torch.bool:
-        raise TargetError(f"{name} must be integer answer indices, got dtype {a.dtype}")
-    a = a.detach().long().clone()  # the target's own copy
-    while a.dim() < 2:
-        a = a[None]
+    a = index_matrix(value, f"{name} must be answer indices (ints)",
+                     f"{name} must be integer answer indices")
     if a.dim() != 2 or a.shape[1] == 0:
         raise TargetError(f"{name} must be an int, K ints, or a (B, K) tensor, got shape "
                           f"{tuple(a.shape)}")
