@@ -375,6 +375,7 @@ def test_oracle_pointing_and_rejection_are_perfect():
     assert s.accuracy == 1.0
     assert s.accuracy_rejection == 1.0  # absent classes' maps are all zero: evidence 0
     assert s.accuracy_topk == pytest.approx(1 / 3)  # 3 classes ranked, one present
+    assert s.accuracy_reject_all == pytest.approx(2 / 3)  # rejecting all: the 2 absent right
     assert 0.0 < s.threshold
 
 

@@ -211,7 +211,8 @@ def test_markdown_table_from_data():
 
 def test_an_undefined_pointing_accuracy_is_a_dash_not_nan():
     s = PointingSummary(method="m", n_images=3, n_held_out=1, accuracy=float("nan"),
-                        accuracy_rejection=0.5, accuracy_topk=0.25, threshold=0.125, trials=0,
+                        accuracy_rejection=0.5, accuracy_topk=0.25, accuracy_reject_all=0.75,
+                        threshold=0.125, trials=0,
                         trials_topk=3, tolerance=15, k=5)
     last = pointing_markdown([s]).splitlines()[-1]
-    assert last == "| m | – | 25.00 | 50.00 | 0.125 |"
+    assert last == "| m | – | 25.00 | 50.00 | 0.125 | 75.00 |"

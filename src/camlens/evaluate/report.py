@@ -76,10 +76,11 @@ def pointing_markdown(rows: Sequence[PointingSummary],
                       labels: Sequence[str] | None = None) -> str:
     k = rows[0].k if rows else 5
     header = ["Method", "Pointing accuracy (gt classes)", f"Top-{k} without rejection",
-              f"Top-{k} + rejection", "Rejection threshold"]
+              f"Top-{k} + rejection", "Rejection threshold", "Reject all (baseline)"]
     return markdown_table(header, ([labels[i] if labels else r.method, pct(r.accuracy),
                                     pct(r.accuracy_topk), pct(r.accuracy_rejection),
-                                    f"{r.threshold:.4g}"] for i, r in enumerate(rows)), "lrrrr")
+                                    f"{r.threshold:.4g}", pct(r.accuracy_reject_all)]
+                                   for i, r in enumerate(rows)), "lrrrrr")
 
 
 def faithfulness_markdown(summary: FaithfulnessSummary,
@@ -172,10 +173,16 @@ def pointing_table(res: Results) -> str:
     k = res.config.top_k
     header = ["Net", "Method", "Standard (gt classes)", f"Top-{k}, no rejection",
               f"Top-{k} + rejection", "Threshold (max of map)", "Paper, top-5 + rejection"]
-    rows = [[n.name, row, pct_se(p.accuracy, p.trials), pct(p.accuracy_topk),
-             pct_se(p.accuracy_rejection, p.trials_topk), f"{p.threshold:.4g}",
-             paper_value(PAPER_POINTING[row]) if row in PAPER_POINTING else "–"]
-            for n in res.nets.values() for row, p in n.pointing.items()]
+    rows = []
+    for n in res.nets.values():
+        rows += [[n.name, row, pct_se(p.accuracy, p.trials), pct(p.accuracy_topk),
+                  pct_se(p.accuracy_rejection, p.trials_topk), f"{p.threshold:.4g}",
+                  paper_value(PAPER_POINTING[row]) if row in PAPER_POINTING else "–"]
+                 for row, p in n.pointing.items()]
+        if n.pointing:  # the same top-k trials for every method of a net
+            p = next(iter(n.pointing.values()))
+            rows.append([n.name, "*reject every class (no map)*", "–", "–",
+                         pct_se(p.accuracy_reject_all, p.trials_topk), "inf", "–"])
     return markdown_table(header, rows, "llrrrrr")
 
 

@@ -106,7 +106,9 @@ class PointingSummary(RunInfo):
     trials. ``accuracy_rejection``: the paper's top-k + rejection: every top-k class is a trial,
     a class whose map maximum (``evidence``) is below ``threshold`` is predicted absent;
     (hits + correct rejections) / trials, with ``threshold`` chosen on the held-out images.
-    ``accuracy_topk``: the same trials without rejection.
+    ``accuracy_topk``: the same trials without rejection. ``accuracy_reject_all``: the same
+    trials with every class rejected (threshold ``+inf``), i.e. the share of top-k classes that
+    are absent: the baseline a rejection threshold must beat to show the maps help.
     """
 
     method: str
@@ -115,6 +117,7 @@ class PointingSummary(RunInfo):
     accuracy: float
     accuracy_rejection: float
     accuracy_topk: float
+    accuracy_reject_all: float
     threshold: float
     trials: int
     trials_topk: int
@@ -160,6 +163,7 @@ def summarize(images: Sequence[Sequence[PointingRow]], top_k: int, tolerance: fl
         accuracy=standard.accuracy if standard else float("nan"),
         accuracy_rejection=pointing_game(test_topk, thr).accuracy,
         accuracy_topk=pointing_game(test_topk, -math.inf).accuracy,
+        accuracy_reject_all=pointing_game(test_topk, math.inf).accuracy,
         threshold=thr, trials=len(test_gt), trials_topk=len(test_topk), tolerance=tolerance,
         k=top_k, **extra)
 
