@@ -30,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -70,6 +71,8 @@ MAX_TARGETS = 3
 MAX_TOP_K = 3
 PREDICTIONS = 5
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
+FORM_OVERHEAD = 64 * 1024
+"""Bytes a request may have beyond the upload: the form's other fields and boundaries."""
 SECURITY_HEADERS = [
     (b"content-security-policy",
      b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -154,24 +157,45 @@ class _BadRequest(Exception):
         self.headers = headers or {}
 
 
-class _SecurityHeaders:
-    """Adds :data:`SECURITY_HEADERS` to every response (no inline script or style, no
-    framing, no MIME sniffing)."""
+class _Guard:
+    """Around every request: a request body over ``limit`` bytes is refused with 413 (from its
+    Content-Length before anything is read, else counted as it arrives), and every response
+    gets :data:`SECURITY_HEADERS` (no inline script or style, no framing, no MIME sniffing)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
+        self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length = Headers(scope=scope).get("content-length", "")
+        declared = int(length) if length.isdigit() else None
+        received = 0
+
+        def too_large(size: int) -> HTTPException:
+            return HTTPException(413, f"the request has {'at least ' * (declared is None)}"
+                                      f"{size} bytes, over the limit of {self.limit}: send an "
+                                      f"image of at most {self.limit // 2**20 or 1} MB")
+
+        async def limited() -> Message:
+            nonlocal received
+            if declared is not None and declared > self.limit:
+                raise too_large(declared)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise too_large(received)
+            return message
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
             await send(message)
 
-        await self.app(scope, receive, with_headers)
+        await self.app(scope, limited, with_headers)
 
 
 def _resolve_model(model: str | ModelRecord | None) -> ModelRecord:
@@ -202,13 +226,11 @@ def create_app(model: str | ModelRecord | None = None, *, db: Path | None = None
 
     app = FastAPI(title="camlens", version=_version(), lifespan=lifespan,
                   description="Grad-CAM and its family: explain a photo's prediction.",
-                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
-                  max_body_size=max_upload + 64 * 1024)
+                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.engine = engine
     app.state.study_enabled = study_router is not None
-    app.state.max_upload_mb = max_upload / 2**20
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(_Guard, limit=max_upload + FORM_OVERHEAD)
     samples = _available_samples()
     labels = loaded.labels
     no_layer = loaded.default_layer is None
@@ -225,7 +247,7 @@ def create_app(model: str | ModelRecord | None = None, *, db: Path | None = None
         return page(request, "index.html", status, headers, error=error, samples=samples,
                     labels=labels, methods=[(m, METHODS[m].summary) for m in offered],
                     chosen=set(chosen), model=loaded.name, max_targets=MAX_TARGETS,
-                    max_top_k=MAX_TOP_K, max_upload_mb=max_upload / 2**20)
+                    max_top_k=MAX_TOP_K, max_upload_mb=f"{max_upload / 2**20:.3g}")
 
     def job_of(methods: list[str] | None, targets: list[str] | None, top_k: int) -> Job:
         chosen = list(dict.fromkeys(methods or FIGURE1))
@@ -398,10 +420,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 413:
-            message = ("the upload is too large; send an image file of at most "
-                       f"{request.app.state.max_upload_mb:.0f} MB")
-        elif exc.status_code == 404 and exc.detail == "Not Found":
+        if exc.status_code == 404 and exc.detail == "Not Found":
             message = f"no page {request.url.path}; the explain page is at /"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
