@@ -84,7 +84,7 @@ def test_upload_and_see_the_maps(live_server: Callable[..., str], browser: Any, 
     page.screenshot(path=shots / "result-laptop.png", full_page=True)
     # the downloads work from the page
     with page.expect_download() as download:
-        page.click("text=maps.npz")
+        page.click("a[download][href$='/maps.npz']")
     assert download.value.suggested_filename == "maps.npz"
     result = page.url
     page.close()

@@ -6,6 +6,7 @@ returned equal to the library's. The 60 s, 16-client run is in docs/performance.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -22,6 +23,7 @@ def load_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("web_load", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

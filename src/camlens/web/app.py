@@ -246,7 +246,7 @@ def create_app(model: str | ModelRecord | None = None, *, db: Path | None = None
                    chosen: Sequence[str] = FIGURE1) -> HTMLResponse:
         return page(request, "index.html", status, headers, error=error, samples=samples,
                     labels=labels, methods=[(m, METHODS[m].summary) for m in offered],
-                    chosen=set(chosen), model=loaded.name, max_targets=MAX_TARGETS,
+                    chosen=set(chosen), figure1=FIGURE1, model=loaded.name, max_targets=MAX_TARGETS,
                     max_top_k=MAX_TOP_K, max_upload_mb=f"{max_upload / 2**20:.3g}")
 
     def job_of(methods: list[str] | None, targets: list[str] | None, top_k: int) -> Job:
