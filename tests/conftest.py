@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,3 +20,35 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[..., str]]:
+    """A factory ``live_server(db: Path | None = None, **create_app_kwargs) -> base_url``: the
+    web app (camlens.web.create_app, the test model tests/web_support.MODEL unless ``model=``
+    is given) served by uvicorn on a free loopback port in a thread, stopped after the test.
+    Skips when the web extra is not installed."""
+    pytest.importorskip("fastapi", reason="the web app needs camlens[web]")
+    pytest.importorskip("uvicorn", reason="the web app needs camlens[web]")
+    from camlens.web import create_app
+    from web_support import serve, web_model
+
+    with ExitStack() as stack:
+        def start(db: Path | None = None, **kwargs: Any) -> str:
+            kwargs.setdefault("model", web_model())
+            return stack.enter_context(serve(create_app(db=db, **kwargs)))
+
+        yield start
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium from its system path (Debian's ``chromium``; ``.ci/run`` installs
+    it), driven by Playwright; skips when either is missing."""
+    pytest.importorskip("playwright", reason="browser tests need playwright (camlens[browser])")
+    from web_support import chromium, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("browser tests need chromium on PATH (apt-get install -y chromium)")
+    with chromium() as b:
+        yield b

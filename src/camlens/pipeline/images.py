@@ -27,7 +27,8 @@ from camlens.pipeline import executor
 from camlens.pipeline.decoding import Decoders
 from camlens.pipeline.executor import Failure
 
-__all__ = ["Item", "Plan", "Reporter", "Source", "Tally", "run", "unique_stems"]
+__all__ = ["Item", "Plan", "Reporter", "Skipped", "Source", "Tally", "explain_one", "run",
+           "unique_stems"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class Plan:
     alpha: float = 0.5
     layers: tuple[str, ...] = ()
     """block-by-block: one map per layer and method, keyed "<method>@<layer>" (``layer`` unused)"""
+    predictions: int | None = None
+    """how many top predictions the record lists (default ``top_k``, the classes explained
+    when ``targets`` is None)"""
 
 
 @dataclass
@@ -115,8 +119,10 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-class _Skip(Exception):
-    """One image fails with this message and the run goes on."""
+class Skipped(Exception):
+    """One image fails with this message (unreadable, refused by the model, non-finite scores
+    or maps, an unwritable folder) and a run goes on."""
+
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,7 @@ class _Run:
         try:
             img, notes = self.decoders.load(source.path)
         except cio.ImageError as exc:
-            raise _Skip(str(exc)) from exc
+            raise Skipped(str(exc)) from exc
         for note in notes:
             self.decoders.say(self.reporter.warn, f"{cio.display_path(source.path)}: {note}")
         return Item(source.path, source.stem, viz.shrink_to(img, self.plan.max_output_side),
@@ -171,15 +177,15 @@ class _Run:
         except InputError as exc:
             cause = exc.__cause__
             if cause is None or isinstance(cause, ExplainError):
-                raise _Skip(str(exc)) from exc
+                raise Skipped(str(exc)) from exc
             h, w = x.shape[-2:]  # the user's model refused this input
-            raise _Skip(f"the model failed on its {h}x{w} input ({_first_line(cause)}); a "
+            raise Skipped(f"the model failed on its {h}x{w} input ({_first_line(cause)}); a "
                         "model that takes one input size only needs images of that shape "
                         "(e.g. square ones)") from exc
         except ExplainError as exc:
             if isinstance(exc, (LayerError, TargetError, OptionError)) and not self.computed:
                 raise  # --layer, --reshape, --target or --option do not fit: a usage error
-            raise _Skip(str(exc)) from exc
+            raise Skipped(str(exc)) from exc
         self.computed += 1
         seconds = (time.perf_counter() - start) / len(items)
         scores = next(iter(results.values())).output
@@ -188,7 +194,7 @@ class _Run:
                                "classes), which `camlens explain` needs to rank the classes")
         logits = scores.detach().float().cpu()
         probs = torch.softmax(logits, dim=1)
-        top = probs.topk(min(plan.top_k, probs.shape[1]), dim=1)
+        top = probs.topk(min(plan.predictions or plan.top_k, probs.shape[1]), dim=1)
         finite = torch.isfinite(logits).all(dim=1).tolist()
         hw = (int(x.shape[-2]), int(x.shape[-1]))
         return [_Explained(item, results, i, seconds,
@@ -222,7 +228,7 @@ class _Run:
     def write(self, source: Source, done: _Explained) -> None:
         """Write one image's folder (:func:`camlens.output.save`) and report it."""
         if done.refused is not None:
-            raise _Skip(done.refused)
+            raise Skipped(done.refused)
         plan = self.plan
         item = done.item
         folder = plan.out / item.stem
@@ -231,9 +237,9 @@ class _Run:
                         sample=done.index, what=plan.what, colormap=plan.colormap,
                         alpha=plan.alpha, record=self.record(done))
         except ExplainError as exc:
-            raise _Skip(str(exc)) from exc
+            raise Skipped(str(exc)) from exc
         except OSError as exc:
-            raise _Skip(f"cannot write the outputs: {exc.strerror or exc} "
+            raise Skipped(f"cannot write the outputs: {exc.strerror or exc} "
                         f"({cio.display_path(exc.filename or plan.out)})") from exc
         with self.decoders.lock:
             self.tally.done += 1
@@ -301,6 +307,23 @@ def run(paths: Sequence[Path], plan: Plan, reporter: Reporter, *, batch_size: in
         job = _Run(plan, reporter, decoders)
         executor.run(sources, job.load, job.compute, job.write,
                      key=lambda item: tuple(item.tensor.shape), batch_size=batch_size,
-                     loaders=loaders, writers=writers, failures=(_Skip,),
+                     loaders=loaders, writers=writers, failures=(Skipped,),
                      on_failure=job.failed)
     return job.tally
+
+
+def explain_one(source: Source, plan: Plan, decoders: Decoders,
+                reporter: Reporter) -> tuple[Item, list[tuple[int, float]]]:
+    """One image through :func:`run`'s three stages on the caller's thread, with a
+    :class:`~camlens.pipeline.decoding.Decoders` shared by the caller's threads (a server's
+    workers): ``plan.out/source.stem/`` is written as :func:`run` writes it (``reporter`` hears
+    the decoder's warnings and the image explained). Returns the image's :class:`Item` (the
+    photo at the output size) and its top-k (class, probability). An unusable image raises
+    :class:`Skipped` with the message :func:`run` would report (without the path); a layer,
+    target or option that does not fit the model raises its
+    :class:`~camlens.errors.ExplainError`."""
+    job = _Run(plan, reporter, decoders)
+    item = job.load(source)
+    (done,) = job.compute([source], [item])
+    job.write(source, done)
+    return item, done.top

@@ -1,0 +1,117 @@
+"""The web app in a real browser: Debian's Chromium driven by Playwright (launched from its
+system path, nothing downloaded) against the app served by uvicorn on loopback. A photo is
+uploaded and its maps appear; the opacity slider moves the overlay; a bad file shows its
+message; screenshots at a laptop and a phone width are saved (CAMLENS_SCREENSHOTS=DIR keeps
+them, else a temporary folder) and the pages must fit the phone's width."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from camlens import io as cio
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TIMEOUT = 180_000
+"""ms for each browser step: generous, for a loaded CI machine"""
+LAPTOP = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = os.environ.get("CAMLENS_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def upload(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """chelsea as a JPEG file, as a user's photo would be."""
+    path = tmp_path_factory.mktemp("photo") / "cat photo.jpg"
+    cio.load_image(cio.sample_image("chelsea")).save(path, quality=90)
+    return path
+
+
+def new_page(browser: Any, **kwargs: Any) -> Any:
+    page = browser.new_page(**kwargs)
+    page.set_default_timeout(TIMEOUT)
+    return page
+
+
+def images_loaded(page: Any) -> int:
+    """How many <img> are on the page, after checking each one decoded (naturalWidth > 0)."""
+    broken = page.evaluate("[...document.images].filter(i => !i.complete || "
+                           "i.naturalWidth === 0).map(i => i.src)")
+    assert broken == []
+    return int(page.evaluate("document.images.length"))
+
+
+def fits(page: Any, width: int) -> None:
+    """No horizontal scrolling: the page is no wider than the window."""
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def test_upload_and_see_the_maps(live_server: Callable[..., str], browser: Any, upload: Path,
+                                 shots: Path) -> None:
+    base = live_server()
+    page = new_page(browser, viewport=LAPTOP)
+    page.goto(base + "/")
+    fits(page, LAPTOP["width"])
+    page.screenshot(path=shots / "index-laptop.png", full_page=True)
+    page.set_input_files("#file", upload)
+    page.click("#explain")
+    page.wait_for_url("**/results/*")
+    assert page.inner_text("h1") == "cat photo.jpg"
+    rows = page.locator(".predictions tbody tr")
+    assert rows.count() == 5
+    # Figure 1's methods: 2 heatmaps with sliders (Grad-CAM, counterfactual), 2 pixel-space maps
+    sliders = page.locator("input[type=range]")
+    assert sliders.count() == 2
+    assert images_loaded(page) == 1 + 1 + 2 * 2 + 2  # photo, Figure 1, 2 stacks, 2 pixel maps
+    heat = page.locator(".stack .heat").first
+    assert heat.evaluate("e => getComputedStyle(e).opacity") == "0.5"
+    sliders.first.fill("80")
+    assert heat.evaluate("e => getComputedStyle(e).opacity") == "0.8"
+    assert page.locator(".opacity output").first.inner_text() == "80%"
+    fits(page, LAPTOP["width"])
+    page.screenshot(path=shots / "result-laptop.png", full_page=True)
+    # the downloads work from the page
+    with page.expect_download() as download:
+        page.click("a[download][href$='/maps.npz']")
+    assert download.value.suggested_filename == "maps.npz"
+    result = page.url
+    page.close()
+
+    phone = new_page(browser, viewport=PHONE, is_mobile=True, has_touch=True,
+                             device_scale_factor=2)
+    phone.goto(result)
+    images_loaded(phone)
+    fits(phone, PHONE["width"])
+    phone.screenshot(path=shots / "result-phone.png", full_page=True)
+    phone.goto(base + "/")
+    fits(phone, PHONE["width"])
+    phone.screenshot(path=shots / "index-phone.png", full_page=True)
+    phone.close()
+
+
+def test_bad_file_shows_its_message(live_server: Callable[..., str], browser: Any,
+                                    tmp_path: Path, shots: Path) -> None:
+    base = live_server()
+    bad = tmp_path / "holiday.jpg"
+    bad.write_bytes(b"this is not a photo")
+    page = new_page(browser, viewport=PHONE, is_mobile=True)
+    page.goto(base + "/")
+    page.set_input_files("#file", bad)
+    page.click("#explain")
+    page.wait_for_selector("#error")
+    assert "holiday.jpg: not an image camlens can read" in page.inner_text("#error")
+    fits(page, PHONE["width"])
+    page.screenshot(path=shots / "error-phone.png", full_page=True)
+    page.close()
