@@ -86,8 +86,8 @@ def sprite_mask(s: State, name: str) -> np.ndarray:
 
 class Policy(nn.Module):
     """Frames (B, 3, 32, 32) -> action logits (B, 4): conv-ReLU-pool (16 x 16), conv-ReLU
-    (``features.3``, Grad-CAM's layer, 16 x 16), a fully-connected head that keeps where
-    things are (flatten, 64 hidden units)."""
+    (its ReLU ``features.4`` is Grad-CAM's layer, 16 x 16), a fully-connected head that keeps
+    where things are (flatten, 64 hidden units)."""
 
     LAYER = "features.4"
 
