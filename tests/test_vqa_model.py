@@ -22,7 +22,7 @@ from camlens.synthetic.v2.words import named_classes
 from camlens.vqa.data import ANSWERS, images, make_scenes, scene_questions
 from camlens.vqa.explain import FIG12, explain_answers
 from camlens.vqa.measure import VQARow, evaluate_vqa, pick_question, summarize
-from camlens.vqa.model import DEFAULT_LAYER, UnknownWordError, VQANet, Vocabulary, load_bundled
+from camlens.vqa.model import DEFAULT_LAYER, UnknownWordError, Vocabulary, VQANet, load_bundled
 from test_contract import assert_same, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,8 +145,9 @@ def test_shipped_net_beats_the_majority_answer_on_held_out_scenes() -> None:
     rec = json.loads((BUNDLED_DIR / "accuracy.json").read_text())
     held = rec["heldout"]
     assert held["overall"] > 0.5
-    for k in ("existence", "colour", "count"):
-        assert held["per_kind"][k]["accuracy"] > held["majority_baseline"][k]["accuracy"] + 0.05
+    for k in ("existence", "colour", "position", "count"):  # count: barely (docs/vqa.md)
+        margin = 0.02 if k == "count" else 0.1
+        assert held["per_kind"][k]["accuracy"] > held["majority_baseline"][k]["accuracy"] + margin
     net, vocab = load_bundled()
     scenes = make_scenes(40, HELDOUT_SEED)
     feats = net.image_features(images(scenes)).detach()

@@ -63,7 +63,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--tolerance", type=float, default=15, help="pointing: pixels")
     parser.add_argument("--held-out", type=float, default=0.25,
                         help="pointing: fraction of images used to choose the rejection threshold")
-    parser.add_argument("--window", type=int, default=16, help="faithfulness, vqa: occlusion window")
+    parser.add_argument("--window", type=int, default=16,
+                        help="faithfulness, vqa: occlusion window")
     parser.add_argument("--stride", type=int, default=None,
                         help="faithfulness, vqa: occlusion stride (default 8; vqa 16)")
     parser.add_argument("--fill", type=float, default=0.0, help="faithfulness, vqa: occlusion fill")

@@ -20,7 +20,7 @@ import camlens
 from camlens.explanation import Explanation
 from camlens.synthetic.v2.nets import INPUT_SIZE
 from camlens.tasks.vqa import AnswerTarget
-from camlens.vqa.model import DEFAULT_LAYER, VQANet, Vocabulary
+from camlens.vqa.model import DEFAULT_LAYER, Vocabulary, VQANet
 
 __all__ = ["FIG12", "VQAExplanation", "explain_answers", "to_input"]
 

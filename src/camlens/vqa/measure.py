@@ -39,7 +39,7 @@ from camlens.synthetic.v2.graph import QA
 from camlens.synthetic.v2.words import named_classes
 from camlens.vqa.data import images, make_scenes
 from camlens.vqa.explain import FIG12
-from camlens.vqa.model import DEFAULT_LAYER, VQANet, Vocabulary, load_bundled
+from camlens.vqa.model import DEFAULT_LAYER, Vocabulary, VQANet, load_bundled
 
 __all__ = ["VQARow", "VQASummary", "PAPER", "pick_question", "compute_scene", "summarize",
            "evaluate_vqa", "evaluate_spec"]

@@ -83,7 +83,8 @@ class Vocabulary:
         if a in self.answers:
             return self.answers.index(a)
         near = nearest(a, self.answers)
-        hint = f"; nearest: {', '.join(near)}" if near else f"; the answers are {', '.join(self.answers)}"
+        hint = (f"; nearest: {', '.join(near)}" if near
+                else f"; the answers are {', '.join(self.answers)}")
         raise UnknownWordError(f"unknown answer {answer!r}{hint}")
 
     def save(self, path: str | Path) -> None:

@@ -1,4 +1,4 @@
-"""Train the VQA net (:mod:`camlens.vqa.model`) on world v2: ``python -m camlens.vqa.train --out DIR``.
+"""Train the VQA net (:mod:`camlens.vqa.model`): ``python -m camlens.vqa.train --out DIR``.
 
 The CNN is world v2's shipped ``vgg`` and stays frozen (as Lu et al. keep their VGG fixed), so
 its L2-normalised pool5 features are computed once per scene; then the question encoder,
@@ -28,7 +28,7 @@ from camlens.synthetic.v2 import HELDOUT_SEED, load_pretrained
 from camlens.synthetic.v2.graph import QA
 from camlens.synthetic.v2.words import tokenize
 from camlens.vqa.data import ANSWERS, KINDS, images, make_scenes, scene_questions
-from camlens.vqa.model import PAD, VQANet, Vocabulary, load_bundled
+from camlens.vqa.model import PAD, Vocabulary, VQANet, load_bundled
 
 TRAIN_SEED = 31337
 
