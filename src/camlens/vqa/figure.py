@@ -30,8 +30,10 @@ def fig12(result: VQAExplanation, photo: Image.Image, *, colormap: str = "jet",
     """The summary picture (RGB) of ``result`` over ``photo`` (the maps resized to it)."""
     methods = list(result.maps)
     probs = result.probabilities
-    ans_index = {a: int(i) for a, i in zip(result.answers, result.maps[methods[0]]
-                                           .targets[0].tolist())}  # type: ignore[union-attr]
+    targets = result.maps[methods[0]].targets
+    if targets is None:
+        raise ValueError("the answers' maps must carry their answer indices (targets)")
+    ans_index = {a: int(i) for a, i in zip(result.answers, targets[0].tolist())}
     rows = [viz.Row(f'"{a}"  p={float(probs[ans_index[a]]):.3f}',
                     {m: _panel(result.maps[m], k, photo, colormap, alpha) for m in methods})
             for k, a in enumerate(result.answers)]

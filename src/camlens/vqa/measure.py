@@ -1,8 +1,8 @@
 """Sec. 8.2's measurements of answer maps, on held-out world v2 scenes.
 
-For each scene one question is drawn (``default_rng((seed, i))``) among those about objects in
-the scene (so "the objects the question is about" exist); the model's top-1 answer a is
-explained (the decision being explained), and each method's map of y^a is compared by
+For each scene one question is drawn (``default_rng((seed, i))``, :func:`pick_question`) among
+those about objects in the scene (so "the objects the question is about" exist); the model's
+top-1 answer a is explained (the decision being explained), and each method's map of y^a is compared by
 Spearman rank correlation over the 112 x 112 pixels with
 
 - the occlusion map of the same answer (mean drop of y^a when a ``window`` x ``window`` patch
@@ -41,12 +41,14 @@ from camlens.vqa.data import images, make_scenes
 from camlens.vqa.explain import FIG12
 from camlens.vqa.model import DEFAULT_LAYER, Vocabulary, VQANet, load_bundled
 
-__all__ = ["VQARow", "VQASummary", "PAPER", "pick_question", "compute_scene", "summarize",
-           "evaluate_vqa", "evaluate_spec"]
+__all__ = ["VQARow", "VQASummary", "PAPER_OCCLUSION", "PAPER_HUMAN", "pick_question",
+           "compute_scene", "summarize", "evaluate_vqa", "evaluate_spec"]
 
-#: The paper's numbers (Sec. 8.2): rank correlation with occlusion, and with human attention.
-PAPER = {"occlusion": {"gradcam": (0.60, 0.038), "guided-backprop": (0.42, 0.038)},
-         "human": {"gradcam": 0.136}}
+#: The paper's rank correlations with occlusion (Sec. 8.2): mean, "+-".
+PAPER_OCCLUSION: dict[str, tuple[float, float]] = {"gradcam": (0.60, 0.038),
+                                                   "guided-backprop": (0.42, 0.038)}
+#: The paper's rank correlation with human attention (VQA-HAT).
+PAPER_HUMAN: dict[str, float] = {"gradcam": 0.136}
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,19 @@ class VQARow:
 
 
 def pick_question(scene: Scene, rng: np.random.Generator) -> QA | None:
-    """One question about objects of ``scene`` (the classes it names are present and cover
-    part, not all, of the image), or None when the scene asks none."""
+    """One question about objects of ``scene`` (the classes it names are present): a kind
+    drawn uniformly among the kinds the scene asks such questions of, then a question of that
+    kind (drawn among all questions, shape and position questions, one per part or pair,
+    would outnumber colour questions six to one); None when the scene asks none."""
     present = {o.name for o in scene.objects}
-    qs = [q for q in scene.graph().questions() if named_classes(q.question) & present]
-    return qs[int(rng.integers(len(qs)))] if qs else None
+    by_kind: dict[str, list[QA]] = {}
+    for q in scene.graph().questions():
+        if named_classes(q.question) & present:
+            by_kind.setdefault(q.kind, []).append(q)
+    if not by_kind:
+        return None
+    kind = sorted(by_kind)[int(rng.integers(len(by_kind)))]
+    return by_kind[kind][int(rng.integers(len(by_kind[kind])))]
 
 
 def compute_scene(model: VQANet, vocab: Vocabulary, scene: Scene, qa: QA, *,
@@ -117,6 +127,8 @@ class VQASummary:
     resumed: int = 0
     csv_path: str | None = None
     per_kind_accuracy: dict[str, MeanSEM] = field(default_factory=dict)
+    per_kind: dict[str, dict[str, MeanSEM]] = field(default_factory=dict)
+    """kind -> ``"<method> occlusion"`` / ``"<method> human"`` -> mean +- s.e.m."""
 
     def markdown(self) -> str:
         """The table, ours beside the paper's."""
@@ -127,7 +139,7 @@ class VQASummary:
             return f"{v.mean:.3f} +- {v.sem:.3f} [{lo:.3f}, {hi:.3f}]"
 
         def paper_occ(m: str) -> str:
-            p = PAPER["occlusion"].get(m)
+            p = PAPER_OCCLUSION.get(m)
             return f"{p[0]:.2f} +- {p[1]:.3f}" if p else "-"
 
         lines = [
@@ -141,9 +153,21 @@ class VQASummary:
             "|---|---|---|---|---|",
         ]
         for m in self.methods:
-            ph = PAPER["human"].get(m)
+            ph = PAPER_HUMAN.get(m)
             lines.append(f"| {m} | {cell(self.occlusion.get(m))} | {paper_occ(m)} | "
                          f"{cell(self.human[m])} | {f'{ph:.3f}' if ph else '-'} |")
+        if self.per_kind:
+            lines += ["", "By question kind (mean +- s.e.m.):", "",
+                      "| kind | n | accuracy | Grad-CAM / occlusion | Guided BP / occlusion | "
+                      "Grad-CAM / masks | Guided BP / masks | occlusion / masks |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for k, d in self.per_kind.items():
+                acc = self.per_kind_accuracy[k]
+                keys = ("gradcam occlusion", "guided-backprop occlusion", "gradcam human",
+                        "guided-backprop human", "occlusion human")
+                lines.append(f"| {k} | {acc.n} | {acc.mean:.2f} | " + " | ".join(
+                    f"{d[x].mean:.3f} +- {d[x].sem:.3f}" if x in d else "-" for x in keys)
+                    + " |")
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,10 +192,15 @@ def summarize(scenes: Sequence[Sequence[VQARow]], **extra: Any) -> VQASummary:
              for m in methods}
     firsts = [rows[0] for rows in scenes if rows]
     kinds = sorted({r.kind for r in firsts})
+    per_kind = {k: {f"{m} {what}": mean_sem(getattr(r, f"rho_{what}") for rows in scenes
+                                            for r in rows if r.kind == k and r.method == m)
+                    for m in methods for what in ("occlusion", "human")
+                    if not (m == "occlusion" and what == "occlusion")}
+                for k in kinds}
     return VQASummary(methods, occ, human, mean_sem(r.answer == r.truth for r in firsts),
                       len(firsts), per_kind_accuracy={
                           k: mean_sem(r.answer == r.truth for r in firsts if r.kind == k)
-                          for k in kinds}, **extra)
+                          for k in kinds}, per_kind=per_kind, **extra)
 
 
 def evaluate_vqa(n: int = 200, *, model: VQANet | None = None, vocab: Vocabulary | None = None,
@@ -191,8 +220,8 @@ def evaluate_vqa(n: int = 200, *, model: VQANet | None = None, vocab: Vocabulary
         model, vocab = load_bundled()
     if n < 1:
         raise ValueError(f"n must be a positive number of scenes, got {n}")
-    config = {"task": "vqa", "seed": seed, "methods": list(methods), "window": window,
-              "stride": stride, "fill": fill, "layer": DEFAULT_LAYER,
+    config = {"task": "vqa", "questions": "kind first", "seed": seed, "methods": list(methods),
+              "window": window, "stride": stride, "fill": fill, "layer": DEFAULT_LAYER,
               "answers": len(vocab.answers), "words": len(vocab.words),
               "weights": float(sum(float(p.double().sum()) for p in model.parameters()))}
     store = RowStore(csv_path, VQARow, config, resume)

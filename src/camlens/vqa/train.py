@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unseen = sorted({t for _, q in held_qa for t in tokenize(q.question)} - set(words))
     held_qa = [(i, q) for i, q in held_qa if not set(tokenize(q.question)) & set(unseen)]
     model = VQANet(len(vocab.words), len(vocab.answers))
-    model.cnn.load_state_dict(cnn.features.state_dict())
+    model.cnn.load_state_dict(cnn.get_submodule("features").state_dict())
     for prm in model.cnn.parameters():
         prm.requires_grad_(False)
     model.eval()
