@@ -1,9 +1,9 @@
 """Sec. 8.2's measurements of answer maps, on held-out world v2 scenes.
 
-For each scene one question is drawn (``default_rng((seed, i))``, :func:`pick_question`) among
-those about objects in the scene (so "the objects the question is about" exist); the model's
-top-1 answer a is explained (the decision being explained), and each method's map of y^a is compared by
-Spearman rank correlation over the 112 x 112 pixels with
+For each scene one question is drawn (``default_rng((seed, i))``, :func:`pick_question`)
+among those about objects in the scene (so "the objects the question is about" exist); the
+model's top-1 answer a is explained (the decision being explained), and each method's map of
+y^a is compared by Spearman rank correlation over the 112 x 112 pixels with
 
 - the occlusion map of the same answer (mean drop of y^a when a ``window`` x ``window`` patch
   is filled with ``fill``, every ``stride`` pixels; paper: Grad-CAM 0.60 +- 0.038, Guided
