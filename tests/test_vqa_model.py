@@ -30,9 +30,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 WORDS = ("<pad>", "what", "colour", "is", "the", "tabby", "how", "many")
 
 
-def toy(seed: int = 0) -> VQANet:
+def toy(seed: int = 0, dtype: torch.dtype = torch.float64) -> VQANet:
     torch.manual_seed(seed)
-    net = VQANet(len(WORDS), 5, embed=4, hidden=3, common=6).double().eval()
+    net = VQANet(len(WORDS), 5, embed=4, hidden=3, common=6).to(dtype).eval()
     with torch.no_grad():  # larger weights than the default init, so every answer differs
         for p in net.parameters():
             p.mul_(3.0)
@@ -40,10 +40,10 @@ def toy(seed: int = 0) -> VQANet:
 
 
 def test_l2_normalised_features_and_rows_index_images() -> None:
-    net = toy()
-    x = torch.rand(2, 3, 112, 112, dtype=torch.float64)
+    net = toy(dtype=torch.float32)
+    x = torch.rand(2, 3, 112, 112)
     f = net.image_features(x)
-    torch.testing.assert_close(f.norm(dim=1), torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(f.norm(dim=1), torch.ones(2))
     q = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 3, 0, 0]])
     together = net.answer_scores(f, q[[0, 1, 1]], rows=torch.tensor([0, 1, 0]))
     torch.testing.assert_close(together[:2], net(x, q))
@@ -84,11 +84,11 @@ def test_answer_gradcam_and_contrast_equal_a_literal_recomputation() -> None:
 
 
 def test_explain_answers_leaves_the_model_untouched_also_when_it_raises() -> None:
-    net = toy(2)
+    net = toy(2, torch.float32)
     vocab = Vocabulary(WORDS, ("red", "yellow", "two", "yes", "no"))
     net.embed.weight.grad = torch.full_like(net.embed.weight, 0.5)
     net.question_fc.bias.requires_grad_(False)
-    x = torch.rand(1, 3, 112, 112, dtype=torch.float64)
+    x = torch.rand(1, 3, 112, 112)
     for training in (False, True):
         net.train(training)
         before = snapshot(net)
@@ -153,6 +153,17 @@ def test_shipped_net_beats_the_majority_answer_on_held_out_scenes() -> None:
     feats = net.image_features(images(scenes)).detach()
     acc = accuracy(net, feats, vocab, _qas(scenes, 1))
     assert abs(acc["overall"] - held["overall"]) < 0.08
+
+
+def test_accuracy_table_reads_the_shipped_record() -> None:
+    from camlens.vqa.model import BUNDLED_DIR
+    from camlens.vqa.report import accuracy_markdown
+
+    rec = json.loads((BUNDLED_DIR / "accuracy.json").read_text())
+    text = accuracy_markdown()
+    colour = rec["heldout"]["per_kind"]["colour"]
+    assert f"| colour | {colour['n']} | {colour['accuracy']:.3f} |" in text
+    assert f"| all | {rec['heldout']['n']} | {rec['heldout']['overall']:.3f} |" in text
 
 
 def test_summary_by_hand() -> None:
