@@ -34,10 +34,12 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     """The ``evaluate`` options, for ``camlens evaluate`` and ``python -m camlens.evaluate``."""
     parser.add_argument("task", choices=TASKS)
     parser.add_argument("--data", required=True,
-                        help="FORMAT:PATH, FORMAT one of " + ", ".join(dataset_formats()))
+                        help="FORMAT:PATH, FORMAT one of " + ", ".join(dataset_formats())
+                             + "; for vqa: world:N (N held-out world v2 scenes)")
     parser.add_argument("--model", default="efficientnet_lite0",
                         help="bundled name, synthetic:vgg|vgg_gap|alexnet|resnet, "
-                             "torchvision:NAME, file.py:ATTR")
+                             "torchvision:NAME, file.py:ATTR; for vqa: the bundled VQA net "
+                             "(default) or a folder from python -m camlens.vqa.train")
     parser.add_argument("--weights", default=None, metavar="FILE",
                         help="state dict for --model (torch.load weights_only=True, strict)")
     parser.add_argument("--method", default="gradcam", choices=sorted(METHODS),
@@ -61,9 +63,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--tolerance", type=float, default=15, help="pointing: pixels")
     parser.add_argument("--held-out", type=float, default=0.25,
                         help="pointing: fraction of images used to choose the rejection threshold")
-    parser.add_argument("--window", type=int, default=16, help="faithfulness: occlusion window")
-    parser.add_argument("--stride", type=int, default=8, help="faithfulness: occlusion stride")
-    parser.add_argument("--fill", type=float, default=0.0, help="faithfulness: occlusion fill")
+    parser.add_argument("--window", type=int, default=16,
+                        help="faithfulness, vqa: occlusion window")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="faithfulness, vqa: occlusion stride (default 8; vqa 16)")
+    parser.add_argument("--fill", type=float, default=0.0, help="faithfulness, vqa: occlusion fill")
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
     parser.add_argument("--synsets", default=None, metavar="FILE",
                         help="wnid list in class-index order (ILSVRC labels -> class indices)")
@@ -92,7 +96,7 @@ def run_cli(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         batch_size=get("batch_size", 16), top_k=get("top_k", 5),
         threshold=get("threshold", 0.15), relative_to=get("relative_to", "max"),
         tolerance=get("tolerance", 15), held_out=get("held_out", 0.25),
-        window=get("window", 16), stride=get("stride", 8), fill=get("fill", 0.0),
+        window=get("window", 16), stride=get("stride"), fill=get("fill", 0.0),
         limit=get("limit"), label_map=label_map, device=get("device", "cpu"),
     )
     print(summary.markdown(), file=stdout or sys.stdout)

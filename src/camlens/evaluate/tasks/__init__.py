@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,7 +32,10 @@ from camlens.evaluate.tasks.localization import (
 )
 from camlens.evaluate.tasks.pointing import PointingSummary, evaluate_pointing
 
-TASKS = ("localization", "pointing", "faithfulness")
+if TYPE_CHECKING:  # pragma: no cover
+    from camlens.vqa.measure import VQASummary
+
+TASKS = ("localization", "pointing", "faithfulness", "vqa")
 
 __all__ = ["TASKS", "FaithfulnessSummary", "LocalizationSummary", "PointingSummary", "evaluate",
            "evaluate_faithfulness", "evaluate_localization", "evaluate_pointing"]
@@ -56,20 +59,32 @@ def evaluate(
     tolerance: float = 15,
     held_out: float | SamplesLike = 0.25,
     window: int = 16,
-    stride: int = 8,
+    stride: int | None = None,
     fill: float = 0.0,
     limit: int | None = None,
     label_map: Any = None,
     device: str | torch.device = "cpu",
     weights: str | None = None,
-) -> LocalizationSummary | PointingSummary | FaithfulnessSummary:
-    """Run one evaluation ``task`` (``localization``, ``pointing`` or ``faithfulness``) on
+) -> LocalizationSummary | PointingSummary | FaithfulnessSummary | VQASummary:
+    """Run one evaluation ``task`` (``localization``, ``pointing``, ``faithfulness`` or ``vqa``) on
     ``data`` (a ``FORMAT:PATH`` spec for :func:`load_dataset`, or samples); the summary's
     ``markdown()`` is the table to print. ``limit`` keeps the first N samples; ``label_map``
     maps ground-truth labels to class indices (e.g. ``wnid_to_index(synsets)`` for ILSVRC);
-    ``device`` and ``weights`` are used when ``model`` is a spec string."""
+    ``device`` and ``weights`` are used when ``model`` is a spec string. ``vqa``
+    (:func:`camlens.vqa.measure.evaluate_spec`): ``data`` ``world:N``, ``model`` the bundled VQA
+    net (the default) or a folder from ``python -m camlens.vqa.train``; window, stride, fill,
+    csv_path and resume apply."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task == "vqa":  # Sec. 8.2: answer maps of the VQA net (camlens.vqa.measure)
+        from camlens.vqa.measure import evaluate_spec
+
+        if not isinstance(data, str):
+            raise ValueError("the vqa task takes data='world:N' (held-out world v2 scenes)")
+        return evaluate_spec(data, None if model == "efficientnet_lite0" else model,
+                             window=window, stride=16 if stride is None else stride, fill=fill,
+                             csv_path=csv_path,
+                             resume=resume, progress=progress)
     res = resolve_model(model, device=device, weights=weights)
     items = as_samples(data)
     if limit is not None:
@@ -83,4 +98,5 @@ def evaluate(
     if task == "pointing":
         return evaluate_pointing(res, items, top_k=top_k, tolerance=tolerance,
                                  held_out=held_out, **common)
-    return evaluate_faithfulness(res, items, window=window, stride=stride, fill=fill, **common)
+    return evaluate_faithfulness(res, items, window=window, stride=8 if stride is None else stride,
+                                 fill=fill, **common)
