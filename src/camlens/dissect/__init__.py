@@ -27,6 +27,7 @@ from camlens.dissect.data import (
 )
 from camlens.dissect.text import (
     TOP,
+    TextPlan,
     TextualExplanation,
     UnitEvidence,
     explain_text,
@@ -36,7 +37,7 @@ from camlens.dissect.text import (
 __all__ = [
     "dissect", "Dissection", "UnitName", "TopQuantile", "QUANTILE", "MIN_IOU",
     "Concept", "ConceptData", "Sample", "WorldV2Concepts", "BrodenConcepts", "DISSECT_SEED",
-    "WORLD_CATEGORIES", "TextualExplanation", "UnitEvidence", "textual_explanation",
+    "WORLD_CATEGORIES", "TextualExplanation", "TextPlan", "UnitEvidence", "textual_explanation",
     "explain_text", "TOP", "SHIPPED_DIR", "shipped", "shipped_path",
 ]
 

@@ -21,7 +21,8 @@ from torch import nn
 from camlens.dissect.core import Dissection
 from camlens.errors import LayerError
 
-__all__ = ["UnitEvidence", "TextualExplanation", "textual_explanation", "explain_text", "TOP"]
+__all__ = ["UnitEvidence", "TextualExplanation", "TextPlan", "textual_explanation",
+           "explain_text", "TOP"]
 
 TOP = 5
 """Units per side (the paper shows the top-5 units)."""
@@ -41,6 +42,10 @@ class UnitEvidence:
         what = f"{self.concept} ({self.category}; " if self.concept else "unnamed ("
         return f"{what}unit {self.unit}, alpha {self.alpha:+.3g})"
 
+    def short(self) -> str:
+        """"striped u12 +0.031" (for a picture panel)."""
+        return f"{self.concept or 'unnamed'} u{self.unit} {self.alpha:+.2g}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"unit": self.unit, "alpha": self.alpha, "concept": self.concept,
                 "category": self.category, "iou": self.iou}
@@ -56,15 +61,31 @@ class TextualExplanation:
     evidence_for: tuple[UnitEvidence, ...]
     evidence_against: tuple[UnitEvidence, ...]
     missing: str | None = None
+    predicted: bool = True
+    """the model's top-1 class ("predicted X: ..."), else "class X: ..." """
 
     @property
     def sentence(self) -> str:
         pro = ", ".join(u.phrase() for u in self.evidence_for) or "none"
         con = ", ".join(u.phrase() for u in self.evidence_against) or "none"
-        return f"predicted {self.name}: evidence for {pro}; evidence against {con}"
+        return f"{self._lead()}: evidence for {pro}; evidence against {con}"
+
+    def _lead(self) -> str:
+        return f"{'predicted' if self.predicted else 'class'} {self.name}"
+
+    def lines(self) -> list[str]:
+        """The sentence as short lines, for summary.png's panel."""
+        out = [self._lead(), "evidence for:"]
+        out += [" " + u.short() for u in self.evidence_for] or [" none"]
+        out += ["evidence against:"]
+        out += [" " + u.short() for u in self.evidence_against] or [" none"]
+        if self.missing:
+            out.append("(no unit names: no dissection)")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name, "sentence": self.sentence,
+        return {"index": self.index, "name": self.name, "predicted": self.predicted,
+                "sentence": self.sentence,
                 "evidence_for": [u.to_dict() for u in self.evidence_for],
                 "evidence_against": [u.to_dict() for u in self.evidence_against],
                 **({"names_missing": self.missing} if self.missing else {})}
@@ -72,7 +93,8 @@ class TextualExplanation:
 
 def textual_explanation(alphas: torch.Tensor | Sequence[float], index: int, name: str,
                         dissection: Dissection | None, *, k: int = TOP,
-                        missing: str | None = None) -> TextualExplanation:
+                        missing: str | None = None, predicted: bool = True
+                        ) -> TextualExplanation:
     """The sentence for one class from its alphas (C,) over the layer's C units.
     ``dissection`` names the units (None: unnamed; say why in ``missing``)."""
     a = torch.as_tensor(alphas, dtype=torch.float64).flatten()
@@ -93,7 +115,7 @@ def textual_explanation(alphas: torch.Tensor | Sequence[float], index: int, name
 
     pro = tuple(unit(u) for u in order[:k] if a[u] > 0)
     con = tuple(unit(u) for u in order[::-1][:k] if a[u] < 0)
-    return TextualExplanation(index, name, pro, con, missing)
+    return TextualExplanation(index, name, pro, con, missing, predicted)
 
 
 def explain_text(model: nn.Module, images: torch.Tensor, dissection: Dissection, *,
@@ -107,10 +129,26 @@ def explain_text(model: nn.Module, images: torch.Tensor, dissection: Dissection,
     ex = camlens.explain(model, images, method="gradcam", layer=dissection.layer,
                          target=None if target is None else target.reshape(-1, 1),
                          top_k=None if target is not None else 1)
-    assert ex.weights is not None and ex.targets is not None
+    assert ex.weights is not None and ex.targets is not None and ex.output is not None
+    top1 = ex.output.argmax(dim=1)
     out = []
     for b in range(images.shape[0]):
         c = int(ex.targets[b, 0])
         out.append(textual_explanation(ex.weights[b, 0], c, labels[c] if labels else str(c),
-                                       dissection, k=k))
+                                       dissection, k=k, predicted=c == int(top1[b])))
     return out
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """``camlens explain --text``: the dissection naming the Grad-CAM layer's units (None:
+    none available, ``missing`` says why) and the units per side."""
+
+    dissection: Dissection | None
+    missing: str | None = None
+    k: int = TOP
+
+    def explain(self, alphas: torch.Tensor, index: int, name: str,
+                predicted: bool = True) -> TextualExplanation:
+        return textual_explanation(alphas, index, name, self.dissection, k=self.k,
+                                   missing=self.missing, predicted=predicted)
