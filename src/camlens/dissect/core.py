@@ -151,21 +151,26 @@ class Dissection:
         return p
 
     @staticmethod
+    def from_dict(doc: dict[str, Any]) -> Dissection:
+        """The inverse of :meth:`to_dict` (ValueError, KeyError or TypeError when it is not
+        one)."""
+        if doc.get("format") != "camlens-dissection/1":
+            raise ValueError("its \"format\" is not camlens-dissection/1")
+        units = tuple(UnitName(int(u["unit"]), u["concept"], u["category"], float(u["iou"]),
+                               u["best"], u["best_category"], float(u["threshold"]),
+                               tuple((c, cat, float(v)) for c, cat, v in u["top"]))
+                      for u in doc["units"])
+        if [u.unit for u in units] != list(range(len(units))):
+            raise ValueError("its units are not 0..K-1 in order")
+        return Dissection(doc["model"], doc["layer"], doc["data"], float(doc["quantile"]),
+                          float(doc["min_iou"]), int(doc["images"]), units)
+
+    @staticmethod
     def load(path: str | Path) -> Dissection:
         """Read a file written by :meth:`save` (:class:`DataError` when it is not one)."""
         p = Path(path).expanduser()
         try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-            if doc.get("format") != "camlens-dissection/1":
-                raise ValueError("its \"format\" is not camlens-dissection/1")
-            units = tuple(UnitName(int(u["unit"]), u["concept"], u["category"], float(u["iou"]),
-                                   u["best"], u["best_category"], float(u["threshold"]),
-                                   tuple((c, cat, float(v)) for c, cat, v in u["top"]))
-                          for u in doc["units"])
-            if [u.unit for u in units] != list(range(len(units))):
-                raise ValueError("its units are not 0..K-1 in order")
-            return Dissection(doc["model"], doc["layer"], doc["data"], float(doc["quantile"]),
-                              float(doc["min_iou"]), int(doc["images"]), units)
+            return Dissection.from_dict(json.loads(p.read_text(encoding="utf-8")))
         except OSError as exc:
             raise DataError(f"--dissection {p}: cannot read it ({exc.strerror or exc})") from exc
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

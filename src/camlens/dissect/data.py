@@ -252,5 +252,6 @@ class BrodenConcepts:
             items = [s for s in (row.get(cat) or "").split(";") if s]
             if items:
                 labels[cat] = np.stack([self._layer(cat, s, shape) for s in items])
-        image = _to_input(np.asarray(img)) if self.preprocess is None else self.preprocess(img)
-        return Sample(image, np.asarray(img), labels)
+        picture = np.array(img)
+        image = _to_input(picture) if self.preprocess is None else self.preprocess(img)
+        return Sample(image, picture, labels)
