@@ -308,3 +308,28 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_defining_concepts_and_the_baseline() -> None:
+    from camlens.dissect.report import defining_concepts, measure
+    from camlens.synthetic.v2 import CLASSES
+
+    tabby = defining_concepts(CLASSES.index("tabby"))
+    assert tabby == {"part": {"body", "head", "ear", "tail", "leg"},
+                     "shape": {"ellipse", "disk", "triangle", "stick"},
+                     "colour": {"brown", "tan", "black"}, "texture": {"striped"}}
+    sedan = defining_concepts(CLASSES.index("sedan"))  # random paint is not defining
+    assert sedan["colour"] == {"sky", "black"} and sedan["texture"] == set()
+    assert defining_concepts(CLASSES.index("church"))["part"] >= {"steeple", "wall", "roof"}
+    # units named "ear" (part) and "striped" (texture) only; a "tabby" net's prediction of
+    # anything: the random baseline is the exact share of units with a defining name
+    units = tuple(UnitName(k, *(("ear", "part") if k < 2 else ("striped", "texture") if k == 2
+                                else (None, None)), 0.1, "x", "y", 0.0) for k in range(128))
+    d = Dissection("synthetic:vgg", "features.18", "hand", 0.005, 0.05, 1, units)
+    m = measure("vgg", 3, dissection=d, batch_size=3)
+    defs = [defining_concepts(c) for c in range(len(CLASSES))]
+    assert 0.0 <= m.top_hit <= 1.0 and m.named_units == 3 and m.units == 128
+    assert m.top_ci[0] <= m.top_hit <= m.top_ci[1]
+    expected = [(2 * ("ear" in defs[c]["part"]) + ("striped" in defs[c]["texture"])) / 128
+                for c in m.predictions]
+    assert m.random_hit == pytest.approx(float(np.mean(expected)))
