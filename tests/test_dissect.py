@@ -234,6 +234,10 @@ def test_sentence_from_hand_derived_alphas() -> None:
     other = explain_text(model, x, d, target=torch.tensor([1]), labels=["cat", "dog"])[0]
     assert other.sentence == ("class dog: evidence for unnamed (unit 6, alpha +0.025); "
                               "evidence against none")
+    bare = textual_explanation(t.evidence_for[0].alpha * torch.eye(7)[0], 0, "cat", None,
+                               missing="no dissection here")
+    assert bare.sentence == "predicted cat: evidence for unit 0 (alpha +0.2); evidence against none"
+    assert bare.to_dict()["names_missing"] == "no dissection here"
     with pytest.raises(LayerError, match="channels"):
         textual_explanation(torch.ones(3), 0, "cat", d)
 

@@ -38,13 +38,18 @@ class UnitEvidence:
     category: str | None = None
     iou: float | None = None
 
-    def phrase(self) -> str:
+    def phrase(self, dissected: bool = True) -> str:
+        """"striped (texture; unit 12, alpha +0.031)"; "unnamed (...)" for a unit the
+        dissection left unnamed; "unit 12 (alpha +0.031)" without a dissection."""
+        if not dissected:
+            return f"unit {self.unit} (alpha {self.alpha:+.3g})"
         what = f"{self.concept} ({self.category}; " if self.concept else "unnamed ("
         return f"{what}unit {self.unit}, alpha {self.alpha:+.3g})"
 
-    def short(self) -> str:
+    def short(self, dissected: bool = True) -> str:
         """"striped u12 +0.031" (for a picture panel)."""
-        return f"{self.concept or 'unnamed'} u{self.unit} {self.alpha:+.2g}"
+        name = f"{self.concept or 'unnamed'} " if dissected else ""
+        return f"{name}u{self.unit} {self.alpha:+.2g}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"unit": self.unit, "alpha": self.alpha, "concept": self.concept,
@@ -66,8 +71,9 @@ class TextualExplanation:
 
     @property
     def sentence(self) -> str:
-        pro = ", ".join(u.phrase() for u in self.evidence_for) or "none"
-        con = ", ".join(u.phrase() for u in self.evidence_against) or "none"
+        known = self.missing is None
+        pro = ", ".join(u.phrase(known) for u in self.evidence_for) or "none"
+        con = ", ".join(u.phrase(known) for u in self.evidence_against) or "none"
         return f"{self._lead()}: evidence for {pro}; evidence against {con}"
 
     def _lead(self) -> str:
@@ -76,9 +82,10 @@ class TextualExplanation:
     def lines(self) -> list[str]:
         """The sentence as short lines, for summary.png's panel."""
         out = [self._lead(), "evidence for:"]
-        out += [" " + u.short() for u in self.evidence_for] or [" none"]
+        known = self.missing is None
+        out += [" " + u.short(known) for u in self.evidence_for] or [" none"]
         out += ["evidence against:"]
-        out += [" " + u.short() for u in self.evidence_against] or [" none"]
+        out += [" " + u.short(known) for u in self.evidence_against] or [" none"]
         if self.missing:
             out.append("(no unit names: no dissection)")
         return out
