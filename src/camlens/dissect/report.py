@@ -22,7 +22,7 @@ import torch
 import camlens
 from camlens.dissect import TOP, Dissection, shipped, shipped_path
 
-__all__ = ["defining_concepts", "Measure", "measure", "section", "NETS"]
+__all__ = ["defining_concepts", "Measure", "measure", "row", "table", "section", "NETS"]
 
 NETS = ("vgg", "vgg_gap", "alexnet", "resnet")
 BOOTSTRAP = 1000
@@ -123,23 +123,23 @@ def measure(net: str, scenes: int = 330, *, dissection: Dissection | None = None
                    float(np.mean(named_top)), float(named.mean()), rows_cat, tuple(preds))
 
 
-def section(quick: bool = False) -> str:
-    """The markdown section for the reproduction report (``quick``: 66 scenes per net, else
-    330), from the shipped dissections (``camlens dissect --data world-v2:500``)."""
-    scenes = 66 if quick else 330
-    nets = [n for n in NETS if shipped_path(n).is_file()]
-    rows = []
-    for net in nets:
-        m = measure(net, scenes)
-        cats = ", ".join(f"{k} {v}" for k, v in m.hits_by_category.items() if v)
-        rows.append(f"| {net} | {m.layer} | {m.named_units}/{m.units} | {m.accuracy:.2f} | "
-                    f"**{m.top_hit:.3f}** [{m.top_ci[0]:.3f}, {m.top_ci[1]:.3f}] | "
-                    f"{m.random_hit:.3f} [{m.random_ci[0]:.3f}, {m.random_ci[1]:.3f}] | "
-                    f"{m.diff_ci[0]:+.3f} to {m.diff_ci[1]:+.3f} | {m.top_named:.2f} / "
-                    f"{m.random_named:.2f} | {cats} |")
-    d0 = shipped(nets[0]) if nets else None
-    head = (f"Dissections: {d0.data}, top quantile {d0.quantile}, IoU > {d0.min_iou}. "
-            if d0 else "No shipped dissection found. ")
+def row(m: Measure) -> str:
+    """One net's row of :func:`table`."""
+    cats = ", ".join(f"{k} {v}" for k, v in m.hits_by_category.items() if v)
+    return (f"| {m.net} | {m.layer} | {m.named_units}/{m.units} | {m.accuracy:.2f} | "
+            f"**{m.top_hit:.3f}** [{m.top_ci[0]:.3f}, {m.top_ci[1]:.3f}] | "
+            f"{m.random_hit:.3f} [{m.random_ci[0]:.3f}, {m.random_ci[1]:.3f}] | "
+            f"{m.diff_ci[0]:+.3f} to {m.diff_ci[1]:+.3f} | {m.top_named:.2f} / "
+            f"{m.random_named:.2f} | {cats} |")
+
+
+def table(measures: list[Measure]) -> str:
+    """The markdown section for ``measures`` (one per net)."""
+    scenes = sorted({m.scenes for m in measures})
+    heads = []
+    for m in measures:
+        d = shipped(m.net)
+        heads.append(f"{m.net}: {d.images} scenes")
     return "\n".join([
         "## Textual explanations (Sec. 7): do the top units' names fit the class?",
         "",
@@ -148,15 +148,23 @@ def section(quick: bool = False) -> str:
         "number: its top units' names are 'descriptive of' the predicted class (e.g. water "
         "and stratified for waterfall). Here, on world v2, a unit's name is a hit when it is "
         "one of the predicted class's defining concepts (its parts, their shapes, its fixed "
-        "colours and textures). " + head + f"{scenes} held-out single scenes per net; "
-        "intervals: 95% bootstrap over scenes.",
+        "colours and textures). Dissections (shipped; world v2, top quantile 0.005, IoU > "
+        f"0.05): {', '.join(heads) or 'none'}. Held-out single scenes per net: "
+        f"{', '.join(map(str, scenes))}; intervals: 95% bootstrap over scenes.",
         "",
         "| net | layer | named units | top-1 acc. | top-5 units: hit rate | random 5 units: "
         "hit rate | difference (95% CI) | named share top-5 / random | hits by category |",
         "|---|---|---|---|---|---|---|---|---|",
-        *rows,
+        *[row(m) for m in measures],
         "",
     ])
+
+
+def section(quick: bool = False) -> str:
+    """The markdown section for the reproduction report (``quick``: 66 scenes per net, else
+    330), from the shipped dissections (``camlens dissect --data world-v2:N``)."""
+    scenes = 66 if quick else 330
+    return table([measure(n, scenes) for n in NETS if shipped_path(n).is_file()])
 
 
 def main(argv: list[str] | None = None) -> None:
