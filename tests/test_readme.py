@@ -243,3 +243,7 @@ def check_outputs(argv: list[str], cwd: Path, out: str) -> None:
         assert all(name in out for name in camlens.METHODS)
     elif argv[0] == "evaluate":
         assert out.lstrip().startswith("| Method |")
+    elif argv[0] == "dissect":
+        folder = cwd / argv[argv.index("--out") + 1]
+        assert {"index.html", "dissection.json", "units.csv"} <= {p.name for p in
+                                                                  folder.iterdir()}

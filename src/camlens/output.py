@@ -52,6 +52,7 @@ WHAT = ("maps", "png", "summary", "json")
 JSON = "explanation.json"
 MAPS = "maps.npz"
 SUMMARY = "summary.png"
+TEXT_HEADER = "Textual explanation"
 
 
 def png_name(key: str) -> str:
@@ -96,7 +97,8 @@ def _jsonable(value: Any) -> Any:
 def save(explanations: Mapping[str, Explanation], image: Image.Image, folder: str | Path, *,
          labels: Sequence[str] | None = None, sample: int = 0,
          what: Collection[str] = WHAT, colormap: str = "jet", alpha: float = 0.5,
-         record: Mapping[str, Any] | None = None) -> list[Path]:
+         record: Mapping[str, Any] | None = None,
+         texts: Mapping[int, Sequence[str]] | None = None) -> list[Path]:
     """Write sample ``sample`` of ``explanations`` (method -> :class:`Explanation`, all with
     the same targets) for the photo ``image`` into ``folder`` (the module's layout); maps are
     resized to the photo's size. ``what``: a subset of :data:`WHAT` (explanation.json is
@@ -130,7 +132,7 @@ def save(explanations: Mapping[str, Explanation], image: Image.Image, folder: st
     written: list[Path] = []
     try:
         empty = _write_maps(maps, classes, names, probs, image, folder, what, colormap, alpha,
-                            written)
+                            written, texts or {})
         targets = [{"index": c, "name": name,
                     **({} if probs is None else {"probability": float(probs[c])})}
                    for c, name in zip(classes, names)]
@@ -181,11 +183,11 @@ def _png(img: Image.Image, path: Path) -> Path:
 def _write_maps(maps: Mapping[str, torch.Tensor], classes: list[int], names: list[str],
                 probs: torch.Tensor | None, img: Image.Image, folder: Path,
                 what: Collection[str], colormap: str, alpha: float,
-                written: list[Path]) -> list[str]:
+                written: list[Path], texts: Mapping[int, Sequence[str]]) -> list[str]:
     """maps.npz, the per-map PNGs and summary.png, one map at a time at the photo's size.
     Returns the keys of the constant ("empty") maps."""
     size = (img.height, img.width)
-    cols = columns(list(maps))
+    cols = columns(list(maps)) + ([("text", TEXT_HEADER)] if texts else [])
     layout = viz.figure1_layout(img.size, len(classes), cols)
     thumb = (layout.panel_w, layout.panel_h)
     pictures = "png" in what or "summary" in what
@@ -219,6 +221,9 @@ def _write_maps(maps: Mapping[str, torch.Tensor], classes: list[int], names: lis
     if add is not None:
         written.append(folder / MAPS)
     if "summary" in what:
+        for k, cls in enumerate(classes):
+            if cls in texts:
+                panels[k]["text"] = viz.text_panel(texts[cls], thumb)
         rows = [viz.Row(f"{name} (class {cls}" + (
                     "" if probs is None else f", p={float(probs[cls]):.3f}") + ")", panels[k])
                 for k, (cls, name) in enumerate(zip(classes, names))]

@@ -9,7 +9,7 @@ import time
 import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from camlens import io as cio
 from camlens import output, viz
@@ -24,7 +24,7 @@ from camlens.cli.options import (
     positive_int,
     progress_options,
 )
-from camlens.errors import TargetError
+from camlens.errors import DataError, TargetError
 from camlens.evidence import RESHAPES
 from camlens.layers import layer_hint, residual_blocks, resolve_layers
 from camlens.loading import CliError
@@ -34,6 +34,9 @@ from camlens.pipeline.images import Item, Plan
 from camlens.pipeline.images import run as run_pipeline
 from camlens.pipeline.progress import is_terminal, progress_bar
 from camlens.targets import class_index
+
+if TYPE_CHECKING:  # pragma: no cover
+    from camlens.dissect import TextPlan
 
 DEFAULT_TOP_K = 3
 
@@ -78,6 +81,16 @@ def add(sub: Any) -> None:
                    help="a method option, e.g. pooling=gmp, relu=false, window=16,8; "
                         "repeatable; each goes to the requested methods that take it "
                         "(`camlens methods` lists them with types and defaults)")
+    t = ex.add_argument_group("textual explanation (Sec. 7)")
+    t.add_argument("--text", action="store_true",
+                   help="add a sentence per class to summary.png and explanation.json: the 5 "
+                        "units of the Grad-CAM layer with the largest and the 5 with the most "
+                        "negative neuron importance alpha (Eq. 1), with their concept names "
+                        "from a network dissection (shipped for synthetic:NAME's Grad-CAM "
+                        "layer; others: `camlens dissect`, then --dissection)")
+    t.add_argument("--dissection", metavar="FILE",
+                   help="dissection.json written by `camlens dissect` for the Grad-CAM layer "
+                        "(implies --text)")
     ex.set_defaults(func=run)
 
 
@@ -171,6 +184,41 @@ def _what(save: list[list[str]] | None) -> tuple[str, ...]:
     return output.WHAT if not save else tuple(_dedupe(k for kinds in save for k in kinds))
 
 
+def _text(args: argparse.Namespace, spec: str, layer: str | None, methods: Sequence[str],
+          layers: Sequence[str]) -> TextPlan | None:
+    """--text / --dissection -> what the pipeline needs; a CliError when it cannot work."""
+    from camlens.dissect import Dissection, TextPlan, shipped_path
+    from camlens.synthetic.v2 import DEFAULT_LAYERS
+
+    if not (args.text or args.dissection):
+        return None
+    if "gradcam" not in methods or layers:
+        raise CliError("--text reads Grad-CAM's neuron importances at one layer: include "
+                       "gradcam in --method (the default methods do) and use --layer, not "
+                       "--layers")
+    if args.dissection:
+        try:
+            d = Dissection.load(args.dissection)
+        except DataError as exc:
+            raise CliError(str(exc)) from exc
+        if d.layer != layer:
+            raise CliError(f"--dissection {args.dissection} names the units of layer "
+                           f"{d.layer!r}, but Grad-CAM reads {layer!r}; give --layer "
+                           f"{d.layer} or the dissection of {layer}")
+        return TextPlan(d)
+    net = spec.split(":", 1)[1] if spec.startswith("synthetic:") else None
+    if net is not None and DEFAULT_LAYERS.get(net) == layer and shipped_path(net).is_file():
+        return TextPlan(Dissection.load(shipped_path(net)))
+    why = (f"no dissection of {spec} layer {layer}: camlens ships unit names only for the "
+           "world v2 nets' (synthetic:NAME) Grad-CAM layers"
+           + (", and has no concept-annotated dataset for ImageNet models such as "
+              "efficientnet_lite0: dissect the layer on Broden (`camlens dissect --data "
+              "broden:DIR`) and pass --dissection" if net is None else
+              ": run `camlens dissect` on that layer and pass --dissection"))
+    warn(f"--text: {why}; the sentences list unit numbers without names")
+    return TextPlan(None, missing=why)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         viz.colormap(args.colormap)
@@ -194,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(with_layer)}: {layer_hint(loaded.model)}; "
             f"`camlens layers --model {loaded.name}` lists them"
         )
+    text = _text(args, loaded.name, layer, methods, layers)
     n_classes = loaded.classes()
     if args.top_k is not None and args.top_k > n_classes:
         raise CliError(f"--top-k {args.top_k}: the model has only {n_classes} classes")
@@ -209,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
                 args.reshape if with_layer else None, targets, top_k, out,
                 args.max_output_side or max(MIN_MAX_OUTPUT_SIDE, 2 * loaded.side()),
                 options=options, what=_what(args.save), colormap=args.colormap,
-                alpha=args.alpha, layers=layers)
+                alpha=args.alpha, layers=layers, text=text)
     console = Console(len(paths), args.quiet, args.debug, loaded.labels)
     start = time.perf_counter()
     try:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from PIL import Image
@@ -26,6 +26,9 @@ from camlens.models import ModelRecord
 from camlens.pipeline import executor
 from camlens.pipeline.decoding import Decoders
 from camlens.pipeline.executor import Failure
+
+if TYPE_CHECKING:  # pragma: no cover
+    from camlens.dissect.text import TextPlan, TextualExplanation
 
 __all__ = ["Item", "Plan", "Reporter", "Skipped", "Source", "Tally", "explain_one", "run",
            "unique_stems"]
@@ -72,6 +75,8 @@ class Plan:
     predictions: int | None = None
     """how many top predictions the record lists (default ``top_k``, the classes explained
     when ``targets`` is None)"""
+    text: TextPlan | None = None
+    """Sec. 7's textual explanation from Grad-CAM's alphas (needs ``gradcam`` in methods)"""
 
 
 @dataclass
@@ -186,6 +191,13 @@ class _Run:
             if isinstance(exc, (LayerError, TargetError, OptionError)) and not self.computed:
                 raise  # --layer, --reshape, --target or --option do not fit: a usage error
             raise Skipped(str(exc)) from exc
+        if plan.text is not None and plan.text.dissection is not None and not self.computed:
+            weights = results["gradcam"].weights
+            units = len(plan.text.dissection)
+            if weights is not None and weights.shape[-1] != units:
+                raise LayerError(f"the dissection names {units} units, but layer {plan.layer!r} "
+                                 f"has {weights.shape[-1]} channels; give the dissection of "
+                                 "that layer (`camlens dissect --layer ...`)")
         self.computed += 1
         seconds = (time.perf_counter() - start) / len(items)
         scores = next(iter(results.values())).output
@@ -232,10 +244,19 @@ class _Run:
         plan = self.plan
         item = done.item
         folder = plan.out / item.stem
+        texts = self.texts(done)
+        record = self.record(done)
+        if texts:
+            record["textual_explanations"] = [t.to_dict() for t in texts]
+            if plan.text is not None and plan.text.dissection is not None:
+                d = plan.text.dissection
+                record["dissection"] = {"model": d.model, "layer": d.layer, "data": d.data,
+                                        "min_iou": d.min_iou, "quantile": d.quantile}
         try:
             output.save(done.results, item.image, folder, labels=plan.loaded.labels,
                         sample=done.index, what=plan.what, colormap=plan.colormap,
-                        alpha=plan.alpha, record=self.record(done))
+                        alpha=plan.alpha, record=record,
+                        texts={t.index: t.lines() for t in texts} or None)
         except ExplainError as exc:
             raise Skipped(str(exc)) from exc
         except OSError as exc:
@@ -255,6 +276,19 @@ class _Run:
         with self.decoders.lock:
             self.tally.failed += 1
             self.reporter.failed(message)
+
+    def texts(self, done: _Explained) -> list[TextualExplanation]:
+        """Sec. 7's sentence for each explained class (none without ``plan.text``)."""
+        text = self.plan.text
+        gradcam = done.results.get("gradcam")
+        if text is None or gradcam is None or gradcam.weights is None \
+                or gradcam.targets is None:
+            return []
+        labels = self.plan.loaded.labels
+        top1 = done.top[0][0] if done.top else None
+        return [text.explain(gradcam.weights[done.index, k], int(c), labels[int(c)],
+                             predicted=int(c) == top1)
+                for k, c in enumerate(gradcam.targets[done.index].tolist())]
 
     def record(self, done: _Explained) -> dict[str, Any]:
         """explanation.json's fields beyond the maps: the photo, the model, the predictions."""

@@ -17,6 +17,7 @@ from camlens.viz.grid import (
     figure1,
     figure1_layout,
     grid_layout,
+    text_panel,
 )
 from camlens.viz.pictures import (
     BUILTIN_COLORMAPS,
@@ -48,4 +49,5 @@ __all__ = [
     "pixel_space_image",
     "save_png",
     "shrink_to",
+    "text_panel",
 ]

@@ -144,6 +144,23 @@ def caption(image: ImageLike, text: str) -> Image.Image:
     return img
 
 
+def text_panel(lines: Sequence[str], size: tuple[int, int]) -> Image.Image:
+    """A white ``size`` = (w, h) panel with ``lines`` in black, top-left, the font shrunk so
+    they fit in height (each line cut with "..." to fit in width)."""
+    w, h = size
+    n = max(len(lines), 1)
+    pt = _font_size(h)
+    while pt > 8 and n * _line_height(_font(pt)) > h - 4:
+        pt -= 1
+    font = _font(pt)
+    step = _line_height(font)
+    img = Image.new("RGB", size, _BACKGROUND)
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        draw.text((3, 2 + i * step), _fit_text(line, font, w - 6), fill=_TEXT, font=font)
+    return img
+
+
 def _fit_text(text: str, font: Any, width: int) -> str:
     if font.getlength(text) <= width:
         return text
