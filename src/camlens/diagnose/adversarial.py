@@ -56,17 +56,23 @@ class AttackResult:
     probs: torch.Tensor
 
 
+Scalar = float | torch.Tensor
+
+
 def targeted_attack(model: nn.Module, x: torch.Tensor, target: torch.Tensor | Sequence[int], *,
-                    eps: float = 8 / 255, step: float = 1 / 255, steps: int = 100,
-                    goal: float = 0.9999, bounds: tuple[float, float] = (0.0, 1.0)
+                    eps: Scalar = 16 / 255, step: Scalar = 2 / 255, steps: int = 60,
+                    goal: float = 0.9999, bounds: tuple[Scalar, Scalar] = (0.0, 1.0)
                     ) -> AttackResult:
-    """Targeted L-inf PGD (module docstring) of ``x`` (B, C, H, W) towards ``target`` (B,)."""
+    """Targeted L-inf PGD (module docstring) of ``x`` (B, C, H, W) towards ``target`` (B,).
+    ``eps``, ``step`` and ``bounds`` are in the model's input units: numbers, or tensors that
+    broadcast against (C, 1, 1) for a normalised input (``eps / std`` per channel)."""
     if x.dim() != 4:
         raise ValueError(f"x must be an image batch (B, C, H, W), got shape {tuple(x.shape)}")
-    if not (eps > 0 and step > 0 and steps >= 1 and 0 < goal < 1):
+    e, a_ = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (eps, step))
+    if not (bool((e > 0).all()) and bool((a_ > 0).all()) and steps >= 1 and 0 < goal < 1):
         raise ValueError(f"need eps > 0, step > 0, steps >= 1 and 0 < goal < 1; got eps={eps}, "
                          f"step={step}, steps={steps}, goal={goal}")
-    lo, hi = bounds
+    lo, hi = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in bounds)
     t = torch.as_tensor(target, dtype=torch.long, device=x.device).reshape(-1)
     if t.numel() != x.shape[0]:
         raise ValueError(f"one target per image: {x.shape[0]} images, {t.numel()} targets")
@@ -86,8 +92,8 @@ def targeted_attack(model: nn.Module, x: torch.Tensor, target: torch.Tensor | Se
                 break
             loss = nn.functional.cross_entropy(logits, t, reduction="sum")
             (grad,) = torch.autograd.grad(loss, a)
-            moved = adv - step * grad.sign()
-            moved = torch.min(torch.max(moved, x0 - eps), x0 + eps).clamp(lo, hi)
+            moved = adv - a_ * grad.sign()
+            moved = torch.min(torch.max(torch.min(torch.max(moved, x0 - e), x0 + e), lo), hi)
             adv = torch.where(active[:, None, None, None], moved, adv).detach()
             taken += active.cpu().long()
     p = probs.cpu()
@@ -127,22 +133,27 @@ def _objects(item: Item) -> np.ndarray:
 
 def adversarial_study(
     rec: ModelRecord, items: Sequence[Item], out: str | Path | None = None, *,
-    eps: float = 8 / 255, step: float = 1 / 255, steps: int = 100, goal: float = 0.9999,
+    eps: float = 16 / 255, step: float = 2 / 255, steps: int = 60, goal: float = 0.9999,
     tolerance: float = 8.0, batch_size: int = 16, seed: int = 0, examples: int = 6,
 ) -> dict[str, Any]:
     """Attack every item (:func:`choose_targets`, :func:`targeted_attack`), explain its true
     classes before and after and the target after; write ``out``/report.html,
     adversarial.json and adversarial.csv (when ``out``) and return the summary. Pointing:
     the map's peak within ``tolerance`` px of the class's mask; IoU: the box of the largest
-    segment above 15% of the map's maximum against the class's best-matching box."""
+    segment above 15% of the map's maximum against the class's best-matching box. ``eps``
+    and ``step`` are in pixel units (/255 of [0, 1]); the record's mean and std turn them and
+    the pixel range into input units (a record without them is taken to take [0, 1] pixels)."""
     from camlens.evaluate.model import predict
     from camlens.synthetic.v2 import CLASS_SPECS, NUM_CLASSES
 
-    x_all = [model_inputs(rec, [it]) for it in items[:1]]
-    n_classes = int(predict(rec.model, x_all[0]).shape[1])
+    if not items:
+        raise ValueError("no image to attack")
+    n_classes = int(predict(rec.model, model_inputs(rec, items[:1])).shape[1])
     groups = ([s.group for s in CLASS_SPECS] if n_classes == NUM_CLASSES
               and all(it.scene is not None for it in items) else None)
     targets = choose_targets([it.labels for it in items], n_classes, seed, groups)
+    mean = torch.tensor(rec.mean or (0.0, 0.0, 0.0), dtype=torch.float32)[:, None, None]
+    std = torch.tensor(rec.std or (1.0, 1.0, 1.0), dtype=torch.float32)[:, None, None]
     rows: list[dict[str, Any]] = []
     shown: list[tuple[Item, dict[str, Any], np.ndarray, np.ndarray, np.ndarray, Image.Image]] = []
     for i in range(0, len(items), batch_size):
@@ -151,7 +162,8 @@ def adversarial_study(
         x_before = x.clone()
         tgt = torch.tensor(targets[i:i + batch_size])
         before = torch.softmax(predict(rec.model, x).double(), 1)
-        res = targeted_attack(rec.model, x, tgt, eps=eps, step=step, steps=steps, goal=goal)
+        res = targeted_attack(rec.model, x, tgt, eps=eps / std, step=step / std, steps=steps,
+                              goal=goal, bounds=((0 - mean) / std, (1 - mean) / std))
         assert torch.equal(x, x_before)
         after = res.probs.double()
         for j, it in enumerate(its):
@@ -163,7 +175,7 @@ def adversarial_study(
                 "id": it.id, "target": _label(rec, k[-1]), "success": bool(res.success[j]),
                 "steps": int(res.steps[j]), "target_p_before": float(before[j, k[-1]]),
                 "target_p_after": float(after[j, k[-1]]),
-                "linf": float((res.adversarial[j] - x[j]).abs().max()),
+                "linf": float(((res.adversarial[j] - x[j]).abs() * std).max()),
                 "classes": []}
             for q, c in enumerate(cls):
                 h0, i0 = _localise(m0.gradcam[0, q], it, c, tolerance)
@@ -181,8 +193,8 @@ def adversarial_study(
             row["object_area"] = float(objs.mean())
             rows.append(row)
             if len(shown) < examples and row["success"]:
-                adv_img = (res.adversarial[j].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
-                           * 255).round().astype(np.uint8)
+                pix = res.adversarial[j].detach().cpu() * std + mean
+                adv_img = (pix.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
                 shown.append((it, row, m0.gradcam[0], m1.gradcam[0], adv_img,
                               Image.fromarray(it.image)))
     summary = _summary(rows, rec, eps, step, steps, goal, tolerance)
