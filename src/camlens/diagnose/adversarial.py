@@ -5,7 +5,7 @@ that are really there.
 in an L-infinity ball (Kurakin et al.'s iterative targeted FGSM, Madry et al.'s PGD without the
 random start)::
 
-    x_0 = x,   x_{t+1} = clip_[lo, hi]( clip_{|d| <= eps}( x_t - a * sign(grad_x CE(f(x_t), t)) - x ) + x )
+    x_0 = x,  x_{t+1} = clip_[lo,hi]( clip_[x-eps,x+eps]( x_t - a sign(grad_x CE(f(x_t), t)) ) )
 
 stopping for each image once softmax(f(x_t))_t > ``goal`` (the paper: 0.9999). It runs on a
 private view of the model in eval mode (:func:`camlens.view.private_view`): the model, its

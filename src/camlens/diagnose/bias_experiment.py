@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         json.dump(res, fh, indent=1)
     for name, m in res["models"].items():
         s = m["study"]
-        print(f"{name}: test accuracy {s['accuracy']:.3f}, cue agrees {s.get('accuracy_cue_agrees')}"
-              f", differs {s.get('accuracy_cue_differs')}, {m['train_seconds']} s")
+        print(f"{name}: test accuracy {s['accuracy']:.3f}, cue agrees "
+              f"{s.get('accuracy_cue_agrees')}, differs {s.get('accuracy_cue_differs')}, "
+              f"{m['train_seconds']} s")
     return res
 
 
