@@ -241,9 +241,13 @@ def _html(rec: ModelRecord, s: dict[str, Any], rows: list[dict[str, Any]],
                       + ([("n/a" if c["cue_share"] is None else c["cue_share"])] if cue else [])
                       for c in s["per_class"]])
     if "accuracy_cue_agrees" in s:
-        page.text(f"Accuracy where the cue agrees with the class: {s['accuracy_cue_agrees']}; "
-                  f"where it does not: {s['accuracy_cue_differs']}; there the prediction is "
-                  f"the class the cue stands for in {s['predicted_follows_cue']} of images.")
+        def pct(v: float | None) -> str:
+            return "n/a (no such image)" if v is None else f"{v:.1%}"
+
+        page.text(f"Accuracy where the cue agrees with the class: "
+                  f"{pct(s['accuracy_cue_agrees'])}; where it does not: "
+                  f"{pct(s['accuracy_cue_differs'])}; there the prediction is the class the cue "
+                  f"stands for in {pct(s['predicted_follows_cue'])} of images.")
     page.heading(f"Examples: the images with the most evidence on {cue or 'a named region'}")
     key = cue or next((r["region"] for r in s["ranking"]), None)
     for c in sorted({r["true"] for r in rows}):
