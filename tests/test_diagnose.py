@@ -291,3 +291,27 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, tmp
     assert cli(["diagnose", *argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_report_markdown_puts_the_numbers_beside_the_papers() -> None:
+    from camlens.diagnose.report import markdown
+
+    ranking = [{"region": "cue band", "share": 0.25, "area": 0.1, "enrichment": 2.5, "images": 9},
+               {"region": "object", "share": 0.5, "area": 0.3, "enrichment": 1.6, "images": 9}]
+    study = {"accuracy": 0.75, "accuracy_cue_agrees": 1.0, "accuracy_cue_differs": 0.5,
+             "ranking": ranking}
+    m = {"quick": False,
+         "failures": {"images": 10, "top1_failures": 3, "top5_failures": 1,
+                      "predicted_peak_resembling": 0.5, "resembling_area_mean": 0.125,
+                      "predicted_peak_related": 0.25},
+         "adversarial": {"images": 4, "success_rate": 0.75, "successful": {
+             "p_true_before_mean": 0.8, "p_true_after_mean": 1e-5, "pointing_before": 1.0,
+             "pointing_after": 0.5, "iou_before": 0.6, "iou_after": 0.4,
+             "target_mass_on_objects": 0.2, "object_area": 0.3}},
+         "bias": {"models": {"biased": {"study": study}, "balanced": {"study": study}}}}
+    text = markdown(m)
+    assert "| attack success (p(target) > 0.9999) | shown on examples | | 75.0% of 4 |" in text
+    assert "| pointing hit (true class) | \"correctly localize\" | 100.0% | 50.0% |" in text
+    assert "| biased model: test accuracy (cue at chance) | 82% | 75.0% (cue agrees 100.0%, " \
+           "differs 50.0%); evidence on the cue band 25.0%, rank 1 of 2 regions |" in text
+    assert "in 50.0% of failures (those pixels cover 12.5% of an image)" in text

@@ -84,8 +84,8 @@ def add(sub: Any) -> None:
     _common(a)
     a.add_argument("--eps", type=_pixels, default=16 / 255,
                    help="L-inf budget in pixel levels (default 16, i.e. 16/255)")
-    a.add_argument("--step", type=_pixels, default=2 / 255, help="step in pixel levels (2)")
-    a.add_argument("--steps", type=positive_int, default=60, help="most steps (60)")
+    a.add_argument("--step", type=_pixels, default=4 / 255, help="step in pixel levels (4)")
+    a.add_argument("--steps", type=positive_int, default=30, help="most steps (30)")
     a.add_argument("--goal", type=float, default=0.9999,
                    help="stop once p(target) exceeds this (the paper: 0.9999)")
     a.add_argument("--tolerance", type=float, default=8.0,

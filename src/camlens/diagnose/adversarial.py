@@ -60,7 +60,7 @@ Scalar = float | torch.Tensor
 
 
 def targeted_attack(model: nn.Module, x: torch.Tensor, target: torch.Tensor | Sequence[int], *,
-                    eps: Scalar = 16 / 255, step: Scalar = 2 / 255, steps: int = 60,
+                    eps: Scalar = 16 / 255, step: Scalar = 4 / 255, steps: int = 30,
                     goal: float = 0.9999, bounds: tuple[Scalar, Scalar] = (0.0, 1.0)
                     ) -> AttackResult:
     """Targeted L-inf PGD (module docstring) of ``x`` (B, C, H, W) towards ``target`` (B,).
@@ -133,7 +133,7 @@ def _objects(item: Item) -> np.ndarray:
 
 def adversarial_study(
     rec: ModelRecord, items: Sequence[Item], out: str | Path | None = None, *,
-    eps: float = 16 / 255, step: float = 2 / 255, steps: int = 60, goal: float = 0.9999,
+    eps: float = 16 / 255, step: float = 4 / 255, steps: int = 30, goal: float = 0.9999,
     tolerance: float = 8.0, batch_size: int = 16, seed: int = 0, examples: int = 6,
 ) -> dict[str, Any]:
     """Attack every item (:func:`choose_targets`, :func:`targeted_attack`), explain its true

@@ -3,7 +3,7 @@
 >>> from camlens.diagnose.report import section
 >>> print(section(quick=True))      # small sizes: a smoke run of a few minutes
 
-``quick=False`` runs the sizes of docs/diagnose.md (200 failures' worth of held-out scenes,
+``quick=False`` runs the sizes of docs/diagnose.md (200 held-out scenes for the failures,
 200 attacked images, the bias experiment's 1200 training scenes per model): long on a busy
 2-core machine (see docs/diagnose.md for the times).
 """
@@ -25,7 +25,7 @@ def measure(quick: bool) -> dict[str, Any]:
     from camlens.diagnose.data import load_items, load_record
     from camlens.diagnose.failures import diagnose_failures
 
-    n_fail, n_adv = (40, 8) if quick else (600, 200)
+    n_fail, n_adv = (40, 8) if quick else (200, 200)
     rec = load_record("synthetic:vgg")
     import tempfile
 
@@ -34,7 +34,7 @@ def measure(quick: bool) -> dict[str, Any]:
                                      f"{tmp}/f", examples=0)
         adversarial = adversarial_study(
             rec, load_items(f"synthetic:seed={HELDOUT_SEED},n={n_adv}"),
-            steps=20 if quick else 60)
+            steps=10 if quick else 30)
     bias = run(n_train=150 if quick else 1200, n_test=60 if quick else 300,
                epochs=2 if quick else 10)
     for m in bias["models"].values():
