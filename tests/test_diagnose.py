@@ -315,3 +315,32 @@ def test_report_markdown_puts_the_numbers_beside_the_papers() -> None:
     assert "| biased model: test accuracy (cue at chance) | 82% | 75.0% (cue agrees 100.0%, " \
            "differs 50.0%); evidence on the cue band 25.0%, rank 1 of 2 regions |" in text
     assert "in 50.0% of failures (those pixels cover 12.5% of an image)" in text
+
+
+@pytest.mark.filterwarnings("ignore:.*training mode")
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_the_studies_leave_the_model_and_the_images_as_they_were(training: bool,
+                                                                 tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from camlens.diagnose import adversarial_study, bias_study, diagnose_failures, load_record
+
+    model = prepared_model(training)
+    rec = load_record(SimpleNamespace(model=model, labels=list("abcde"), default_layer="features",
+                                      name="toy"))
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(4):
+        mask = np.zeros((8, 8), bool)
+        mask[2:5, 1:6] = True
+        items.append(Item(f"i{i}", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (i % 5,),
+                          {i % 5: mask}, {i % 5: [(1, 2, 5, 4)]}))
+    pixels = [it.image.copy() for it in items]
+    before = snapshot(model)
+    diagnose_failures(rec, items, tmp_path / "f", examples=1)
+    bias_study(rec, items, tmp_path / "b", examples=1)
+    adversarial_study(rec, items, tmp_path / "a", steps=2, examples=1)
+    assert_same(before, snapshot(model))
+    assert all(np.array_equal(p, it.image) for p, it in zip(pixels, items))
+    for name in ("f", "b", "a"):
+        assert (tmp_path / name / "report.html").read_text().startswith("<!DOCTYPE html>")

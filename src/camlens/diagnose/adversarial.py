@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from camlens.diagnose.data import Item, class_maps, model_inputs
+from camlens.diagnose.data import Item, class_maps, model_inputs, predict
 from camlens.diagnose.html import Page, cam_panel, strip
 from camlens.evaluate.localization import bbox_from_map, iou
 from camlens.evaluate.pointing import pointing_hit
@@ -143,7 +143,6 @@ def adversarial_study(
     segment above 15% of the map's maximum against the class's best-matching box. ``eps``
     and ``step`` are in pixel units (/255 of [0, 1]); the record's mean and std turn them and
     the pixel range into input units (a record without them is taken to take [0, 1] pixels)."""
-    from camlens.evaluate.model import predict
     from camlens.synthetic.v2 import CLASS_SPECS, NUM_CLASSES
 
     if not items:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from camlens.diagnose.data import Item, class_maps, model_inputs
+from camlens.diagnose.data import Item, class_maps, model_inputs, predict
 from camlens.diagnose.html import Page, cam_panel, strip
 from camlens.diagnose.regions import scene_regions
 from camlens.evaluate.localization import box_to_mask
@@ -126,8 +126,6 @@ def bias_study(
     """Explain each item's top-1 class; evidence shares of every region, per true class and
     overall (ranked, :func:`rank_regions`); ``cue`` names the suspected cue region (default:
     ``"cue band"`` on world v2). Writes ``out``/report.html, bias.json, bias.csv when ``out``."""
-    from camlens.evaluate.model import predict
-
     cue = cue or ("cue band" if regions is None and items and items[0].scene is not None
                   else None)
     rows: list[dict[str, Any]] = []

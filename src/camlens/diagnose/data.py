@@ -25,7 +25,7 @@ from camlens.models.registry import ModelRecord
 from camlens.synthetic.v2 import KINDS, Scene, make_dataset
 
 __all__ = ["Item", "load_items", "items_from_scenes", "load_record", "model_inputs",
-           "class_maps", "Maps"]
+           "class_maps", "Maps", "predict"]
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,16 @@ def model_inputs(rec: ModelRecord, items: Sequence[Item]) -> torch.Tensor:
         raise ValueError(f"images of one batch give inputs of several sizes {sorted(shapes)}; "
                          "use --batch-size 1")
     return torch.stack(xs).to(rec.device)
+
+
+def predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits (B, N) float32 on the CPU, without autograd, from a private view of ``model``
+    (:func:`camlens.view.private_view`): a model in training mode keeps its BatchNorm
+    statistics (the view's clones are updated), as with :func:`camlens.explain`."""
+    from camlens.evaluate.model import predict as plain
+    from camlens.view import private_view
+
+    return plain(private_view(model).root, x)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from camlens.diagnose.data import Item, class_maps, model_inputs
+from camlens.diagnose.data import Item, class_maps, model_inputs, predict
 from camlens.diagnose.html import Page, cam_panel, guided_panel, strip
 from camlens.diagnose.regions import (
     CATEGORIES,
@@ -104,8 +104,6 @@ def group_failures(failures: Sequence[Failure]) -> list[ConfusionGroup]:
 def predict_items(rec: ModelRecord, items: Sequence[Item], k: int = 5,
                   batch_size: int = 16) -> list[Prediction]:
     """The model's top-``k`` classes and probabilities on every item."""
-    from camlens.evaluate.model import predict
-
     out = []
     for i in range(0, len(items), batch_size):
         chunk = items[i:i + batch_size]
