@@ -270,7 +270,7 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     out = tmp_path / "a"
     assert cli(["diagnose", "adversarial", "--data", "synthetic:seed=3,n=1", "--out", str(out),
-                "--steps", "2", "--examples", "1"]) == 0
+                "--steps", "2", "--step", "2", "--examples", "1"]) == 0
     rows = json.loads((out / "adversarial.json").read_text())["images"]
     assert len(rows) == 1 and rows[0]["steps"] <= 2 and rows[0]["linf"] <= 4 / 255 + 1e-6
     capsys.readouterr()

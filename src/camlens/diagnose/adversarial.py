@@ -257,21 +257,25 @@ def _csv(rows: list[dict[str, Any]], path: Path) -> None:
 def _html(rec: ModelRecord, s: dict[str, Any], shown: list[Any], folder: Path) -> None:
     page = Page(f"Adversarial noise and Grad-CAM: {rec.name}")
     a, r = s["attack"], s["successful"]
-    page.text(f"Targeted L-inf PGD, eps {a['eps']:.4f}, step {a['step']:.4f}, at most "
+    page.text(f"Targeted L-inf PGD, eps {a['eps'] * 255:.3g}/255, step {a['step'] * 255:.3g}/255, "
+              "at most "
               f"{a['max_steps']} steps, goal p(target) > {a['goal']}: success on "
               f"{s['success_rate']:.1%} of {s['images']} images.")
 
     def f(v: Any) -> Any:
         return "n/a" if v is None else v
 
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1%}"
+
     page.table(["over successful attacks", "before", "after"], [
         ["mean p(true class)", f(r["p_true_before_mean"]), f(r["p_true_after_mean"])],
         ["pointing hit rate (true class)", f(r["pointing_before"]), f(r["pointing_after"])],
         ["box IoU (true class)", f(r["iou_before"]), f(r["iou_after"])]])
     page.text(f"The target class's map (after): peak on an object in "
-              f"{f(r['target_peak_on_objects'])} of images, "
-              f"{f(r['target_mass_on_objects'])} of its mass on objects, which cover "
-              f"{f(r['object_area'])} of the image.")
+              f"{pct(r['target_peak_on_objects'])} of images, "
+              f"{pct(r['target_mass_on_objects'])} of its mass on objects, which cover "
+              f"{pct(r['object_area'])} of the image.")
     page.heading("Examples")
     for it, row, cams0, cams1, adv, img in shown:
         panels = [("image", img), ("adversarial", Image.fromarray(adv))]

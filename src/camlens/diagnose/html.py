@@ -71,7 +71,8 @@ class Page:
     def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         def cell(v: Any, tag: str) -> str:
             left = isinstance(v, str)
-            text = f"{v:.3f}" if isinstance(v, float) else str(v)
+            small = isinstance(v, float) and v != 0 and abs(v) < 1e-3
+            text = (f"{v:.2e}" if small else f"{v:.3f}") if isinstance(v, float) else str(v)
             return f"<{tag}{' class=l' if left else ''}>{html.escape(text)}</{tag}>"
 
         head = "".join(cell(h, "th") for h in header)
