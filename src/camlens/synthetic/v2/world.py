@@ -20,7 +20,10 @@ mask, box = the mask's extent, parts with their shape, colour and texture) and `
 (H, W) uint8 maps: ``object`` (object index + 1), ``part`` (:data:`PARTS` index + 1),
 ``shape`` (:data:`SHAPES` + 1), ``colour`` (:data:`COLOURS` + 1, every pixel), ``texture``
 (:data:`TEXTURES` + 1, every pixel); 0 means none. A pixel's colour concept is the named
-colour its tone was drawn from, before lighting and noise.
+colour its tone was drawn from, before lighting and noise. ``background["decoys"]`` lists the
+decoys (background pieces that resemble a class not in the scene) as ``{"class", "box"}``, the
+box bounding the decoy as painted (objects, occluders and the cue band painted later may cover
+some of it; its pixels are those of the box with no object and a shape concept).
 
 Bias (Sec. 6.3): with ``cue_rate=r`` a band of one of :data:`CUE_COLOURS` runs along the
 bottom of the background (under the objects); it is the first object's class cue (its place in
@@ -322,6 +325,7 @@ def make_scene(
                     break
     cue_rng = np.random.default_rng(int(rng.integers(2**63)))
     c = _Canvas(size)
+    decoy_list: list[dict[str, Any]] = []
     if flat_background is None:
         img, colour, texture, bg = background(rng, size)
         c.img[:], c.colour[:], c.texture[:] = img, colour, texture
@@ -332,6 +336,11 @@ def make_scene(
             piece = decoy(rng, size, chosen)
             if piece is not None:
                 c.paint_object(-1, *piece, shading=True)
+                w = piece[1]
+                ys, xs = np.nonzero(w.pid >= 0)
+                decoy_list.append({"class": CLASSES[piece[0].label],
+                                   "box": [int(xs.min()) + w.x0, int(ys.min()) + w.y0,
+                                           int(xs.max()) + w.x0, int(ys.max()) + w.y0]})
     else:
         name = "grey"
         c.img[:] = np.asarray(flat_background, dtype=np.float64) / 255.0
@@ -339,6 +348,7 @@ def make_scene(
         c.texture[:] = TEXTURE_INDEX["plain"]
         bg = {"texture": "plain", "colours": [], "flat": list(flat_background)}
     bg["cue"] = None
+    bg["decoys"] = decoy_list
     if cue_rate is not None and draws:
         cue = class_cue(draws[0].label)
         if cue_rng.random() >= cue_rate:
