@@ -14,14 +14,15 @@ the pipeline executor, keeps the rows in a resumable CSV store and summarises th
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from camlens.evaluate.model import resolve_model
-from camlens.evaluate.tasks.common import SamplesLike, as_samples
+from camlens.evaluate.tasks.common import Engine, SamplesLike, as_samples
 from camlens.evaluate.tasks.faithfulness import (
     FaithfulnessSummary,
     evaluate_faithfulness,
@@ -31,6 +32,9 @@ from camlens.evaluate.tasks.localization import (
     evaluate_localization,
 )
 from camlens.evaluate.tasks.pointing import PointingSummary, evaluate_pointing
+
+if TYPE_CHECKING:
+    from camlens.pipeline.distributed import RayOptions
 
 TASKS = ("localization", "pointing", "faithfulness")
 
@@ -62,21 +66,29 @@ def evaluate(
     label_map: Any = None,
     device: str | torch.device = "cpu",
     weights: str | None = None,
+    engine: str | RayOptions = "local",
 ) -> LocalizationSummary | PointingSummary | FaithfulnessSummary:
     """Run one evaluation ``task`` (``localization``, ``pointing`` or ``faithfulness``) on
     ``data`` (a ``FORMAT:PATH`` spec for :func:`load_dataset`, or samples); the summary's
     ``markdown()`` is the table to print. ``limit`` keeps the first N samples; ``label_map``
     maps ground-truth labels to class indices (e.g. ``wnid_to_index(synsets)`` for ILSVRC);
-    ``device`` and ``weights`` are used when ``model`` is a spec string."""
+    ``device`` and ``weights`` are used when ``model`` is a spec string. ``engine``: ``"local"``
+    (this process), or ``"ray"`` / :class:`~camlens.pipeline.distributed.RayOptions` (a Ray
+    cluster's actors, each loading ``model`` itself, with ``device``; the rows and summary are
+    the local engine's)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    res = resolve_model(model, device=device, weights=weights)
+    ray_engine = _engine(engine, functools.partial(resolve_model, model, device=device,
+                                                    weights=weights))
+    # with Ray the actors load the model on ``device``; here it names the run and checks it
+    res = resolve_model(model, device=device if ray_engine is None else "cpu", weights=weights)
     items = as_samples(data)
     if limit is not None:
         items = items[: int(limit)]
     common: dict[str, Any] = {"method": method, "layer": layer, "options": options,
                                   "csv_path": csv_path, "resume": resume, "progress": progress,
-                                  "label_map": label_map, "batch_size": batch_size}
+                                  "label_map": label_map, "batch_size": batch_size,
+                                  "engine": ray_engine}
     if task == "localization":
         return evaluate_localization(res, items, top_k=top_k, threshold=threshold,
                                      relative_to=relative_to, **common)
@@ -84,3 +96,17 @@ def evaluate(
         return evaluate_pointing(res, items, top_k=top_k, tolerance=tolerance,
                                  held_out=held_out, **common)
     return evaluate_faithfulness(res, items, window=window, stride=stride, fill=fill, **common)
+
+
+def _engine(engine: str | RayOptions, model: Any) -> Engine | None:
+    """None for ``"local"``; an :class:`Engine` for ``"ray"`` or RayOptions (its task is set by
+    the protocol)."""
+    from camlens.pipeline.distributed import RayOptions
+
+    if isinstance(engine, RayOptions):
+        return Engine(engine, model)
+    if engine == "local":
+        return None
+    if engine == "ray":
+        return Engine(RayOptions(), model)
+    raise ValueError(f"engine must be 'local', 'ray' or a RayOptions, got {engine!r}")
