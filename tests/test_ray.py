@@ -68,7 +68,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cluster() -> Iterator[None]:
     """One local Ray cluster (2 CPUs) for the module."""
     saved = os.environ.pop("RAY_ADDRESS", None)
-    cr.connect(num_cpus=2)
+    cr.connect(num_cpus=2, quiet=True)
     yield
     ray.shutdown()
     if saved is not None:
@@ -166,11 +166,13 @@ def test_explain_on_ray_writes_what_the_local_engine_writes_and_resumes(
     remote = capsys.readouterr()
     assert same_folders(folder / "local", folder / "ray") == [f"p{i}" for i in range(6)]
 
-    def lines(text: str) -> list[str]:  # one block per image, in any order; the timing line
-        blocks = text.strip().split("\n")
-        return sorted(b for b in blocks if not b.startswith("explained "))
+    def lines(text: str, out: str) -> list[str]:  # in any order, but the timing line
+        text = text.replace(str(folder / out), "OUT")
+        return sorted(b for b in text.strip().split("\n") if not b.startswith("explained "))
 
-    assert lines(remote.out) == lines(local.out) and len(lines(local.out)) == 6 * 4
+    assert lines(remote.out, "ray") == lines(local.out, "local")
+    assert len(lines(local.out, "local")) == 6 * 4 and "p0.png -> OUT/p0/" in local.out.replace(
+        str(folder / "local"), "OUT")
     assert remote.out.strip().splitlines()[-1].startswith("explained 6 image(s) in ")
     assert remote.out.strip().endswith("; 1 failed")
     assert remote.err == local.err and local.err.count("\n") == 1
@@ -254,3 +256,17 @@ def test_evaluate_dataset_from_the_library(folder: Path) -> None:
     summary = cr.summarize(rows, "localization", method=local.method)
     assert plain(summary) == plain(local)
     assert summary.records == local.records
+
+
+@pytest.mark.usefixtures("cluster")
+def test_a_pool_larger_than_the_cluster_is_refused(
+        folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(folder, "big", "--engine", "ray", "--ray-actors", "3", "-q") == 2
+    assert capsys.readouterr().err == (
+        "camlens: error: 3 actor(s) x 1 CPU(s) each (--ray-actors, --ray-cpus-per-actor) need "
+        "3 CPU(s); the Ray cluster has 2\n")
+    assert main(["evaluate", "localization", "--data", DATA, "--engine", "ray",
+                 "--ray-gpus-per-actor", "1", "--ray-actors", "1"]) == 2
+    assert capsys.readouterr().err == (
+        "camlens: error: 1 actor(s) x 1 GPU(s) each (--ray-actors, --ray-gpus-per-actor) need "
+        "1 GPU(s); the Ray cluster has 0\n")

@@ -170,7 +170,7 @@ def ray_options(args: argparse.Namespace) -> Any:
     """The :class:`~camlens.pipeline.distributed.RayOptions` of ``--engine ray`` (connecting
     to the cluster to size the pool when --ray-actors is not given), None for the local
     engine; the --ray-* options without --engine ray are refused."""
-    from camlens.pipeline.distributed import RayOptions, connect, default_actors
+    from camlens.pipeline.distributed import RayOptions, check_fits, connect, default_actors
 
     if getattr(args, "engine", "local") != "ray":
         given = [f"--ray-{n}" for n in ("address", "actors") if getattr(args, f"ray_{n}", None)]
@@ -179,9 +179,12 @@ def ray_options(args: argparse.Namespace) -> Any:
         if given:
             raise CliError(f"{', '.join(given)} apply to --engine ray only; add --engine ray")
         return None
-    connect(args.ray_address)
+    connect(args.ray_address, quiet=True)
     actors = args.ray_actors or default_actors(args.ray_cpus_per_actor, args.ray_gpus_per_actor)
-    return RayOptions(args.ray_address, actors, args.ray_cpus_per_actor, args.ray_gpus_per_actor)
+    options = RayOptions(args.ray_address, actors, args.ray_cpus_per_actor,
+                         args.ray_gpus_per_actor)
+    check_fits(options)
+    return options
 
 
 def debug_options() -> argparse.ArgumentParser:

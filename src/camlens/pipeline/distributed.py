@@ -19,6 +19,7 @@ output rows reach the driver once, when the batch is done; the outputs an actor 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -31,8 +32,8 @@ import numpy as np
 
 from camlens.errors import ExplainError
 
-__all__ = ["BatchFn", "RayError", "RayOptions", "connect", "default_actors", "map_rows",
-           "objects", "require_ray", "stream"]
+__all__ = ["BatchFn", "RayError", "RayOptions", "check_fits", "connect", "default_actors",
+           "map_rows", "objects", "require_ray", "stream"]
 
 BatchFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 """A batch of rows (column -> array of n values) -> n output rows (column -> array)."""
@@ -88,17 +89,24 @@ def _probe(address: str) -> None:
                        "--ray-address and RAY_ADDRESS unset to start a local cluster") from None
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+def connect(address: str | None = None, num_cpus: int | None = None, *,
+            quiet: bool = False) -> None:
     """Join the Ray cluster at ``address`` (default ``RAY_ADDRESS``), or start a local one
     (with ``num_cpus`` CPUs, default all) when neither is given; nothing when Ray is already
     initialised in this process. A local cluster's workers import the same camlens as this
-    process."""
+    process and run at its priority. ``quiet``: no Ray progress bars or log lines on the terminal (camlens's own bar
+    counts the rows; the cluster's logs stay in its log folder)."""
     ray = require_ray()
     if not ray.is_initialized():
         target = address or os.environ.get("RAY_ADDRESS") or "local"
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "logging_level": "ERROR"}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet,
+                                  "logging_level": "ERROR" if quiet else "INFO"}
+        if quiet:  # the C++ core's lines (read when ray.init starts it)
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         if target == "local":
+            # the workers at this process's priority, as the local engine's threads (Ray
+            # lowers theirs by 15 by default, which starves them on a busy machine)
+            os.environ.setdefault("RAY_worker_niceness", "0")
             source = str(Path(__file__).resolve().parents[2])
             path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
             kwargs.update(num_cpus=num_cpus, runtime_env={"env_vars": {"PYTHONPATH": path}})
@@ -109,11 +117,13 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             text = " ".join(str(exc).split())[:300]
             raise RayError(f"cannot connect to the Ray cluster at {target}: {text}") from None
-    from ray.data import DataContext
+    if quiet:
+        from ray.data import DataContext
 
-    context = DataContext.get_current()
-    context.enable_progress_bars = False  # camlens' own bar counts the rows Ray streams back
-    context.print_on_execution_start = False
+        context = DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 def default_actors(cpus_per_actor: float, gpus_per_actor: float) -> int:
@@ -148,13 +158,28 @@ class _Actor:
         return {**out, "node": np.full(n, self.node), "pid": np.full(n, self.pid)}
 
 
+def check_fits(options: RayOptions) -> None:
+    """A :class:`RayError` when the pool needs more CPUs or GPUs than the connected cluster
+    has (Ray would wait for them for ever)."""
+    total = require_ray().cluster_resources()
+    for kind, each, flag in (("CPU", options.cpus_per_actor, "cpus"),
+                             ("GPU", options.gpus_per_actor, "gpus")):
+        have = total.get(kind, 0.0)
+        if options.actors * each > have + 1e-9:
+            raise RayError(f"{options.actors} actor(s) x {each:g} {kind}(s) each (--ray-actors, "
+                           f"--ray-{flag}-per-actor) need {options.actors * each:g} {kind}(s); "
+                           f"the Ray cluster has {have:g}")
+
+
 def map_rows(ds: Any, setup: Callable[[], BatchFn], options: RayOptions, *,
              batch_size: int) -> Any:
     """``ds.map_batches`` on a pool of ``options.actors`` actors, each running
     ``setup()``'s batch function on batches of up to ``batch_size`` rows; lazy (a
     ``ray.data.Dataset``). Failed actors are restarted and their batches retried (Ray Data's
-    defaults for actor pools)."""
+    defaults for actor pools). A pool larger than the cluster is refused (it would wait for
+    ever)."""
     ray = require_ray()
+    check_fits(options)
     return ds.map_batches(_Actor, fn_constructor_args=(setup,), batch_size=batch_size,
                           batch_format="numpy",
                           compute=ray.data.ActorPoolStrategy(size=options.actors),

@@ -112,7 +112,7 @@ def explain_on_ray(sources: Sequence[Source], setup: ExplainSetup, reporter: Rep
     tally = Tally()
     if not sources:
         return tally
-    connect(options.address)
+    connect(options.address, quiet=True)
     out = setup.plan["out"]
     seen: set[bytes] = set()
     for row in stream(explain_rows(images_dataset(sources), setup, options)):

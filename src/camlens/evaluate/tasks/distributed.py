@@ -92,7 +92,7 @@ def execute_on_ray(samples: Sequence[Sample], ids: Sequence[str], store: RowStor
     if not samples:
         return []
     assert engine.task is not None, "the protocol sets the engine's task"
-    connect(engine.options.address)
+    connect(engine.options.address, quiet=True)
     out = evaluate_rows(samples_dataset(samples, ids), engine.task, engine.model,
                         engine.options, batch_size)
     failures: list[tuple[str, str]] = []
