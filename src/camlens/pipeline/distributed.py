@@ -94,8 +94,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, *,
     """Join the Ray cluster at ``address`` (default ``RAY_ADDRESS``), or start a local one
     (with ``num_cpus`` CPUs, default all) when neither is given; nothing when Ray is already
     initialised in this process. A local cluster's workers import the same camlens as this
-    process and run at its priority. ``quiet``: no Ray progress bars or log lines on the terminal (camlens's own bar
-    counts the rows; the cluster's logs stay in its log folder)."""
+    process and run at its priority. ``quiet``: no Ray progress bars or log lines on the
+    terminal (camlens's own bar counts the rows; the cluster's logs stay in its log folder)."""
     ray = require_ray()
     if not ray.is_initialized():
         target = address or os.environ.get("RAY_ADDRESS") or "local"
@@ -114,7 +114,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, *,
             _probe(target)
         try:
             ray.init(address=target, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception on start-up timeouts
             text = " ".join(str(exc).split())[:300]
             raise RayError(f"cannot connect to the Ray cluster at {target}: {text}") from None
     if quiet:
