@@ -67,7 +67,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from camlens.cli import diagnose, dissect, evaluate, explain, layers, methods, segment, serve, vqa
+    from camlens.cli import (
+        diagnose,
+        dissect,
+        evaluate,
+        explain,
+        layers,
+        methods,
+        segment,
+        serve,
+        vqa,
+    )
 
     parser = _Parser(
         prog=PROG,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -17,12 +18,14 @@ from camlens.cli import PROG, one_line, say, warn
 from camlens.cli.options import (
     MIN_MAX_OUTPUT_SIDE,
     debug_options,
+    engine_options,
     input_options,
     method_options,
     model_options,
     output_options,
     positive_int,
     progress_options,
+    ray_options,
 )
 from camlens.errors import DataError, TargetError
 from camlens.evidence import RESHAPES
@@ -30,8 +33,7 @@ from camlens.layers import layer_hint, residual_blocks, resolve_layers
 from camlens.loading import CliError
 from camlens.methods import FIGURE1, METHODS
 from camlens.models import load_model
-from camlens.pipeline.images import Item, Plan
-from camlens.pipeline.images import run as run_pipeline
+from camlens.pipeline.images import Plan, Source, done_before, run_sources, sources_of
 from camlens.pipeline.progress import is_terminal, progress_bar
 from camlens.targets import class_index
 
@@ -45,7 +47,7 @@ def add(sub: Any) -> None:
     ex = sub.add_parser(
         "explain", help="explain photos: heatmaps, pixel-space maps, Figure 1, maps.npz",
         parents=[model_options(), output_options(), input_options(), progress_options(),
-                 debug_options()],
+                 engine_options(), debug_options()],
         description="Explain the model's decisions on images. For each image writes "
                     "OUT/<stem>/: <method>_<class>.png, summary.png (Figure 1), maps.npz "
                     "(compressed; <method>/<class> -> float16 maps in [0, 1] at the photo's "
@@ -91,6 +93,9 @@ def add(sub: Any) -> None:
     t.add_argument("--dissection", metavar="FILE",
                    help="dissection.json written by `camlens dissect` for the Grad-CAM layer "
                         "(implies --text)")
+    ex.add_argument("--resume", action="store_true",
+                    help="skip the images whose folder in --out is already finished (holds "
+                         "explanation.json, written last), e.g. after an interrupted run")
     ex.set_defaults(func=run)
 
 
@@ -138,7 +143,8 @@ class Console:
     def warn(self, message: str) -> None:
         warn(message)
 
-    def explained(self, item: Item, folder: Path, predictions: list[tuple[int, float]]) -> None:
+    def explained(self, item: Source, folder: Path,
+                  predictions: list[tuple[int, float]]) -> None:
         if not self.quiet:
             lines = [f"{cio.display_path(item.path.name)} -> {cio.display_path(folder)}/"]
             width = max(len(self.labels[c]) for c, _ in predictions)
@@ -226,9 +232,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     out = Path(args.out).expanduser()
     paths = cio.resolve_inputs(_outside(args.inputs, out), exclude=out)
-    loaded = load_model(args.model, weights=args.weights, labels=args.labels,
-                        input_size=args.input_size, mean=args.mean, std=args.std,
-                        device=args.device, max_input_side=args.max_input_side)
+    ray = ray_options(args)  # a missing Ray or an unreachable cluster stops here
+    model = functools.partial(load_model, args.model, weights=args.weights, labels=args.labels,
+                              input_size=args.input_size, mean=args.mean, std=args.std,
+                              device=args.device, max_input_side=args.max_input_side)
+    # with Ray the actors load the model on --device; here it only checks the request
+    loaded = model() if ray is None else model(device="cpu")
     methods = tuple(_dedupe(args.method or (("gradcam",) if args.layers else FIGURE1)))
     options = method_options(args.option, methods)
     with_layer = [m for m in methods if METHODS[m].needs_layer]
@@ -259,11 +268,24 @@ def run(args: argparse.Namespace) -> int:
                 args.max_output_side or max(MIN_MAX_OUTPUT_SIDE, 2 * loaded.side()),
                 options=options, what=_what(args.save), colormap=args.colormap,
                 alpha=args.alpha, layers=layers, text=text)
-    console = Console(len(paths), args.quiet, args.debug, loaded.labels)
+    sources = sources_of(paths)
+    if args.resume:
+        left = [s for s in sources if not done_before(s, out)]
+        if not args.quiet and len(left) < len(sources):
+            say(f"resuming: {len(sources) - len(left)} image(s) already done in "
+                f"{cio.display_path(out)}, {len(left)} left")
+        sources = left
+    console = Console(len(sources), args.quiet, args.debug, loaded.labels)
     start = time.perf_counter()
     try:
-        tally = run_pipeline(paths, plan, console, batch_size=args.batch_size,
-                             max_pixels=args.max_pixels)
+        if ray is None:
+            tally = run_sources(sources, plan, console, batch_size=args.batch_size,
+                                max_pixels=args.max_pixels)
+        else:
+            from camlens.pipeline.explain_distributed import ExplainSetup, explain_on_ray
+
+            setup = ExplainSetup.of(plan, model, args.batch_size, args.max_pixels)
+            tally = explain_on_ray(sources, setup, console, ray)
     finally:
         console.close()
     if not args.quiet and tally.done:

@@ -130,6 +130,63 @@ def progress_options() -> argparse.ArgumentParser:
     return p
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--engine local|ray and the Ray engine's --ray-address, --ray-actors,
+    --ray-cpus-per-actor, --ray-gpus-per-actor."""
+    g = parser.add_argument_group("engine")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (threads); ray: a Ray cluster's actors, each "
+                        "loading the model once (needs the ray extra: pip install "
+                        "'camlens[ray]')")
+    g.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="a running Ray cluster (default: RAY_ADDRESS, else a new local one)")
+    g.add_argument("--ray-actors", type=positive_int, default=None, metavar="N",
+                   help="actors in the pool (default: the cluster's CPUs / --ray-cpus-per-actor,"
+                        " or its GPUs / --ray-gpus-per-actor)")
+    g.add_argument("--ray-cpus-per-actor", type=non_negative_float, default=1.0, metavar="C",
+                   help="CPUs each actor reserves (default 1)")
+    g.add_argument("--ray-gpus-per-actor", type=non_negative_float, default=0.0, metavar="G",
+                   help="GPUs each actor reserves (default 0; e.g. 1, or 0.5 for two per GPU); "
+                        "give --device cuda with it")
+    return parser
+
+
+def engine_options() -> argparse.ArgumentParser:
+    """:func:`add_engine_arguments` as a parent parser."""
+    return add_engine_arguments(_parent())
+
+
+def ray_options(args: argparse.Namespace) -> Any:
+    """The :class:`~camlens.pipeline.distributed.RayOptions` of ``--engine ray`` (connecting
+    to the cluster to size the pool when --ray-actors is not given), None for the local
+    engine; the --ray-* options without --engine ray are refused."""
+    from camlens.pipeline.distributed import RayOptions, check_fits, connect, default_actors
+
+    if getattr(args, "engine", "local") != "ray":
+        given = [f"--ray-{n}" for n in ("address", "actors") if getattr(args, f"ray_{n}", None)]
+        given += [f"--ray-{n}s-per-actor" for n, d in (("cpu", 1.0), ("gpu", 0.0))
+                  if getattr(args, f"ray_{n}s_per_actor", d) != d]
+        if given:
+            raise CliError(f"{', '.join(given)} apply to --engine ray only; add --engine ray")
+        return None
+    connect(args.ray_address, quiet=True)
+    actors = args.ray_actors or default_actors(args.ray_cpus_per_actor, args.ray_gpus_per_actor)
+    options = RayOptions(args.ray_address, actors, args.ray_cpus_per_actor,
+                         args.ray_gpus_per_actor)
+    check_fits(options)
+    return options
+
+
 def debug_options() -> argparse.ArgumentParser:
     """--debug."""
     p = _parent()

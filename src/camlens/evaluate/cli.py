@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from camlens.cli.options import add_engine_arguments, ray_options
 from camlens.evaluate.datasets import dataset_formats
 from camlens.evaluate.localization import RELATIVE_TO
 from camlens.evaluate.tasks import TASKS, evaluate
@@ -73,7 +74,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                         help="wnid list in class-index order (ILSVRC labels -> class indices)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=True)
-    return parser
+    return add_engine_arguments(parser)
 
 
 def run_cli(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
@@ -98,6 +99,7 @@ def run_cli(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         tolerance=get("tolerance", 15), held_out=get("held_out", 0.25),
         window=get("window", 16), stride=get("stride"), fill=get("fill", 0.0),
         limit=get("limit"), label_map=label_map, device=get("device", "cpu"),
+        engine=ray_options(args) or "local",
     )
     print(summary.markdown(), file=stdout or sys.stdout)
     return 0

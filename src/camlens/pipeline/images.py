@@ -30,8 +30,8 @@ from camlens.pipeline.executor import Failure
 if TYPE_CHECKING:  # pragma: no cover
     from camlens.dissect.text import TextPlan, TextualExplanation
 
-__all__ = ["Item", "Plan", "Reporter", "Skipped", "Source", "Tally", "explain_one", "run",
-           "unique_stems"]
+__all__ = ["Item", "Plan", "Reporter", "Skipped", "Source", "Tally", "done_before",
+           "explain_one", "run", "run_sources", "sources_of", "unique_stems"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Reporter(Protocol):
     def warn(self, message: str) -> None:
         """A caveat about one image that was still explained."""
 
-    def explained(self, item: Item, folder: Path,
+    def explained(self, item: Source, folder: Path,
                   predictions: list[tuple[int, float]]) -> None:
         """One image's outputs are written; ``predictions``: its top-k (class, probability)."""
 
@@ -265,7 +265,7 @@ class _Run:
         with self.decoders.lock:
             self.tally.done += 1
             self.tally.seconds += done.seconds
-            self.reporter.explained(item, folder, done.top)
+            self.reporter.explained(Source(item.path, item.stem), folder, done.top)
 
     def failed(self, failure: Failure[Source]) -> None:
         """Report a skipped image: a file that cannot be read names itself; otherwise the
@@ -328,6 +328,16 @@ encoding, which release the GIL) costs more than explaining it, so one writer wo
 the other cores idle while the model waits for it."""
 
 
+def sources_of(paths: Sequence[Path]) -> list[Source]:
+    """Each path with its output folder's name (:func:`unique_stems`)."""
+    return [Source(p, s) for p, s in zip(paths, unique_stems(paths))]
+
+
+def done_before(source: Source, out: Path) -> bool:
+    """Whether ``out/<stem>/`` holds a finished output (explanation.json, written last)."""
+    return (out / source.stem / output.JSON).is_file()
+
+
 def run(paths: Sequence[Path], plan: Plan, reporter: Reporter, *, batch_size: int = 8,
         max_pixels: int = cio.DEFAULT_MAX_PIXELS, loaders: int = 2,
         writers: int = WRITERS) -> Tally:
@@ -336,7 +346,15 @@ def run(paths: Sequence[Path], plan: Plan, reporter: Reporter, *, batch_size: in
     caller's thread explains batches of up to ``batch_size`` same-shape inputs, ``writers``
     threads write (so images may be reported out of order). The reporter is called from those
     threads, one call at a time."""
-    sources = [Source(p, s) for p, s in zip(paths, unique_stems(paths))]
+    return run_sources(sources_of(paths), plan, reporter, batch_size=batch_size,
+                       max_pixels=max_pixels, loaders=loaders, writers=writers)
+
+
+def run_sources(sources: Sequence[Source], plan: Plan, reporter: Reporter, *,
+                batch_size: int = 8, max_pixels: int = cio.DEFAULT_MAX_PIXELS, loaders: int = 2,
+                writers: int = WRITERS) -> Tally:
+    """:func:`run` over images whose folder names are already chosen (e.g. one batch of a
+    larger run, or the images a resumed run has left)."""
     with Decoders(max_pixels) as decoders:
         job = _Run(plan, reporter, decoders)
         executor.run(sources, job.load, job.compute, job.write,

@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,7 +301,7 @@ class _Quiet:
     def warn(self, message: str) -> None:
         """Decoder notes are not shown."""
 
-    def explained(self, item: Item, folder: Path,
-                  predictions: Sequence[tuple[int, float]]) -> None:
+    def explained(self, item: Source, folder: Path,
+                  predictions: list[tuple[int, float]]) -> None:
         """The result carries the predictions."""
 

@@ -14,6 +14,7 @@ the pipeline executor, keeps the rows in a resumable CSV store and summarises th
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from camlens.evaluate.model import resolve_model
-from camlens.evaluate.tasks.common import SamplesLike, as_samples
+from camlens.evaluate.tasks.common import Engine, SamplesLike, as_samples
 from camlens.evaluate.tasks.faithfulness import (
     FaithfulnessSummary,
     evaluate_faithfulness,
@@ -33,6 +34,7 @@ from camlens.evaluate.tasks.localization import (
 from camlens.evaluate.tasks.pointing import PointingSummary, evaluate_pointing
 
 if TYPE_CHECKING:  # pragma: no cover
+    from camlens.pipeline.distributed import RayOptions
     from camlens.vqa.measure import VQASummary
 
 TASKS = ("localization", "pointing", "faithfulness", "vqa")
@@ -65,15 +67,18 @@ def evaluate(
     label_map: Any = None,
     device: str | torch.device = "cpu",
     weights: str | None = None,
+    engine: str | RayOptions = "local",
 ) -> LocalizationSummary | PointingSummary | FaithfulnessSummary | VQASummary:
     """Run one evaluation ``task`` (``localization``, ``pointing``, ``faithfulness`` or ``vqa``) on
     ``data`` (a ``FORMAT:PATH`` spec for :func:`load_dataset`, or samples); the summary's
     ``markdown()`` is the table to print. ``limit`` keeps the first N samples; ``label_map``
     maps ground-truth labels to class indices (e.g. ``wnid_to_index(synsets)`` for ILSVRC);
-    ``device`` and ``weights`` are used when ``model`` is a spec string. ``vqa``
-    (:func:`camlens.vqa.measure.evaluate_spec`): ``data`` ``world:N``, ``model`` the bundled VQA
-    net (the default) or a folder from ``python -m camlens.vqa.train``; window, stride, fill,
-    csv_path and resume apply."""
+    ``device`` and ``weights`` are used when ``model`` is a spec string. ``engine``: ``"local"``
+    (this process), or ``"ray"`` / :class:`~camlens.pipeline.distributed.RayOptions` (a Ray
+    cluster's actors, each loading ``model`` itself, with ``device``; the rows and summary are
+    the local engine's; not for ``vqa``). ``vqa`` (:func:`camlens.vqa.measure.evaluate_spec`):
+    ``data`` ``world:N``, ``model`` the bundled VQA net (the default) or a folder from
+    ``python -m camlens.vqa.train``; window, stride, fill, csv_path and resume apply."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task == "vqa":  # Sec. 8.2: answer maps of the VQA net (camlens.vqa.measure)
@@ -81,17 +86,23 @@ def evaluate(
 
         if not isinstance(data, str):
             raise ValueError("the vqa task takes data='world:N' (held-out world v2 scenes)")
+        if engine != "local":
+            raise ValueError("the vqa task runs on the local engine only (engine='local')")
         return evaluate_spec(data, None if model == "efficientnet_lite0" else model,
                              window=window, stride=16 if stride is None else stride, fill=fill,
                              csv_path=csv_path,
                              resume=resume, progress=progress)
-    res = resolve_model(model, device=device, weights=weights)
+    ray_engine = _engine(engine, functools.partial(resolve_model, model, device=device,
+                                                    weights=weights))
+    # with Ray the actors load the model on ``device``; here it names the run and checks it
+    res = resolve_model(model, device=device if ray_engine is None else "cpu", weights=weights)
     items = as_samples(data)
     if limit is not None:
         items = items[: int(limit)]
     common: dict[str, Any] = {"method": method, "layer": layer, "options": options,
                                   "csv_path": csv_path, "resume": resume, "progress": progress,
-                                  "label_map": label_map, "batch_size": batch_size}
+                                  "label_map": label_map, "batch_size": batch_size,
+                                  "engine": ray_engine}
     if task == "localization":
         return evaluate_localization(res, items, top_k=top_k, threshold=threshold,
                                      relative_to=relative_to, **common)
@@ -100,3 +111,17 @@ def evaluate(
                                  held_out=held_out, **common)
     return evaluate_faithfulness(res, items, window=window, stride=8 if stride is None else stride,
                                  fill=fill, **common)
+
+
+def _engine(engine: str | RayOptions, model: Any) -> Engine | None:
+    """None for ``"local"``; an :class:`Engine` for ``"ray"`` or RayOptions (its task is set by
+    the protocol)."""
+    from camlens.pipeline.distributed import RayOptions
+
+    if isinstance(engine, RayOptions):
+        return Engine(engine, model)
+    if engine == "local":
+        return None
+    if engine == "ray":
+        return Engine(RayOptions(), model)
+    raise ValueError(f"engine must be 'local', 'ray' or a RayOptions, got {engine!r}")

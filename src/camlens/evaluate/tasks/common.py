@@ -9,7 +9,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -23,7 +23,12 @@ from camlens.io import ImageError
 from camlens.models.registry import ModelRecord
 from camlens.pipeline import progress_bar, run
 
+if TYPE_CHECKING:
+    from camlens.evaluate.explainer import MapCache
+    from camlens.pipeline.distributed import RayOptions
+
 Row = TypeVar("Row")
+Row_co = TypeVar("Row_co", covariant=True)
 
 SamplesLike = str | Sequence[Sample] | Sequence[Any]
 """A ``FORMAT:PATH`` spec for :func:`~camlens.evaluate.load_dataset`, samples, or synthetic
@@ -104,6 +109,34 @@ class Batch:
     x: torch.Tensor
 
 
+@dataclass(frozen=True)
+class Bound(Generic[Row]):
+    """A task on one model: ``compute`` (one batch -> each image's rows), the run's
+    configuration (for the CSV store) and the method's label (for the summary)."""
+
+    compute: Callable[[Batch], list[list[Row]]]
+    config: dict[str, Any]
+    label: str
+
+
+class Task(Protocol[Row_co]):
+    """A protocol's settings, picklable: bound to a model where the work runs (this process, or
+    each Ray actor, which loads its own copy of the model)."""
+
+    def bind(self, res: ModelRecord, cache: MapCache | None = None) -> Bound[Any]: ...
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where :func:`execute` runs ``task``: ``options`` says which Ray cluster and how wide;
+    ``model()`` loads the model on each actor (e.g. ``functools.partial(resolve_model, spec,
+    device="cuda")``)."""
+
+    options: RayOptions
+    model: Callable[[], ModelRecord]
+    task: Task[Any] | None = None
+
+
 @dataclass(kw_only=True)
 class RunInfo:
     """What every task's summary says of its run: images taken over from an earlier run's CSV
@@ -136,35 +169,55 @@ class Outcome(Generic[Row]):
 def execute(samples: Sequence[Sample], ids: Sequence[str], positions: Sequence[int],
             store: RowStore[Row], res: ModelRecord, batch_size: int,
             compute: Callable[[Batch], list[list[Row]]], desc: str,
-            progress: bool) -> Outcome[Row]:
+            progress: bool, engine: Engine | None = None) -> Outcome[Row]:
     """Run ``compute`` (one batch -> each image's rows) over the samples at ``positions`` that
     ``store`` does not hold yet, writing each image's rows as it finishes; the store is closed
     afterwards, also on error, so the rows written so far stay for a resume. Images that cannot
-    be read are skipped with a warning (a resume tries them again)."""
+    be read are skipped with a warning (a resume tries them again). With an ``engine`` the
+    batches run on Ray's actors (:mod:`camlens.evaluate.tasks.distributed`) and their rows come
+    back here, to the same store."""
     pending = [i for i in positions if ids[i] not in store.done]
     resumed = sum(1 for k in ids if k in store.done)
+    with store, progress_bar(len(positions), desc, enabled=progress,
+                             initial=len(positions) - len(pending)) as bar:
+        if engine is None:
+            failures = [(ids[pending[i]], str(err)) for i, err in compute_items(
+                [samples[i] for i in pending], [ids[i] for i in pending], res, batch_size,
+                compute, lambda i, rows: store.add(ids[pending[i]], rows), bar)]
+        else:
+            from camlens.evaluate.tasks.distributed import execute_on_ray
+
+            failures = execute_on_ray([samples[i] for i in pending], [ids[i] for i in pending],
+                                      store, engine, batch_size, bar)
+    rows = {ids[i]: store.done[ids[i]] for i in positions if ids[i] in store.done}
+    if failures:
+        first, error = failures[0]
+        if not rows:
+            raise DataError(f"no image could be evaluated; the first: {first}: {error}")
+        names = ", ".join(k for k, _ in failures[:5])
+        warnings.warn(f"{desc}: {len(failures)} image(s) skipped ({names}"
+                      f"{', ...' if len(failures) > 5 else ''}); the first: "
+                      f"{error}", stacklevel=3)
+    return Outcome(rows, resumed, len(failures))
+
+
+def compute_items(samples: Sequence[Sample], ids: Sequence[str], res: ModelRecord,
+                  batch_size: int, compute: Callable[[Batch], list[list[Row]]],
+                  keep: Callable[[int, list[Row]], None],
+                  bar: Any = None) -> list[tuple[int, BaseException]]:
+    """The local executor over ``samples`` (with their ``ids``): load on threads, batch by
+    input shape, ``compute``, ``keep(position, rows)`` on one writer thread; returns the
+    (position, error) of each image skipped (:data:`SKIPPED_ERRORS`)."""
     dev = device_of(res.model)
 
     def compute_batch(idx: list[int], xs: list[torch.Tensor]) -> list[list[Row]]:
         batch = Batch([samples[i] for i in idx], [ids[i] for i in idx], torch.stack(xs).to(dev))
         return compute(batch)
 
-    with store, progress_bar(len(positions), desc, enabled=progress,
-                             initial=len(positions) - len(pending)) as bar:
-        report = run(pending, lambda i: load_input(samples[i], res.preprocess), compute_batch,
-                     lambda i, rows: store.add(ids[i], rows), key=lambda x: tuple(x.shape),
-                     batch_size=batch_size, failures=SKIPPED_ERRORS, progress=bar)
-    rows = {ids[i]: store.done[ids[i]] for i in positions if ids[i] in store.done}
-    if report.failures:
-        first = report.failures[0]
-        if not rows:
-            raise DataError(f"no image could be evaluated; the first: {ids[first.item]}: "
-                            f"{first.error}")
-        names = ", ".join(ids[f.item] for f in report.failures[:5])
-        warnings.warn(f"{desc}: {len(report.failures)} image(s) skipped ({names}"
-                      f"{', ...' if len(report.failures) > 5 else ''}); the first: "
-                      f"{first.error}", stacklevel=3)
-    return Outcome(rows, resumed, len(report.failures))
+    report = run(range(len(samples)), lambda i: load_input(samples[i], res.preprocess),
+                 compute_batch, keep, key=lambda x: tuple(x.shape), batch_size=batch_size,
+                 failures=SKIPPED_ERRORS, progress=bar)
+    return [(f.item, f.error) for f in report.failures]
 
 
 def method_config(res: ModelRecord, **items: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ same image and class, by rank correlation; per-(image, method) rows, their summa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +19,8 @@ from camlens.evaluate.model import Preprocess, label_index, predict, resolve_mod
 from camlens.evaluate.store import RowStore
 from camlens.evaluate.tasks.common import (
     Batch,
+    Bound,
+    Engine,
     RunInfo,
     SamplesLike,
     as_samples,
@@ -25,6 +28,7 @@ from camlens.evaluate.tasks.common import (
     method_config,
     sample_ids,
 )
+from camlens.models.registry import ModelRecord
 
 MethodSpec = str | tuple
 """A method name, or ``(column name, method, options[, layer])``."""
@@ -65,6 +69,34 @@ def compute(batch: Batch, reference: Explainer, methods: Mapping[str, Explainer]
     maps = {name: ex.maps(batch.x, batch.ids, one) for name, ex in methods.items()}
     return [[FaithfulnessRow(c, name, rank_correlation(maps[name][b][c], occ[b][c]))
              for name in methods] for b, c in enumerate(cls)]
+
+
+@dataclass(frozen=True)
+class FaithfulnessTask:
+    """Faithfulness' settings (picklable, for Ray's actors): (column name, method, options,
+    layer) per compared method, the occlusion reference's options, the class explained."""
+
+    specs: Sequence[tuple[str, str, dict[str, Any], Any]]
+    occlusion: Mapping[str, Any]
+    target: str = "top1"
+    label_map: Any = None
+
+    def bind(self, res: ModelRecord, cache: MapCache | None = None) -> Bound[FaithfulnessRow]:
+        """:func:`compute` on ``res`` and the run's configuration."""
+        methods = {name: Explainer(res, m, lay, o, cache) for name, m, o, lay in self.specs}
+        reference = Explainer(res, "occlusion", None, dict(self.occlusion), cache)
+        to_index = label_index(res.labels, self.label_map)
+
+        def classes_of(batch: Batch) -> list[int]:
+            if self.target == "top1":
+                return predict(res.model, batch.x).argmax(dim=1).tolist()
+            return [to_index(s.objects[0].label) for s in batch.samples]
+
+        config = method_config(res, task="faithfulness", target=self.target,
+                               methods={n: ex.record() for n, ex in methods.items()},
+                               reference=reference.record())
+        return Bound(lambda batch: compute(batch, reference, methods, classes_of), config,
+                     ", ".join(methods))
 
 
 @dataclass
@@ -128,6 +160,7 @@ def evaluate_faithfulness(
     label_map: Any = None,
     cache: MapCache | None = None,
     preprocess: Preprocess | None = None,
+    engine: Engine | None = None,
 ) -> FaithfulnessSummary:
     """Mean Spearman rank correlation between each method's map and the occlusion map of the
     same image and class (Sec. 5.3), both at the model's input resolution.
@@ -142,33 +175,22 @@ def evaluate_faithfulness(
     """
     start = time.perf_counter()
     res = resolve_model(model, preprocess)
-    cache = as_cache(cache)
     specs = ([(method, method, dict(options or {}), layer)] if isinstance(method, str)
              else method_specs(method))
-    methods = {name: Explainer(res, m, lay, o, cache) for name, m, o, lay in specs}
     if target not in ("top1", "gt"):
         raise ValueError(f"target must be 'top1' or 'gt', got {target!r}")
     occ_opts: dict[str, Any] = {"window": window, "stride": stride, "fill": fill}
     if occlusion_batch != 64:
         occ_opts["batch_size"] = occlusion_batch
-    reference = Explainer(res, "occlusion", None, occ_opts, cache)
+    task = FaithfulnessTask(specs, occ_opts, target, label_map)
+    bound = task.bind(res, as_cache(cache))
     items = as_samples(samples)
     if target == "gt":
         items = [s for s in items if s.objects]
     ids = sample_ids(items)
-    to_index = label_index(res.labels, label_map)
-
-    def classes_of(batch: Batch) -> list[int]:
-        if target == "top1":
-            return predict(res.model, batch.x).argmax(dim=1).tolist()
-        return [to_index(s.objects[0].label) for s in batch.samples]
-
-    config = method_config(res, task="faithfulness", target=target,
-                           methods={n: ex.record() for n, ex in methods.items()},
-                           reference=reference.record())
-    store = RowStore(csv_path, FaithfulnessRow, config, resume)
-    out = execute(items, ids, range(len(items)), store, res, batch_size,
-                  lambda batch: compute(batch, reference, methods, classes_of),
-                  "faithfulness", progress)
-    return summarize(list(out.rows.values()), list(methods), window=window, stride=stride,
-                     fill=fill, target=target, **out.run_info(start, csv_path))
+    store = RowStore(csv_path, FaithfulnessRow, bound.config, resume)
+    out = execute(items, ids, range(len(items)), store, res, batch_size, bound.compute,
+                  "faithfulness", progress,
+                  None if engine is None else dataclasses.replace(engine, task=task))
+    return summarize(list(out.rows.values()), [name for name, *_ in specs], window=window,
+                     stride=stride, fill=fill, target=target, **out.run_info(start, csv_path))

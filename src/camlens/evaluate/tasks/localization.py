@@ -3,6 +3,7 @@ summary, and :func:`evaluate_localization`."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -23,6 +24,8 @@ from camlens.evaluate.model import Preprocess, label_index, resolve_model
 from camlens.evaluate.store import RowStore
 from camlens.evaluate.tasks.common import (
     Batch,
+    Bound,
+    Engine,
     RunInfo,
     SamplesLike,
     as_samples,
@@ -31,6 +34,7 @@ from camlens.evaluate.tasks.common import (
     method_config,
     sample_ids,
 )
+from camlens.models.registry import ModelRecord
 
 
 def scale_box(box: Box, input_size: tuple[int, int], original_size: tuple[int, int]) -> Box:
@@ -87,6 +91,30 @@ class LocalizationSettings:
     iou_threshold: float = 0.5
     relative_to: str = "max"
     all_boxes: bool = False
+
+
+@dataclass(frozen=True)
+class LocalizationTask:
+    """Localisation's settings (picklable, for Ray's actors): the method and its layer and
+    options, the protocol's settings, the ground-truth label map."""
+
+    method: str
+    layer: Any
+    options: Mapping[str, Any]
+    settings: LocalizationSettings
+    label_map: Any = None
+
+    def bind(self, res: ModelRecord, cache: MapCache | None = None) -> Bound[LocalizationRow]:
+        """:func:`compute` on ``res``, the run's configuration and the method's label."""
+        explainer = Explainer(res, self.method, self.layer, dict(self.options), cache)
+        check_threshold(self.settings.threshold, self.settings.relative_to)
+        to_index = label_index(res.labels, self.label_map)
+        s = self.settings
+        config = method_config(res, task="localization", **explainer.record(), top_k=s.top_k,
+                               threshold=s.threshold, relative_to=s.relative_to,
+                               iou=s.iou_threshold, all_boxes=s.all_boxes)
+        return Bound(lambda batch: compute(batch, explainer, to_index, s), config,
+                     explainer.label())
 
 
 def compute(batch: Batch, explainer: Explainer, to_index: Callable[[Any], int],
@@ -188,6 +216,7 @@ def evaluate_localization(
     cache: MapCache | None = None,
     preprocess: Preprocess | None = None,
     label: str | None = None,
+    engine: Engine | None = None,
 ) -> LocalizationSummary:
     """Weakly-supervised localisation error over ``samples`` (Sec. 4.1, Table 1).
 
@@ -201,24 +230,21 @@ def evaluate_localization(
     A predicted class that is not in the image's ground truth can never make it correct, so
     its map is not computed (box recorded as null) unless ``all_boxes=True``; the errors are
     the same either way. ``cache``: see :class:`MapCache`. ``csv_path``: one row per image,
-    resumable (:mod:`camlens.evaluate.store`).
+    resumable (:mod:`camlens.evaluate.store`). ``engine``: run the batches on Ray
+    (:class:`~camlens.evaluate.tasks.common.Engine`; its ``task`` is replaced by this one).
     """
     start = time.perf_counter()
     res = resolve_model(model, preprocess)
-    explainer = Explainer(res, method, layer, dict(options or {}), as_cache(cache))
-    check_threshold(threshold, relative_to)  # bad values raise before any forward pass
     settings = LocalizationSettings(top_k, threshold, iou_threshold, relative_to, all_boxes)
+    task = LocalizationTask(method, layer, dict(options or {}), settings, label_map)
+    bound = task.bind(res, as_cache(cache))  # bad values raise before any forward pass
     items = as_samples(samples)
     ids = sample_ids(items)
-    to_index = label_index(res.labels, label_map)
-    config = method_config(res, task="localization", **explainer.record(), top_k=top_k,
-                           threshold=threshold, relative_to=relative_to, iou=iou_threshold,
-                           all_boxes=all_boxes)
-    store = RowStore(csv_path, LocalizationRow, config, resume)
+    store = RowStore(csv_path, LocalizationRow, bound.config, resume)
     usable = [i for i, s in enumerate(items) if s.objects]
-    out = execute(items, ids, usable, store, res, batch_size,
-                  lambda batch: compute(batch, explainer, to_index, settings),
-                  f"localization {method}", progress)
+    out = execute(items, ids, usable, store, res, batch_size, bound.compute,
+                  f"localization {method}", progress,
+                  None if engine is None else dataclasses.replace(engine, task=task))
     rows = [r for per in out.rows.values() for r in per]
-    return summarize(rows, settings, method=label or explainer.label(),
+    return summarize(rows, settings, method=label or bound.label,
                      skipped=len(items) - len(usable), **out.run_info(start, csv_path))

@@ -3,6 +3,7 @@ rows, their summary, and :func:`evaluate_pointing`."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -25,6 +26,8 @@ from camlens.evaluate.pointing import (
 from camlens.evaluate.store import RowStore
 from camlens.evaluate.tasks.common import (
     Batch,
+    Bound,
+    Engine,
     RunInfo,
     SamplesLike,
     as_samples,
@@ -33,6 +36,7 @@ from camlens.evaluate.tasks.common import (
     method_config,
     sample_ids,
 )
+from camlens.models.registry import ModelRecord
 
 Split = Literal["held_out", "test"]
 
@@ -96,6 +100,34 @@ def compute(batch: Batch, splits: Sequence[Split], explainer: Explainer,
                                     hit=hit, evidence=evidence))
         out.append(rows)
     return out
+
+
+@dataclass(frozen=True)
+class PointingTask:
+    """The pointing game's settings (picklable, for Ray's actors): the method and its layer and
+    options, each image's split by image id, the protocol's settings."""
+
+    method: str
+    layer: Any
+    options: Mapping[str, Any]
+    splits: Mapping[str, Split]
+    top_k: int = 5
+    tolerance: float = 15
+    ties: Ties = "any"
+    held_out: Any = 0.25
+    """how the held-out images were chosen (for the run's configuration)"""
+    label_map: Any = None
+
+    def bind(self, res: ModelRecord, cache: MapCache | None = None) -> Bound[PointingRow]:
+        """:func:`compute` on ``res``, the run's configuration and the method's label."""
+        explainer = Explainer(res, self.method, self.layer, dict(self.options), cache)
+        to_index = label_index(res.labels, self.label_map)
+        config = method_config(res, task="pointing", **explainer.record(), top_k=self.top_k,
+                               tolerance=self.tolerance, held_out=self.held_out, ties=self.ties)
+        return Bound(lambda batch: compute(batch, [self.splits[k] for k in batch.ids],
+                                           explainer, to_index, self.top_k, self.tolerance,
+                                           self.ties),
+                     config, explainer.label())
 
 
 @dataclass
@@ -187,6 +219,7 @@ def evaluate_pointing(
     preprocess: Preprocess | None = None,
     label: str | None = None,
     ties: Ties = "any",
+    engine: Engine | None = None,
 ) -> PointingSummary:
     """Pointing game (Sec. 4.3), standard and top-k + rejection.
 
@@ -200,7 +233,7 @@ def evaluate_pointing(
     """
     start = time.perf_counter()
     res = resolve_model(model, preprocess)
-    explainer = Explainer(res, method, layer, dict(options or {}), as_cache(cache))
+    Explainer(res, method, layer, dict(options or {}))  # a wrong method or layer raises now
     items = as_samples(samples)
     split: list[Split]
     if isinstance(held_out, (int, float)) and not isinstance(held_out, bool):
@@ -215,14 +248,12 @@ def evaluate_pointing(
         split = held + test
         held_desc = f"{len(extra)} samples"
     ids = sample_ids(items)
-    position = {k: p for p, k in enumerate(ids)}
-    to_index = label_index(res.labels, label_map)
-    config = method_config(res, task="pointing", **explainer.record(), top_k=top_k,
-                           tolerance=tolerance, held_out=held_desc, ties=ties)
-    store = RowStore(csv_path, PointingRow, config, resume)
-    out = execute(items, ids, range(len(items)), store, res, batch_size,
-                  lambda batch: compute(batch, [split[position[k]] for k in batch.ids],
-                                        explainer, to_index, top_k, tolerance, ties),
-                  f"pointing {method}", progress)
+    task = PointingTask(method, layer, dict(options or {}), dict(zip(ids, split)), top_k,
+                        tolerance, ties, held_desc, label_map)
+    bound = task.bind(res, as_cache(cache))
+    store = RowStore(csv_path, PointingRow, bound.config, resume)
+    out = execute(items, ids, range(len(items)), store, res, batch_size, bound.compute,
+                  f"pointing {method}", progress,
+                  None if engine is None else dataclasses.replace(engine, task=task))
     return summarize(list(out.rows.values()), top_k, tolerance,
-                     method=label or explainer.label(), **out.run_info(start, csv_path))
+                     method=label or bound.label, **out.run_info(start, csv_path))

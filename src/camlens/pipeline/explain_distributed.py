@@ -1,0 +1,133 @@
+"""``camlens explain`` on Ray: a Ray dataset of images -> each actor explains its batches with
+:func:`camlens.pipeline.images.run_sources` (the local pipeline: decode, batch by shape, one
+:func:`camlens.explain` per batch, write ``OUT/<stem>/``) -> one output row per image.
+
+The folders are written by the actors, so on a cluster ``OUT`` must be a folder every node
+sees (a shared file system); each is read back by :func:`camlens.output.load`, as a local
+run's. A retried batch writes its folders again, whole (every file is replaced atomically).
+
+Rows in: ``path`` (the file name's bytes, ``os.fsencode``) and ``stem`` (its folder's name).
+Rows out: ``path``, ``stem``, ``done`` (its folder is written), ``predictions`` (JSON
+``[[class, probability], ...]``, the top-k), ``seconds`` (in :func:`camlens.explain`, per
+image), ``messages`` (JSON ``[[kind, text], ...]``: the errors and warnings of the row's batch,
+on its first row only), ``node``, ``pid``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from camlens import io as cio
+from camlens.models.registry import ModelRecord
+from camlens.pipeline.distributed import BatchFn, RayOptions, connect, map_rows, require_ray, stream
+from camlens.pipeline.images import Plan, Reporter, Source, Tally, run_sources
+
+__all__ = ["ExplainSetup", "explain_on_ray", "explain_rows", "images_dataset"]
+
+
+class _Collect:
+    """A :class:`~camlens.pipeline.images.Reporter` that keeps the news of one batch."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str]] = []
+        self.predictions: dict[Path, list[tuple[int, float]]] = {}
+
+    def failed(self, message: str) -> None:
+        self.messages.append(("error", message))
+
+    def warn(self, message: str) -> None:
+        self.messages.append(("warning", message))
+
+    def explained(self, item: Source, folder: Path,
+                  predictions: list[tuple[int, float]]) -> None:
+        self.predictions[item.path] = predictions
+
+
+@dataclass(frozen=True)
+class ExplainSetup:
+    """What each actor builds once: the model (``model()``) in a :class:`Plan` made of
+    ``plan`` (every field but ``loaded``), and the batch function."""
+
+    model: Callable[[], ModelRecord]
+    plan: dict[str, Any]
+    batch_size: int = 8
+    max_pixels: int = cio.DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def of(cls, plan: Plan, model: Callable[[], ModelRecord], batch_size: int = 8,
+           max_pixels: int = cio.DEFAULT_MAX_PIXELS) -> ExplainSetup:
+        """The setup for ``plan``, whose model each actor loads with ``model()``."""
+        fields = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)
+                  if f.name != "loaded"}
+        return cls(model, fields, batch_size, max_pixels)
+
+    def __call__(self) -> BatchFn:
+        plan = Plan(loaded=self.model(), **self.plan)
+
+        def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            sources = [Source(Path(os.fsdecode(bytes(p))), str(s))
+                       for p, s in zip(batch["path"], batch["stem"])]
+            news = _Collect()
+            tally = run_sources(sources, plan, news, batch_size=self.batch_size,
+                                max_pixels=self.max_pixels)
+            each = tally.seconds / tally.done if tally.done else 0.0
+            top = [news.predictions.get(s.path) for s in sources]
+            messages = [json.dumps(news.messages)] + ["[]"] * (len(sources) - 1)
+            return {"path": np.array([os.fsencode(s.path) for s in sources], dtype=object),
+                    "stem": np.array([s.stem for s in sources], dtype=object),
+                    "done": np.array([t is not None for t in top]),
+                    "predictions": np.array([json.dumps(t or []) for t in top], dtype=object),
+                    "seconds": np.array([each if t is not None else 0.0 for t in top]),
+                    "messages": np.array(messages, dtype=object)}
+
+        return run
+
+
+def images_dataset(sources: Sequence[Source]) -> Any:
+    """A Ray dataset of images to explain (columns ``path``, ``stem``)."""
+    ray = require_ray()
+    return ray.data.from_items([{"path": os.fsencode(s.path), "stem": s.stem}
+                                for s in sources])
+
+
+def explain_rows(ds: Any, setup: ExplainSetup, options: RayOptions) -> Any:
+    """The output rows (see the module docstring) of explaining the images of ``ds`` on
+    ``options.actors`` actors (lazy: a ``ray.data.Dataset``)."""
+    return map_rows(ds, setup, options, batch_size=setup.batch_size)
+
+
+def explain_on_ray(sources: Sequence[Source], setup: ExplainSetup, reporter: Reporter,
+                   options: RayOptions) -> Tally:
+    """Explain ``sources`` on Ray and tell ``reporter`` of each image as its row comes back
+    (errors and warnings first, then the image if it was explained); returns the tally. An
+    image whose row came back twice is counted once."""
+    tally = Tally()
+    if not sources:
+        return tally
+    connect(options.address, quiet=True)
+    out = setup.plan["out"]
+    seen: set[bytes] = set()
+    for row in stream(explain_rows(images_dataset(sources), setup, options)):
+        for kind, text in json.loads(row["messages"]):
+            (reporter.failed if kind == "error" else reporter.warn)(text)
+        key = bytes(row["path"])
+        if key in seen:
+            continue
+        seen.add(key)
+        if not row["done"]:
+            tally.failed += 1
+            continue
+        tally.done += 1
+        tally.seconds += float(row["seconds"])
+        top = [(int(c), float(p)) for c, p in json.loads(row["predictions"])]
+        reporter.explained(Source(Path(os.fsdecode(key)), str(row["stem"])),
+                           Path(out) / str(row["stem"]), top)
+    return tally

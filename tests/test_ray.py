@@ -1,0 +1,278 @@
+"""The Ray engine against the local one: `camlens explain` and `camlens evaluate` (each
+protocol), from the CLI and from the library (camlens.ray), on a local Ray cluster of 2 CPUs
+with 2 actors: the same maps, CSV rows and summaries; resume; usage errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from camlens import output
+from camlens.cli import main
+from camlens.evaluate import evaluate
+from camlens.evaluate.tasks.common import as_samples
+
+ray = pytest.importorskip("ray", reason="the Ray engine needs the ray extra")
+
+import camlens.ray as cr  # noqa: E402 - after the skip
+from camlens.pipeline.distributed import RayOptions  # noqa: E402
+
+NET = """
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self, classes=33):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(6, 8, 3, padding=1, stride=2), nn.ReLU())
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def build():
+    torch.manual_seed(0)
+    return Tiny().eval()
+"""
+LAYER = "features.3"
+DATA = "synthetic:seed=777,n=8"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """net.py, six photos of two sizes and one file that is not an image."""
+    root = tmp_path_factory.mktemp("ray")
+    (root / "net.py").write_text(NET)
+    photos = root / "in"
+    photos.mkdir()
+    for i in range(6):
+        size = (20, 20) if i < 4 else (24, 16)
+        pixels = np.random.default_rng(i).integers(0, 256, (*size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(photos / f"p{i}.png")
+    (photos / "bad.png").write_bytes(b"not a png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    """One local Ray cluster (2 CPUs) for the module."""
+    saved = os.environ.pop("RAY_ADDRESS", None)
+    cr.connect(num_cpus=2, quiet=True)
+    yield
+    ray.shutdown()
+    if saved is not None:
+        os.environ["RAY_ADDRESS"] = saved
+
+
+def explain(folder: Path, out: str, *extra: str) -> int:
+    return main(["explain", str(folder / "in"), "--out", str(folder / out), "--model",
+                 f"{folder / 'net.py'}:build", "--layer", LAYER, "--input-size", "16",
+                 "--method", "gradcam", "--method", "gradcampp", "--batch-size", "2", *extra])
+
+
+def same_folders(a: Path, b: Path) -> list[str]:
+    """The folders of two runs hold the same maps (to float16 rounding) and records (but for
+    timings); returns their names."""
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        x, y = output.load(a / name), output.load(b / name)
+        assert x.maps.keys() == y.maps.keys() and x.maps
+        for key in x.maps:
+            np.testing.assert_allclose(x.maps[key], y.maps[key], atol=2e-3, err_msg=key)
+        assert {k: v for k, v in x.record.items() if k != "timings"} == \
+            {k: v for k, v in y.record.items() if k != "timings"}
+        assert sorted(p.name for p in (a / name).iterdir()) == \
+            sorted(p.name for p in (b / name).iterdir())
+    return names
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return sorted(csv.DictReader(fh), key=lambda r: (r["image_id"], json.dumps(r)))
+
+
+def same_rows(a: Path, b: Path) -> int:
+    """Two CSV files hold the same rows (in any order); floats to 1e-5."""
+    x, y = csv_rows(a), csv_rows(b)
+    assert len(x) == len(y) and x
+    for r, s in zip(x, y):
+        assert r.keys() == s.keys()
+        for k in r:
+            if k in ("pred_scores", "rho", "evidence"):
+                np.testing.assert_allclose(json.loads(r[k].replace("nan", "NaN")),
+                                           json.loads(s[k].replace("nan", "NaN")),
+                                           atol=1e-5, err_msg=k)
+            else:
+                assert r[k] == s[k], (k, r, s)
+    return len(x)
+
+
+def plain(summary: object) -> dict[str, object]:
+    d = summary.to_dict()  # type: ignore[attr-defined]
+    return {k: v for k, v in d.items() if k not in ("seconds", "csv_path")}
+
+
+# ------------------------------------------------------------- usage errors (before the cluster)
+
+
+def test_usage_errors_are_one_line_with_exit_code_2(
+        folder: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not ray.is_initialized()
+    assert explain(folder, "x", "--engine", "ray", "--ray-address", "127.0.0.1:1") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("camlens: error: cannot reach a Ray cluster at 127.0.0.1:1 (")
+    assert len(err.splitlines()) == 1 and "RAY_ADDRESS" in err
+    assert explain(folder, "x", "--ray-actors", "2") == 2
+    assert capsys.readouterr().err == ("camlens: error: --ray-actors apply to --engine ray "
+                                       "only; add --engine ray\n")
+    assert main(["evaluate", "localization", "--data", DATA, "--ray-gpus-per-actor", "1"]) == 2
+    assert "--ray-gpus-per-actor apply to --engine ray only" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    for argv in (["explain", "sample:chelsea", "--out", str(folder / "x"), "--engine", "ray"],
+                 ["evaluate", "localization", "--data", DATA, "--engine", "ray"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("camlens: error: the Ray engine needs Ray Data, which is not "
+                              "installed") and "pip install 'camlens[ray]'" in err
+        assert len(err.splitlines()) == 1
+    assert not (folder / "x").exists()
+
+
+# ------------------------------------------------------------- explain
+
+
+@pytest.mark.usefixtures("cluster")
+def test_explain_on_ray_writes_what_the_local_engine_writes_and_resumes(
+        folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Six photos (two input shapes, batches of 2, two actors) and one unreadable file: the
+    same folders, maps, records, printed predictions and error as a local run; --resume
+    redoes only the missing folder (and the file that failed)."""
+    assert explain(folder, "local") == 1
+    local = capsys.readouterr()
+    assert explain(folder, "ray", "--engine", "ray", "--ray-actors", "2") == 1
+    remote = capsys.readouterr()
+    assert same_folders(folder / "local", folder / "ray") == [f"p{i}" for i in range(6)]
+
+    def lines(text: str, out: str) -> list[str]:  # in any order, but the timing line
+        text = text.replace(str(folder / out), "OUT")
+        return sorted(b for b in text.strip().split("\n") if not b.startswith("explained "))
+
+    assert lines(remote.out, "ray") == lines(local.out, "local")
+    assert len(lines(local.out, "local")) == 6 * 4 and "p0.png -> OUT/p0/" in local.out.replace(
+        str(folder / "local"), "OUT")
+    assert remote.out.strip().splitlines()[-1].startswith("explained 6 image(s) in ")
+    assert remote.out.strip().endswith("; 1 failed")
+    assert remote.err == local.err and local.err.count("\n") == 1
+    assert "bad.png" in local.err
+
+    kept = (folder / "ray" / "p0" / output.JSON).stat().st_mtime_ns
+    for f in (folder / "ray" / "p3").iterdir():
+        f.unlink()
+    (folder / "ray" / "p3").rmdir()
+    assert explain(folder, "ray", "--engine", "ray", "--ray-actors", "2", "--resume") == 1
+    again = capsys.readouterr().out
+    assert again.startswith(f"resuming: 5 image(s) already done in {folder / 'ray'}, 2 left\n")
+    assert "p3.png -> " in again and "explained 1 image(s)" in again
+    assert (folder / "ray" / "p0" / output.JSON).stat().st_mtime_ns == kept
+    same_folders(folder / "local", folder / "ray")
+
+
+@pytest.mark.usefixtures("cluster")
+def test_explain_dataset_from_the_library(folder: Path) -> None:
+    """camlens.ray.explain_dataset: a Ray dataset in, one row per image out; the folders are
+    the CLI's."""
+    paths = sorted((folder / "in").iterdir())
+    out = cr.explain_dataset(cr.images_dataset(paths), f"{folder / 'net.py'}:build",
+                             out=folder / "lib", methods=["gradcam", "gradcampp"], layer=LAYER,
+                             batch_size=2, actors=2)
+    assert isinstance(out, ray.data.Dataset)
+    rows = sorted(out.take_all(), key=lambda r: r["stem"])
+    assert [(r["stem"], bool(r["done"])) for r in rows] == \
+        [("bad", False)] + [(f"p{i}", True) for i in range(6)]
+    assert [k for r in rows for k, _ in json.loads(r["messages"])] == ["error"]
+    top = json.loads(rows[1]["predictions"])
+    assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
+    # explain_dataset keeps the photo's input size (no --input-size): compare with a CLI run
+    assert main(["explain", str(folder / "in"), "--out", str(folder / "cli"), "--model",
+                 f"{folder / 'net.py'}:build", "--layer", LAYER, "--method", "gradcam",
+                 "--method", "gradcampp", "-q"]) == 1
+    same_folders(folder / "cli", folder / "lib")
+
+
+# ------------------------------------------------------------- evaluate
+
+
+@pytest.mark.usefixtures("cluster")
+def test_localization_on_ray_from_the_cli_equals_local_and_resumes(
+        folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def run(csv_name: str, *extra: str) -> str:
+        assert main(["evaluate", "localization", "--data", DATA, "--model",
+                     f"{folder / 'net.py'}:build", "--layer", LAYER, "--batch-size", "3",
+                     "--csv", str(folder / csv_name), "--no-progress", *extra]) == 0
+        return capsys.readouterr().out
+
+    local = run("loc_local.csv")
+    part = run("loc_ray.csv", "--engine", "ray", "--ray-actors", "2", "--limit", "3")
+    assert len(csv_rows(folder / "loc_ray.csv")) == 3 and part != local
+    full = run("loc_ray.csv", "--engine", "ray", "--ray-actors", "2")
+    assert full == local  # the markdown table of Table 1's layout
+    assert same_rows(folder / "loc_local.csv", folder / "loc_ray.csv") == 8
+
+
+@pytest.mark.usefixtures("cluster")
+@pytest.mark.parametrize("task", ["pointing", "faithfulness"])
+def test_pointing_and_faithfulness_on_ray_equal_local(folder: Path, task: str) -> None:
+    settings = {"model": f"{folder / 'net.py'}:build", "layer": LAYER, "batch_size": 3,
+                "progress": False, "window": 8, "stride": 8}
+    local = evaluate(task, DATA, csv_path=folder / f"{task}_local.csv", **settings)
+    remote = evaluate(task, DATA, csv_path=folder / f"{task}_ray.csv",
+                      engine=RayOptions(actors=2), **settings)
+    a, b = plain(remote), plain(local)
+    assert a.keys() == b.keys()
+    for key, value in a.items():  # approx takes flat dicts only (faithfulness: one per method)
+        if isinstance(value, (float, dict)):
+            assert value == pytest.approx(b[key], nan_ok=True), key
+        else:
+            assert value == b[key], key
+    assert same_rows(folder / f"{task}_local.csv", folder / f"{task}_ray.csv") >= 8
+
+
+@pytest.mark.usefixtures("cluster")
+def test_evaluate_dataset_from_the_library(folder: Path) -> None:
+    """camlens.ray.evaluate_dataset on a Ray dataset of samples, then summarize: the local
+    engine's rows and summary."""
+    model = f"{folder / 'net.py'}:build"
+    local = evaluate("localization", DATA, model=model, layer=LAYER, progress=False)
+    rows = cr.evaluate_dataset(cr.samples_dataset(as_samples(DATA)), "localization", model,
+                               layer=LAYER, batch_size=3, actors=2)
+    assert isinstance(rows, ray.data.Dataset)
+    summary = cr.summarize(rows, "localization", method=local.method)
+    assert plain(summary) == plain(local)
+    assert summary.records == local.records
+
+
+@pytest.mark.usefixtures("cluster")
+def test_a_pool_larger_than_the_cluster_is_refused(
+        folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert explain(folder, "big", "--engine", "ray", "--ray-actors", "3", "-q") == 2
+    assert capsys.readouterr().err == (
+        "camlens: error: 3 actor(s) x 1 CPU(s) each (--ray-actors, --ray-cpus-per-actor) need "
+        "3 CPU(s); the Ray cluster has 2\n")
+    assert main(["evaluate", "localization", "--data", DATA, "--engine", "ray",
+                 "--ray-gpus-per-actor", "1", "--ray-actors", "1"]) == 2
+    assert capsys.readouterr().err == (
+        "camlens: error: 1 actor(s) x 1 GPU(s) each (--ray-actors, --ray-gpus-per-actor) need "
+        "1 GPU(s); the Ray cluster has 0\n")
