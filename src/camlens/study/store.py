@@ -22,6 +22,7 @@ import json
 import secrets
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,11 +74,13 @@ def new_id() -> str:
 # ------------------------------------------------------------------------------ connections
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
-    """A connection in WAL mode, autocommit (transactions are explicit, see
-    :func:`transaction`), foreign keys on, waiting up to 30 s for a lock."""
+def connect(path: str | Path, *, wal: bool = False) -> sqlite3.Connection:
+    """An autocommit connection (transactions are explicit, see :func:`transaction`), foreign
+    keys on, waiting up to 30 s for a lock. ``wal``: switch the database to WAL mode (a
+    setting kept in the file: done once, when a store is created or opened)."""
     conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
+    if wal:
+        conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
@@ -340,12 +343,17 @@ class StudyStore:
             raise StudyError(f"no study database at {self.path}; create one with "
                              "`camlens study create ... --db FILE`")
         try:
-            with self._conn() as conn:
+            with self._conn(wal=True) as conn:
                 migrate(conn)
                 row = conn.execute("SELECT kind, title, question, methods, ratings, config, "
                                    "seed, created_at FROM study").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StudyError(f"{self.path} is not a camlens study database ({exc})") from None
+        # Closing the last connection to a WAL database checkpoints it and deletes the WAL
+        # (an fsync: ~20 ms on a busy disk); this one stays open while the store lives, so
+        # the per-call connections close cheaply.
+        self._anchor = sqlite3.connect(str(self.path), check_same_thread=False)
+        weakref.finalize(self, self._anchor.close)
         if row is None:
             raise StudyError(f"{self.path} holds no study; create one with "
                              "`camlens study create ... --db FILE`")
@@ -354,8 +362,8 @@ class StudyStore:
                            json.loads(config), int(seed), created)
 
     @contextmanager
-    def _conn(self) -> Iterator[sqlite3.Connection]:
-        conn = connect(self.path)
+    def _conn(self, wal: bool = False) -> Iterator[sqlite3.Connection]:
+        conn = connect(self.path, wal=wal)
         try:
             yield conn
         finally:
@@ -379,7 +387,7 @@ class StudyStore:
         if not path.parent.is_dir():
             raise StudyError(f"folder {path.parent} does not exist")
         admin = secrets.token_urlsafe(24)
-        conn = connect(path)
+        conn = connect(path, wal=True)
         try:
             migrate(conn)
             with transaction(conn):
