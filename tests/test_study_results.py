@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from study_support import class_study, trust_study
 
 from camlens.study import StudyStore, stats, summarise, write_csv
 from camlens.study.results import PAPER_ACCURACY, PAPER_RELIABILITY, score
 from camlens.study.store import latin_square_order
+from study_support import class_study, trust_study
 
 #: The paper's correct ratings of 810 (90 pairs x 9 ratings) per method: 432/810 = 53.33%,
 #: 360/810 = 44.44%, 489/810 = 60.37%, 496/810 = 61.23%.
@@ -75,7 +75,7 @@ def test_class_discrimination_recovers_the_papers_accuracies(tmp_path: Path) -> 
     dgc_vs_ggc = tests["Deconvolution Grad-CAM vs Guided Grad-CAM"]
     assert dgc_vs_ggc.p > 0.5  # 60.37 vs 61.23: no evidence of a difference
     text = res.markdown()
-    for m, acc in PAPER_ACCURACY.items():
+    for acc in PAPER_ACCURACY.values():
         assert f"{acc:.2f}% [" in text  # ours equal the paper's here
     assert "| Guided Grad-CAM | 810 | 90 | 61.23% [" in text
 

@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from study_support import class_study, png, trust_study
 
 from camlens.study import BadChoice, DuplicateResponse, StudyError, StudyStore, UnknownTrial
 from camlens.study.store import (
@@ -21,6 +20,7 @@ from camlens.study.store import (
     new_id,
     schema_version,
 )
+from study_support import class_study, png, trust_study
 
 
 def test_new_database_is_wal_and_at_the_latest_version(tmp_path: Path) -> None:

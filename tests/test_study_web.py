@@ -16,11 +16,11 @@ pytest.importorskip("httpx")
 
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from study_support import TEMPLATES, class_study, trust_study  # noqa: E402
 
 from camlens.loading import CliError  # noqa: E402
 from camlens.study.store import StudyStore, latin_square_order, new_id  # noqa: E402
 from camlens.study.web import MAX_BODY, make_router  # noqa: E402
+from study_support import TEMPLATES, class_study, trust_study  # noqa: E402
 
 ID = re.compile(r"[0-9a-f]{32}")
 

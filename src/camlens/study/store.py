@@ -327,7 +327,8 @@ def _trial(row: sqlite3.Row | tuple[Any, ...]) -> Trial:
                  json.loads(meta))
 
 
-_TRIAL_COLUMNS = "t.id, t.item, t.condition, t.method, t.photo, t.panels, t.caption, t.options, t.answer, t.meta"
+_TRIAL_COLUMNS = ("t.id, t.item, t.condition, t.method, t.photo, t.panels, t.caption, t.options, "
+                  "t.answer, t.meta")
 
 
 class StudyStore:
@@ -401,7 +402,8 @@ class StudyStore:
                 conn.executemany("INSERT INTO files VALUES (?, ?)", files.items())
                 conn.executemany(
                     "INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(t.id, t.item, t.condition, t.method, t.photo, json.dumps(list(t.panels)), t.caption,
+                    [(t.id, t.item, t.condition, t.method, t.photo, json.dumps(list(t.panels)),
+                      t.caption,
                       json.dumps([list(o) for o in t.options]), t.answer, json.dumps(t.meta))
                      for t in trials])
         finally:
