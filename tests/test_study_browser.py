@@ -30,10 +30,10 @@ PHONE = {"width": 390, "height": 844}
 def test_participant_completes_a_study_and_the_admin_reads_the_results(
         tmp_path: Path) -> None:
     from fastapi import FastAPI
-    from study_support import TEMPLATES, live_server
 
     from camlens import study
     from camlens.study.web import make_router
+    from study_support import TEMPLATES, live_server
 
     shots = Path(os.environ.get("CAMLENS_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)

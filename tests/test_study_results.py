@@ -74,6 +74,15 @@ def test_class_discrimination_recovers_the_papers_accuracies(tmp_path: Path) -> 
     assert gb_vs_ggc.statistic < -6 and gb_vs_ggc.p_holm < 1e-6  # 44.44 vs 61.23: z ≈ -6.8
     dgc_vs_ggc = tests["Deconvolution Grad-CAM vs Guided Grad-CAM"]
     assert dgc_vs_ggc.p > 0.5  # 60.37 vs 61.23: no evidence of a difference
+    # z by hand from the counts, e.g. (432 - 489) / 810 / sqrt(p (1 - p) 2 / 810), p = 921/1620
+    for pair, (k1, k2) in {"Guided Backprop vs Guided Grad-CAM": (360, 496),
+                           "Deconvolution vs Deconvolution Grad-CAM": (432, 489),
+                           "Deconvolution Grad-CAM vs Guided Grad-CAM": (489, 496)}.items():
+        pooled = (k1 + k2) / 1620
+        z = (k1 - k2) / 810 / np.sqrt(pooled * (1 - pooled) * 2 / 810)
+        assert tests[pair].statistic == pytest.approx(z, rel=1e-12)
+    assert tests["Deconvolution vs Deconvolution Grad-CAM"].statistic == pytest.approx(-2.8593,
+                                                                                       abs=1e-4)
     text = res.markdown()
     for acc in PAPER_ACCURACY.values():
         assert f"{acc:.2f}% [" in text  # ours equal the paper's here

@@ -430,10 +430,6 @@ class StudyStore:
                                (token_hash(token),)).fetchone()
         return Participant(int(row[0]), row[1]) if row else None
 
-    def participant_count(self) -> int:
-        with self._conn() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM participants").fetchone()[0])
-
     def completion(self) -> tuple[int, int, int]:
         """(invited, started, finished) participants: started = at least one answer,
         finished = every assigned trial answered."""
