@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         methods,
         segment,
         serve,
+        study,
         vqa,
     )
 
@@ -88,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"camlens {camlens.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for command in (explain, layers, evaluate, segment, serve, vqa, dissect, diagnose, methods):
+    for command in (explain, layers, evaluate, segment, serve, study, vqa, dissect, diagnose,
+                    methods):
         command.add(sub)
     return parser
 

@@ -1,0 +1,106 @@
+"""Helpers for the human-study tests: studies with known trials (no model, tiny pictures),
+simulated participants, and a live server for browser tests."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from camlens.study import StudyStore
+from camlens.study.build import PAPER_CLASS_METHODS, PAPER_TRUST_METHODS, TRUST_SCALE
+from camlens.study.store import Study, Trial, new_id
+
+TEMPLATES = Path(__file__).resolve().parent / "study_templates"
+
+
+def png(colour: tuple[int, int, int] = (120, 130, 140), size: int = 8) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def class_study(path: Path, images: int = 10, methods: Sequence[str] = PAPER_CLASS_METHODS,
+                ratings: int = 9, seed: int = 0) -> tuple[StudyStore, str]:
+    """A class-discrimination study of ``images`` images with categories ``alpha-i`` and
+    ``beta-i``: ``2 * len(methods)`` trials per image, the option order random."""
+    rng = np.random.default_rng(seed)
+    files: dict[str, bytes] = {}
+    trials = []
+    m = len(methods)
+    for item in range(images):
+        photo = new_id()
+        files[photo] = png()
+        names = (f"alpha-{item}", f"beta-{item}")
+        for cat in range(2):
+            for j, method in enumerate(methods):
+                pic = new_id()
+                files[pic] = png((40 * j % 256, 90, 60 * cat))
+                order = [cat, 1 - cat] if rng.random() < 0.5 else [1 - cat, cat]
+                options = tuple((str(v), names[c]) for v, c in enumerate(order))
+                trials.append(Trial(new_id(), item, j + m * cat, method, photo, (pic,), "",
+                                    options, str(order.index(cat)),
+                                    {"image": f"img-{item}", "category": names[cat],
+                                     "other": names[1 - cat], "class": cat}))
+    study = Study("class-discrimination", "Test study", "Which category?", tuple(methods),
+                  ratings, {"data": "test"}, seed)
+    return StudyStore.create(path, study, trials, files)
+
+
+def trust_study(path: Path, images: int = 10, methods: Sequence[str] = PAPER_TRUST_METHODS,
+                ratings: int = 9, seed: int = 0) -> tuple[StudyStore, str]:
+    """A trust study: per image and method, model A's and B's pictures, A first at random."""
+    rng = np.random.default_rng(seed)
+    files: dict[str, bytes] = {}
+    trials = []
+    for item in range(images):
+        photo = new_id()
+        files[photo] = png()
+        for j, method in enumerate(methods):
+            a, b = new_id(), new_id()
+            files[a], files[b] = png((200, 0, 0)), png((0, 0, 200))
+            a_first = bool(rng.random() < 0.5)
+            trials.append(Trial(new_id(), item, j, method, photo, (a, b) if a_first else (b, a),
+                                f"Predicted category: thing-{item}", TRUST_SCALE,
+                                "1" if a_first else "2",
+                                {"image": f"img-{item}", "category": f"thing-{item}",
+                                 "model_a": "model-alpha", "model_b": "model-beta"}))
+    study = Study("trust", "Trust test", "Which model?", tuple(methods), ratings,
+                  {"data": "test"}, seed)
+    return StudyStore.create(path, study, trials, files)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def live_server(app: object) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free loopback port; yields its base URL.
+    (Until the web app's own ``live_server`` fixture lands.)"""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
