@@ -520,7 +520,7 @@ def memory_job(name: str, batch: int, job_name: str, calls: int,
 # --------------------------------------------------------------------------------------------
 
 def profile(name: str, batch: int, kinds: tuple[str, ...], out_dir: Path,
-            threads: int = THREADS) -> str:
+            threads: int = THREADS, warmup: int = 2) -> str:
     import cProfile
     import io
     import pstats
@@ -539,8 +539,8 @@ def profile(name: str, batch: int, kinds: tuple[str, ...], out_dir: Path,
     jobs += [make_job("camlens", k, model_for, layer, x, t1, t5) for k in kinds
              if k not in PERTURBATION or batch == 1]
     for job in jobs:
-        job()
-        job()  # warm-up
+        for _ in range(warmup):
+            job()
         with tprofile(activities=[ProfilerActivity.CPU]) as prof:
             t0 = time.perf_counter()
             job()
@@ -763,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-repeats", type=int, default=3)
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timed rounds per model and batch (default 150; --quick 90)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls per job first")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed calls per job first (default 1; --profile: 2)")
     p.add_argument("--occlusion-batches", default="1",
                    help="batch sizes that run the perturbation jobs (occlusion, scorecam, "
                         "ablationcam)")
@@ -811,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             name, batch = a._profile.split("|")
             text = profile(name, int(batch), tuple(cfg["kinds"]), Path(cfg["out_dir"]),
-                           cfg["threads"])
+                           cfg["threads"], cfg["warmup"])
             print(text)
             res = {"allocator": os.environ.get("GLIBC_TUNABLES", "default")}
         Path(a._result).write_text(json.dumps(res))
@@ -836,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": a.repeats if a.repeats is not None else (3 if a.quick else 5),
         "min_repeats": a.min_repeats,
         "budget": a.budget or (90.0 if a.quick else 150.0),
-        "warmup": a.warmup,
+        "warmup": a.warmup if a.warmup is not None else 2 if a.profile else 1,
         "occlusion_batches": [int(b) for b in a.occlusion_batches.split(",") if b],
         "mem_calls": a.mem_calls,
         "threads": a.threads,
