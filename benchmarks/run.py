@@ -389,6 +389,7 @@ def time_model(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     model_for = _copies(base)
     results: dict[str, Any] = {"model": name, "layer": layer, "configs": []}
     for batch in cfg["batch_sizes"]:
+        load_start = os.getloadavg()
         x = make_input(batch)
         t1, t5 = targets_of(model_for("forward"), x)
         fwd = make_job("forward", "forward", model_for, layer, x, t1, t5)
@@ -402,11 +403,14 @@ def time_model(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
                 errors[f"{lib}:{kind}"] = f"{type(err).__name__}: {err}"
         # warm-up: the first call of each job also gives the maps for the agreement check
         warm: dict[str, float] = {}
+        warm_fwd: dict[str, float] = {}  # the forward pass timed right before each warm-up call
         maps: dict[str, dict[str, Any]] = {}
         fwd_warm = [_timed(fwd)[0] for _ in range(cfg["warmup"])]
         for job in list(jobs):
             try:
                 for i in range(cfg["warmup"]):
+                    gc.collect()
+                    warm_fwd[job.name] = _timed(fwd)[0]
                     gc.collect()
                     dt, out = _timed(job)
                     job.cleanup()
@@ -431,6 +435,11 @@ def time_model(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         times: dict[str, list[float]] = {j.name: [] for j in jobs}
         fwd_times: list[float] = []
         pair_fwd: dict[str, list[float]] = {j.name: [] for j in jobs}
+        if repeats == 0:  # --repeats 0: the last warm-up call is the one sample (slow jobs)
+            for job in jobs:
+                times[job.name].append(warm[job.name])
+                pair_fwd[job.name].append(warm_fwd[job.name])
+                fwd_times.append(warm_fwd[job.name])
         for r in range(repeats):
             order = jobs[r % len(jobs):] + jobs[:r % len(jobs)] if jobs else []
             for job in order:
@@ -455,7 +464,8 @@ def time_model(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
                          "times_ms": [t * 1e3 for t in times[job.name]],
                          "agreement": agree.get(job.name)})
         results["configs"].append({"batch": batch, "repeats": repeats, "rows": rows,
-                                   "errors": errors, "loadavg": os.getloadavg()})
+                                   "errors": errors, "loadavg_start": load_start,
+                                   "loadavg": os.getloadavg()})
         print(f"[timing] {name} batch {batch}: {repeats} rounds, forward "
               f"{fwd_med * 1e3:.1f} ms", file=sys.stderr, flush=True)
         del jobs, fwd
@@ -510,7 +520,7 @@ def memory_job(name: str, batch: int, job_name: str, calls: int,
 # --------------------------------------------------------------------------------------------
 
 def profile(name: str, batch: int, kinds: tuple[str, ...], out_dir: Path,
-            threads: int = THREADS) -> str:
+            threads: int = THREADS, warmup: int = 2) -> str:
     import cProfile
     import io
     import pstats
@@ -529,8 +539,8 @@ def profile(name: str, batch: int, kinds: tuple[str, ...], out_dir: Path,
     jobs += [make_job("camlens", k, model_for, layer, x, t1, t5) for k in kinds
              if k not in PERTURBATION or batch == 1]
     for job in jobs:
-        job()
-        job()  # warm-up
+        for _ in range(warmup):
+            job()
         with tprofile(activities=[ProfilerActivity.CPU]) as prof:
             t0 = time.perf_counter()
             job()
@@ -589,6 +599,10 @@ def _fmt_agree(a: dict[str, Any] | None) -> str:
     return f"{a['max_abs']:.1e} ({a['resolution']})"
 
 
+def _fmt_load(load: list[float]) -> str:
+    return "/".join(f"{v:.1f}" for v in load)
+
+
 def markdown(result: dict[str, Any]) -> str:
     mem = {(m["model"], m["batch"], m["job"]): m for m in result.get("memory", [])
            if "error" not in m}
@@ -617,7 +631,12 @@ def markdown(result: dict[str, Any]) -> str:
             for job, err in c.get("errors", {}).items():
                 lines.append(f"| {tm['model']} | {c['batch']} | {job} | failed: "
                              f"{err[:120]} | | | | | | |")
-    return "\n".join(lines) + "\n"
+    notes = [f"- {tm['model']}, batch {c['batch']}: {c['repeats'] or 'the warm-up call as the one'}"
+             f" timed round(s); load average (1, 5, 15 min) "
+             + (f"{_fmt_load(c['loadavg_start'])} at the start, " if "loadavg_start" in c else "")
+             + f"{_fmt_load(c['loadavg'])} at the end"
+             for tm in result["timing"] if "error" not in tm for c in tm["configs"]]
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 BAR = (("gradcam", 1.05, "one Grad-CAM map <= 1.05x forward"),
@@ -684,10 +703,11 @@ def speedups(result: dict[str, Any]) -> str:
                     theirs = rows.get(f"{lib}:{kind}")
                     if mine and theirs:
                         r = theirs["median_ms"] / mine["median_ms"]
+                        rp = theirs["paired_ratio"] / mine["paired_ratio"]
                         out.append(f"- {tm['model']}, batch {c['batch']}, {kind}: {lib} "
                                    f"{theirs['median_ms']:.0f} ms / camlens "
-                                   f"{mine['median_ms']:.0f} ms = {r:.2f}x -> "
-                                   f"{'PASS' if r >= 3 else 'MISS'}")
+                                   f"{mine['median_ms']:.0f} ms = {r:.2f}x (paired ratios: "
+                                   f"{rp:.2f}x) -> {'PASS' if r >= 3 else 'MISS'}")
     return "\n".join(["", "Bar (issue 14): >= 3x faster than each peer, CPU:", "", *out]) + "\n" \
         if out else ""
 
@@ -736,11 +756,15 @@ def main(argv: list[str] | None = None) -> int:
                         f"{','.join(LIBS)}; camlens-nchw = camlens with channels_last=False)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed rounds per model and batch (default 5; --quick: 3), fewer where "
-                        "a round is slow (see --budget), never fewer than --min-repeats")
+                        "a round is slow (see --budget), never fewer than --min-repeats; "
+                        "0 (with --min-repeats 0): the last warm-up call of each job is its one "
+                        "sample, paired with a forward pass timed just before it (for jobs of "
+                        "minutes, e.g. Score-CAM)")
     p.add_argument("--min-repeats", type=int, default=3)
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timed rounds per model and batch (default 150; --quick 90)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls per job first")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed calls per job first (default 1; --profile: 2)")
     p.add_argument("--occlusion-batches", default="1",
                    help="batch sizes that run the perturbation jobs (occlusion, scorecam, "
                         "ablationcam)")
@@ -788,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             name, batch = a._profile.split("|")
             text = profile(name, int(batch), tuple(cfg["kinds"]), Path(cfg["out_dir"]),
-                           cfg["threads"])
+                           cfg["threads"], cfg["warmup"])
             print(text)
             res = {"allocator": os.environ.get("GLIBC_TUNABLES", "default")}
         Path(a._result).write_text(json.dumps(res))
@@ -810,10 +834,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = {
         "batch_sizes": [int(b) for b in a.batch_sizes.split(",")],
         "kinds": kinds, "libs": libs,
-        "repeats": a.repeats or (3 if a.quick else 5),
+        "repeats": a.repeats if a.repeats is not None else (3 if a.quick else 5),
         "min_repeats": a.min_repeats,
         "budget": a.budget or (90.0 if a.quick else 150.0),
-        "warmup": a.warmup,
+        "warmup": a.warmup if a.warmup is not None else 2 if a.profile else 1,
         "occlusion_batches": [int(b) for b in a.occlusion_batches.split(",") if b],
         "mem_calls": a.mem_calls,
         "threads": a.threads,

@@ -111,7 +111,7 @@ def test_box_target_takes_the_detectors_own_tensors() -> None:
     det = model(x)[0]
     keep = torch.tensor([True, False, True])
     target = BoxTarget(det["boxes"][keep], det["labels"][keep])
-    assert target.labels == [1, 1]
+    assert target.labels == [[1, 1]] and not target.per_image
     ex = camlens.explain(model, x, layer="features", target=target)
     torch.testing.assert_close(ex.scores[0], det["scores"][keep].detach())
     with pytest.raises(TargetError, match="labels must be ints"):

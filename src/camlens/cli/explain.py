@@ -186,7 +186,8 @@ def _layers(args: argparse.Namespace, model: Any, methods: Sequence[str]) -> tup
 
 
 def _what(save: list[list[str]] | None) -> tuple[str, ...]:
-    """--save values (each a list from :func:`save_kinds`) -> what output.save writes."""
+    """--save values (each a list from :func:`camlens.cli.options.save_kinds`) -> what
+    output.save writes."""
     return output.WHAT if not save else tuple(_dedupe(k for kinds in save for k in kinds))
 
 

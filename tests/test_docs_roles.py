@@ -1,0 +1,76 @@
+"""docs_hooks/sphinx_roles.py, the griffe extension that turns the docstrings' Sphinx roles into
+cross-references for the API pages: what each role resolves to in camlens's own package, and
+what it writes for a name that resolves to nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+griffe = pytest.importorskip("griffe")  # the docs extra
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = "camlens.evaluate.datasets.Sample"
+_spec = importlib.util.spec_from_file_location("sphinx_roles",
+                                               ROOT / "docs_hooks" / "sphinx_roles.py")
+assert _spec is not None and _spec.loader is not None
+roles = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(roles)
+
+
+@pytest.fixture(scope="module")
+def pkg() -> object:
+    return griffe.load("camlens", search_paths=[str(ROOT / "src")])
+
+
+@pytest.mark.parametrize("owner, target, path", [
+    # a name imported into the owner's module: its definition, not the import
+    ("camlens.detection", "TargetError", "camlens.errors.TargetError"),
+    ("camlens", "explain", "camlens.api.explain"),
+    # not in the module: found in its package (Sphinx's module-then-global search)
+    ("camlens.targets", "explain", "camlens.api.explain"),
+    ("camlens.targets", "no_such_thing", None),
+    # absolute from the package root, through a re-export
+    ("camlens.detection.BoxTarget", "camlens.explain", "camlens.api.explain"),
+    ("camlens.detection.BoxTarget", "camlens.errors.DataError", "camlens.errors.DataError"),
+    # a method named from its own class, and from the class's module
+    ("camlens.evaluate.datasets.Sample", "object_mask", f"{SAMPLE}.object_mask"),
+    ("camlens.evaluate.datasets", "Sample.object_mask", f"{SAMPLE}.object_mask"),
+    ("camlens.detection", "box_iou()", "camlens.detection.box_iou"),
+    ("camlens.detection", "torch.overrides.TorchFunctionMode", None),  # outside the package
+])
+def test_resolve(pkg: object, owner: str, target: str, path: str | None) -> None:
+    obj = pkg[owner.removeprefix("camlens.")] if owner != "camlens" else pkg  # type: ignore[index]
+    assert roles.resolve(obj, target) == path
+
+
+def test_rewrite(pkg: object) -> None:
+    owner = pkg["detection"]  # type: ignore[index]
+    text = ("raises :class:`TargetError` (see :func:`~camlens.errors.TargetError`), "
+            ":py:mod:`camlens.tasks`, and :data:`NOWHERE`; ``:notarole:`x` `` stays")
+    assert roles.rewrite(owner, text) == (
+        'raises <autoref identifier="camlens.errors.TargetError" optional><code>TargetError'
+        '</code></autoref> (see <autoref identifier="camlens.errors.TargetError" optional>'
+        '<code>TargetError</code></autoref>), <autoref identifier="camlens.tasks" optional>'
+        "<code>camlens.tasks</code></autoref>, and `NOWHERE`; ``:notarole:`x` `` stays")
+
+
+def test_every_role_in_camlens_resolves(pkg: object) -> None:
+    """Every role that names something of camlens's finds it (torch's classes have no page)."""
+    missing = []
+
+    def walk(obj: object) -> None:
+        doc = obj.docstring  # type: ignore[attr-defined]
+        if doc is not None:
+            missing.extend(f"{obj.path}: {m.group(0)}"  # type: ignore[attr-defined]
+                           for m in roles.ROLE.finditer(doc.value)
+                           if not m.group(2).startswith("torch.")
+                           and roles.resolve(obj, m.group(2)) is None)
+        for member in obj.members.values():  # type: ignore[attr-defined]
+            if not member.is_alias:
+                walk(member)
+
+    walk(pkg)
+    assert missing == []
