@@ -67,7 +67,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from camlens.cli import evaluate, explain, layers, methods, segment
+    from camlens.cli import caption, evaluate, explain, layers, methods, segment
 
     parser = _Parser(
         prog=PROG,
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"camlens {camlens.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for command in (explain, layers, evaluate, segment, methods):
+    for command in (explain, caption, layers, evaluate, segment, methods):
         command.add(sub)
     return parser
 

@@ -14,8 +14,9 @@ def add(sub: Any) -> None:
 
     ev = sub.add_parser("evaluate", help="the paper's evaluations over a dataset",
                         description="Weakly-supervised localisation (Table 1), the pointing game "
-                                    "(with top-5 + rejection) or faithfulness (rank correlation "
-                                    "with occlusion) over a dataset; per-image CSV rows, "
+                                    "(with top-5 + rejection), faithfulness (rank correlation "
+                                    "with occlusion), or captioning's word pointing and "
+                                    "region inside/outside ratio (Sec. 8.1) over a dataset; per-image CSV rows, "
                                     "resumable, and a summary table.")
     add_evaluate_arguments(ev)
     ev.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -1,6 +1,7 @@
 """The paper's evaluations as tasks over a dataset: weakly-supervised localisation (Sec. 4.1,
-Table 1), the pointing game with the top-5 + rejection variant (Sec. 4.3) and faithfulness as
-rank correlation with occlusion (Sec. 5.3).
+Table 1), the pointing game with the top-5 + rejection variant (Sec. 4.3), faithfulness as
+rank correlation with occlusion (Sec. 5.3), and captioning's word pointing and region
+inside/outside ratio (Sec. 8.1, :mod:`camlens.evaluate.tasks.captioning`).
 
 Each task is a pure ``compute(batch, ...) -> each image's rows`` (typed dataclass rows) and a
 ``summarize(rows) -> Summary``; ``evaluate_<task>`` runs ``compute`` over the images through
@@ -21,6 +22,13 @@ from typing import Any
 import torch
 
 from camlens.evaluate.model import resolve_model
+from camlens.evaluate.tasks.captioning import (
+    CAPTION_TASKS,
+    RegionRatioSummary,
+    WordPointingSummary,
+    evaluate_region_ratio,
+    evaluate_word_pointing,
+)
 from camlens.evaluate.tasks.common import SamplesLike, as_samples
 from camlens.evaluate.tasks.faithfulness import (
     FaithfulnessSummary,
@@ -32,17 +40,19 @@ from camlens.evaluate.tasks.localization import (
 )
 from camlens.evaluate.tasks.pointing import PointingSummary, evaluate_pointing
 
-TASKS = ("localization", "pointing", "faithfulness")
+TASKS = ("localization", "pointing", "faithfulness", *CAPTION_TASKS)
 
 __all__ = ["TASKS", "FaithfulnessSummary", "LocalizationSummary", "PointingSummary", "evaluate",
-           "evaluate_faithfulness", "evaluate_localization", "evaluate_pointing"]
+           "evaluate_faithfulness", "evaluate_localization", "evaluate_pointing",
+           "WordPointingSummary", "RegionRatioSummary", "evaluate_word_pointing",
+           "evaluate_region_ratio"]
 
 
 def evaluate(
     task: str,
     data: SamplesLike,
     *,
-    model: Any = "efficientnet_lite0",
+    model: Any = None,
     method: str = "gradcam",
     layer: str | None = None,
     options: Mapping[str, Any] | None = None,
@@ -62,15 +72,26 @@ def evaluate(
     label_map: Any = None,
     device: str | torch.device = "cpu",
     weights: str | None = None,
-) -> LocalizationSummary | PointingSummary | FaithfulnessSummary:
-    """Run one evaluation ``task`` (``localization``, ``pointing`` or ``faithfulness``) on
-    ``data`` (a ``FORMAT:PATH`` spec for :func:`load_dataset`, or samples); the summary's
-    ``markdown()`` is the table to print. ``limit`` keeps the first N samples; ``label_map``
+) -> (LocalizationSummary | PointingSummary | FaithfulnessSummary | WordPointingSummary
+      | RegionRatioSummary):
+    """Run one evaluation ``task`` (one of :data:`TASKS`) on ``data`` (a ``FORMAT:PATH`` spec
+    for :func:`load_dataset`, or samples; world v2 scenes or ``synthetic:seed=S,n=N[,kind=K]``
+    for the captioning tasks); the summary's ``markdown()`` is the table to print. ``model``:
+    None is ``efficientnet_lite0`` for the image tasks, the bundled ``synthetic:captioner``
+    for the captioning tasks. ``limit`` keeps the first N samples; ``label_map``
     maps ground-truth labels to class indices (e.g. ``wnid_to_index(synsets)`` for ILSVRC);
     ``device`` and ``weights`` are used when ``model`` is a spec string."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    res = resolve_model(model, device=device, weights=weights)
+    if task in CAPTION_TASKS:
+        run = evaluate_word_pointing if task == "word-pointing" else evaluate_region_ratio
+        if weights is not None or limit is not None or label_map is not None:
+            raise ValueError(f"{task}: weights, limit and label_map do not apply (the bundled "
+                             "captioner, n= in the data spec)")
+        return run("synthetic:captioner" if model is None else model, data, method=method,
+                   layer=layer, options=options, csv_path=csv_path, resume=resume,
+                   progress=progress, batch_size=batch_size)
+    res = resolve_model(model or "efficientnet_lite0", device=device, weights=weights)
     items = as_samples(data)
     if limit is not None:
         items = items[: int(limit)]
