@@ -16,8 +16,8 @@ def add(sub: Any) -> None:
                         description="Weakly-supervised localisation (Table 1), the pointing game "
                                     "(with top-5 + rejection), faithfulness (rank correlation "
                                     "with occlusion), or captioning's word pointing and "
-                                    "region inside/outside ratio (Sec. 8.1) over a dataset; per-image CSV rows, "
-                                    "resumable, and a summary table.")
+                                    "region inside/outside ratio (Sec. 8.1) over a dataset; "
+                                    "per-image CSV rows, resumable, and a summary table.")
     add_evaluate_arguments(ev)
     ev.add_argument("--debug", action="store_true", help="show tracebacks")
     ev.set_defaults(func=run)

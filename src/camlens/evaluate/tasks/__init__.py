@@ -85,10 +85,11 @@ def evaluate(
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task in CAPTION_TASKS:
         run = evaluate_word_pointing if task == "word-pointing" else evaluate_region_ratio
-        if weights is not None or limit is not None or label_map is not None:
-            raise ValueError(f"{task}: weights, limit and label_map do not apply (the bundled "
-                             "captioner, n= in the data spec)")
-        return run("synthetic:captioner" if model is None else model, data, method=method,
+        if weights is not None or label_map is not None:
+            raise ValueError(f"{task}: weights and label_map do not apply (a captioner module "
+                             "or the bundled synthetic:captioner)")
+        return run("synthetic:captioner" if model is None else model, data, limit=limit,
+                   method=method,
                    layer=layer, options=options, csv_path=csv_path, resume=resume,
                    progress=progress, batch_size=batch_size)
     res = resolve_model(model or "efficientnet_lite0", device=device, weights=weights)

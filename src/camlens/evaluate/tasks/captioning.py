@@ -56,10 +56,11 @@ PAPER = {"word-pointing": {"gradcam": (0.30, None)},
                           "guided-gradcam": (6.38, 0.99), "uniform": (1.0, None)}}
 
 
-def caption_scenes(data: Any) -> list[Any]:
-    """World v2 scenes from a list of scenes or ``synthetic:seed=S,n=N[,kind=K]``."""
+def caption_scenes(data: Any, limit: int | None = None) -> list[Any]:
+    """World v2 scenes from a list of scenes or ``synthetic:seed=S,n=N[,kind=K]`` (the first
+    ``limit`` of them)."""
     if not isinstance(data, str):
-        scenes = list(data)
+        scenes = list(data)[:limit]
         if not all(hasattr(s, "graph") and hasattr(s, "objects") for s in scenes):
             raise ValueError("the captioning protocols need world v2 scenes (their scene "
                              "graphs give the captions): synthetic:seed=S,n=N[,kind=K]")
@@ -81,6 +82,7 @@ def caption_scenes(data: Any) -> list[Any]:
         raise ValueError(f"{data!r}: give seed=S and n=N as integers") from None
     if n < 1:
         raise ValueError(f"{data!r}: n must be at least 1")
+    n = n if limit is None else min(n, limit)
     kind = params.get("kind", "mixed")
     if kind == "mixed":
         return [scene(seed, i) for i in range(n)]
@@ -198,34 +200,35 @@ class RegionRatioSummary(RunInfo):
                 f"{ref} |")
 
 
-def _setup(model: Any, vocab: Any, data: Any, method: str, layer: Any,
+def _setup(model: Any, vocab: Any, data: Any, limit: int | None, method: str, layer: Any,
            options: Mapping[str, Any] | None, task: str, csv_path: Any, resume: bool,
            row: type) -> tuple[ModelRecord, Any, Any, list[Any], list[Any], list[str],
                                dict[str, Any], RowStore[Any]]:
     res, voc, default_layer = _record(model, vocab)
-    scenes = caption_scenes(data)
+    scenes = caption_scenes(data, limit)
     samples: list[Any] = list(scenes_to_samples(scenes))
     ids = [str(s.image_id) for s in samples]
     opts = dict(options or {})
     lay = layer or default_layer
     config = method_config(res, task=task, method=method, layer=lay, options=opts,
                            data=data if isinstance(data, str) else f"{len(scenes)} scenes",
-                           vocabulary=len(voc))
+                           limit=limit, vocabulary=len(voc))
     return res, voc, lay, scenes, samples, ids, opts, RowStore(csv_path, row, config, resume)
 
 
 def evaluate_word_pointing(model: Any = "synthetic:captioner", data: Any =
                            "synthetic:seed=20251,n=200,kind=mixed", *, method: str = "gradcam",
                            layer: Any = None, options: Mapping[str, Any] | None = None,
-                           vocab: Any = None, batch_size: int = 16,
+                           vocab: Any = None, batch_size: int = 16, limit: int | None = None,
                            csv_path: str | os.PathLike[str] | None = None, resume: bool = True,
                            progress: bool = True) -> WordPointingSummary:
-    """Word pointing (Sec. 8.1.1) of ``method`` over ``data`` (module doc); per-word CSV rows."""
+    """Word pointing (Sec. 8.1.1) of ``method`` over ``data`` (module doc; ``limit``: the
+    first N scenes); per-word CSV rows."""
     from camlens.captioning.explain import world_visual
 
     start = time.perf_counter()
     res, voc, lay, scenes, samples, ids, opts, store = _setup(
-        model, vocab, data, method, layer, options, "word-pointing", csv_path, resume,
+        model, vocab, data, limit, method, layer, options, "word-pointing", csv_path, resume,
         WordPointingRow)
     by_id = dict(zip(ids, scenes))
 
@@ -262,13 +265,14 @@ def evaluate_word_pointing(model: Any = "synthetic:captioner", data: Any =
 def evaluate_region_ratio(model: Any = "synthetic:captioner", data: Any =
                           "synthetic:seed=20251,n=200,kind=mixed", *, method: str = "gradcam",
                           layer: Any = None, options: Mapping[str, Any] | None = None,
-                          vocab: Any = None, batch_size: int = 8,
+                          vocab: Any = None, batch_size: int = 8, limit: int | None = None,
                           csv_path: str | os.PathLike[str] | None = None, resume: bool = True,
                           progress: bool = True) -> RegionRatioSummary:
-    """The DenseCap inside/outside ratio (Sec. 8.1) of ``method`` over ``data``'s objects."""
+    """The DenseCap inside/outside ratio (Sec. 8.1) of ``method`` over ``data``'s objects
+    (``limit``: the first N scenes); per-region CSV rows."""
     start = time.perf_counter()
     res, voc, lay, scenes, samples, ids, opts, store = _setup(
-        model, vocab, data, method, layer, options, "region-ratio", csv_path, resume,
+        model, vocab, data, limit, method, layer, options, "region-ratio", csv_path, resume,
         RegionRatioRow)
     by_id = dict(zip(ids, scenes))
 
