@@ -3,9 +3,11 @@
 :class:`Captioner` reads an image (B, 3, 112, 112) in [0, 1] with world v2's VGG-like CNN
 (``features``; Grad-CAM's layer ``features.18``, the last rectified conv, 14 x 14 x 128), takes
 pool5 (B, 128, 7, 7), reduces it with a 1 x 1 convolution to 32 channels and a linear layer to
-the image embedding x_{-1} (B, E), which the LSTM reads once, before ``<start>`` (Show and Tell:
-the image is the first input, then the embedded words). The LSTM's hidden state h_t gives
-logits W h_t + b over the vocabulary, (B, T, V):
+the image embedding v (B, E). The LSTM reads, at every step t, [v; embed(w_t)] (the image with
+each word, as in m-RNN; Show and Tell feeds v once, before ``<start>``: that variant stayed at
+the loss of a language model that ignores the image, 1.08 nats a word after 13 epochs here,
+where this one reached 0.88 after 4). The hidden state h_t gives logits W h_t + b over the
+vocabulary, (B, T, V):
 
     forward(image, tokens)[:, t] scores the word after tokens[:, t]
 
@@ -35,17 +37,18 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 class Captioner(nn.Module):
     """CNN ``features`` (world v2 VGG-like) + ``reduce`` (1x1 conv 128 -> 32, ReLU) +
-    ``project`` (linear 32*7*7 -> E) as the LSTM's first input, ``embed`` (V -> E), ``lstm``
-    (E -> H, one layer), ``head`` (H -> V). ``forward(image, tokens)`` -> logits (B, T, V)."""
+    ``project`` (linear 32*7*7 -> E), the image embedding v; ``embed`` (V -> E); ``lstm``
+    (2E -> H, one layer) reading [v; word] at each step; ``head`` (H -> V).
+    ``forward(image, tokens)`` -> logits (B, T, V)."""
 
-    def __init__(self, vocab_size: int, embed: int = 256, hidden: int = 256,
+    def __init__(self, vocab_size: int, embed: int = 128, hidden: int = 128,
                  dropout: float = 0.1) -> None:
         super().__init__()
         self.features = VGGNet().features
         self.reduce = nn.Sequential(nn.Conv2d(128, 32, 1), nn.ReLU())
         self.project = nn.Linear(32 * 7 * 7, embed)
         self.embed = nn.Embedding(vocab_size, embed)
-        self.lstm = nn.LSTM(embed, hidden, batch_first=True)
+        self.lstm = nn.LSTM(2 * embed, hidden, batch_first=True)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, vocab_size)
 
@@ -54,29 +57,33 @@ class Captioner(nn.Module):
         return self.features((image - INPUT_MEAN) / INPUT_STD)
 
     def image_embedding(self, pool5: torch.Tensor) -> torch.Tensor:
-        """x_{-1} (B, E) from pool5 (B, 128, 7, 7)."""
+        """v (B, E) from pool5 (B, 128, 7, 7)."""
         return self.project(torch.flatten(self.reduce(pool5), 1))
 
     def decode(self, pool5: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) of the decoder given pool5 and tokens (B, T) (teacher forcing)."""
-        steps = torch.cat([self.image_embedding(pool5)[:, None], self.embed(tokens)], dim=1)
-        h, _ = self.lstm(self.drop(steps))
-        return self.head(self.drop(h[:, 1:]))
+        v = self.image_embedding(pool5)[:, None].expand(-1, tokens.shape[1], -1)
+        h, _ = self.lstm(self.drop(torch.cat([v, self.embed(tokens)], dim=-1)))
+        return self.head(self.drop(h))
 
     def forward(self, image: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.decode(self.pool5(image), tokens)
 
-    def begin(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The LSTM state (h, c), each (1, B, H), after reading the image embedding."""
-        _, state = self.lstm(self.image_embedding(self.pool5(image))[:, None])
-        return state
+    def begin(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The decoding state (h, c, v): zero LSTM state (1, B, H) and the image embedding
+        (1, B, E)."""
+        v = self.image_embedding(self.pool5(image))[None]
+        h = v.new_zeros(1, image.shape[0], self.lstm.hidden_size)
+        return h, h.clone(), v
 
-    def step(self, token: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
-             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def step(self, token: torch.Tensor, state: tuple[torch.Tensor, ...]
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Read one token per sequence, (N,): log-probabilities (N, V) of the next word and
         the new state."""
-        h, state = self.lstm(self.embed(token)[:, None], state)
-        return self.head(h[:, 0]).log_softmax(-1), state
+        h, c, v = state
+        x = torch.cat([v[0], self.embed(token)], dim=-1)[:, None]
+        out, (h, c) = self.lstm(x, (h, c))
+        return self.head(out[:, 0]).log_softmax(-1), (h, c, v)
 
 
 def load_captioner(folder: str | Path | None = None) -> Captioner:

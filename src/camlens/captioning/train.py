@@ -1,6 +1,6 @@
 """Train the world v2 captioner and record its held-out caption quality.
 
-    python -m camlens.captioning.train --out DIR [--train 5000] [--epochs 15] [--cache FILE]
+    python -m camlens.captioning.train --out DIR [--train 5000] [--epochs 20] [--cache FILE]
 
 Data: scene ``i`` of the training stream is ``make_scene(default_rng((TRAIN_SEED, i)),
 kind=KIND_CYCLE[i % 4])`` (single, two, pair and multi scenes in turn) with its scene graph's
@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shlex
 import sys
 import time
@@ -128,16 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="folder for the weights and JSON")
     p.add_argument("--train", type=int, default=5000, help="training scenes (default 5000)")
     p.add_argument("--val", type=int, default=300, help="held-out scenes (default 300)")
-    p.add_argument("--epochs", type=int, default=15, help="passes over the scenes (default 15)")
+    p.add_argument("--epochs", type=int, default=20, help="passes over the scenes (default 20)")
     p.add_argument("--minutes", type=float, default=30.0,
                    help="stop training after this many minutes whatever the epoch (default "
                         "30; a safety cap, the schedule follows --epochs)")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--embed", type=int, default=256)
-    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--embed", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--beam", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for training (default 1: the decoder's small matrix "
+                        "products do not scale, and on a busy machine 2 threads ran 10x slower)")
     p.add_argument("--workers", type=int, default=2, help="processes making the data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, default=None,
@@ -218,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                   "loss_per_epoch": [round(v, 4) for v in losses]},
         "seconds": {"data": round(t_data, 1), "train": round(t_train, 1),
                     "eval": round(t_eval, 1), "total": round(time.time() - t0, 1)},
+        "cpu_seconds": {"note": "user + system time of this process and its data workers: "
+                                "about the wall time on one quiet core",
+                        "total": round(sum(getattr(resource.getrusage(who), f)
+                                           for who in (resource.RUSAGE_SELF,
+                                                       resource.RUSAGE_CHILDREN)
+                                           for f in ("ru_utime", "ru_stime")), 1)},
         "load_average": {"mean": round(float(np.mean(load)), 2) if load else None,
                          "min": round(min(load), 2) if load else None,
                          "max": round(max(load), 2) if load else None,
