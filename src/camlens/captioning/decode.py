@@ -2,7 +2,8 @@
 
 A decoder is any model with ``begin(image) -> state`` (the state after reading the image) and
 ``step(token (N,), state) -> (log-probabilities (N, V), state)``, a state being a tuple of
-tensors (1, N, ...) (an LSTM's (h, c), :class:`camlens.captioning.model.Captioner`'s (h, c, v)). Decoding feeds ``<start>`` (id
+tensors (1, N, ...): an LSTM's (h, c), or (h, c, v) for
+:class:`camlens.captioning.model.Captioner`. Decoding feeds ``<start>`` (id
 ``start``) first; ``<pad>`` and ``<start>`` are never emitted. A caption is a sequence of at most
 ``max_len`` tokens; it is complete when it ends with ``<end>``, and a sequence that reaches
 ``max_len`` without one is taken as it is. Its score is sum_t log p(w_t | w_<t, image).
