@@ -90,9 +90,11 @@ def test_region_ratio_on_hand_made_maps(scenes: list[Any], monkeypatch: Any) -> 
         assert s.sem == pytest.approx(0.0, abs=1e-12) and s.skipped == 0 and s.infinite == 0
 
 
-def test_region_ratio_runs_the_bundled_captioner() -> None:
-    """End to end, Grad-CAM: region captions get finite ratios from real maps."""
-    s = tasks.evaluate("region-ratio", "synthetic:seed=5,n=2,kind=two", method="gradcam",
+@pytest.mark.parametrize("method", ["gradcam", "guided-backprop"])
+def test_region_ratio_runs_the_bundled_captioner(method: str) -> None:
+    """End to end, a layer method and an input-space one: region captions get finite ratios
+    from real maps."""
+    s = tasks.evaluate("region-ratio", "synthetic:seed=5,n=2,kind=two", method=method,
                        progress=False)
     assert s.regions == 4 and s.n_images == 2
     assert s.mean > 0 and np.isfinite(s.mean)

@@ -32,7 +32,7 @@ def quality_table(folder: str | Path | None = None) -> str:
              "| all three |", "|---|---|---|---|---|---|---|---|"]
     for how in ("greedy", "beam"):
         r, a = h[how], h[how]["attributes"]
-        name = "greedy" if how == "greedy" else f"beam {h['beam']}"
+        name = "greedy" if how == "greedy" else f"beam {h['beam_width']}"
         lines.append(f"| {name} | {r['bleu4']:.3f} | {100 * r['exact_caption']:.1f}% | "
                      f"{100 * a['recall']:.1f}% | {100 * a['size']:.1f}% | "
                      f"{100 * a['colour']:.1f}% | {100 * a['texture']:.1f}% | "

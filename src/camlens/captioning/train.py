@@ -105,7 +105,7 @@ def quality(model: Captioner, vocab: Vocabulary, n: int, beam: int) -> dict[str,
         hyps["greedy"] += [vocab.decode(d.ids).split() for d in greedy(model, batch)]
         hyps["beam"] += [vocab.decode(b[0].ids).split()
                          for b in beam_search(model, batch, beam)]
-    out: dict[str, Any] = {"n": n, "seed": HELDOUT_SEED, "beam": beam}
+    out: dict[str, Any] = {"n": n, "seed": HELDOUT_SEED, "beam_width": beam}
     for how, hy in hyps.items():
         res = _scores(graphs, refs, hy)
         res["per_kind"] = {k: _scores(graphs[j::4], refs[j::4], hy[j::4])

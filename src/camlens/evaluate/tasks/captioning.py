@@ -209,7 +209,11 @@ def _setup(model: Any, vocab: Any, data: Any, limit: int | None, method: str, la
     samples: list[Any] = list(scenes_to_samples(scenes))
     ids = [str(s.image_id) for s in samples]
     opts = dict(options or {})
-    lay = layer or default_layer
+    from camlens.methods import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))}")
+    lay = (layer or default_layer) if METHODS[method].needs_layer else None
     config = method_config(res, task=task, method=method, layer=lay, options=opts,
                            data=data if isinstance(data, str) else f"{len(scenes)} scenes",
                            limit=limit, vocabulary=len(voc))
