@@ -16,10 +16,12 @@ from typing import Any, Protocol
 
 import torch
 
-__all__ = ["Decoded", "greedy", "beam_search"]
+__all__ = ["StepDecoder", "Decoded", "greedy", "beam_search"]
 
 
 class StepDecoder(Protocol):
+    """What decoding needs of a captioner (module doc)."""
+
     def begin(self, image: torch.Tensor) -> Any: ...
 
     def step(self, token: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...

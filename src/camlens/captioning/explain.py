@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
 
 import camlens
-from camlens.captioning.decode import beam_search
+from camlens.captioning.decode import StepDecoder, beam_search
 from camlens.captioning.vocab import Vocabulary
 from camlens.explanation import Explanation
 from camlens.synthetic.v2.words import visual_words
@@ -83,8 +83,8 @@ def generate(model: nn.Module, image: torch.Tensor, vocab: Vocabulary, beam: int
     """The best caption of a step-wise captioner (``begin``/``step``, see
     :mod:`camlens.captioning.decode`) for one image (1, 3, H, W): ids with ``<start>`` and
     ``<end>`` (the latter added if the search hit ``max_len``), and a description."""
-    best = beam_search(model, image, beam, start=vocab.start, end=vocab.end, pad=vocab.pad,
-                       max_len=max_len)[0][0]
+    best = beam_search(cast(StepDecoder, model), image, beam, start=vocab.start, end=vocab.end,
+                       pad=vocab.pad, max_len=max_len)[0][0]
     ids = [vocab.start, *best.ids]
     if ids[-1] != vocab.end:
         ids.append(vocab.end)

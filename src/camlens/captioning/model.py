@@ -27,7 +27,7 @@ from torch import nn
 from camlens.synthetic.v2 import load_pretrained
 from camlens.synthetic.v2.nets import INPUT_MEAN, INPUT_STD, VGGNet
 
-__all__ = ["Captioner", "LAYER", "WEIGHTS_DIR", "load_captioner"]
+__all__ = ["Captioner", "LAYER", "WEIGHTS_DIR", "load_captioner", "shipped_cnn"]
 
 #: Grad-CAM's layer of the captioner: the CNN's last rectified convolution (14 x 14).
 LAYER = "features.18"
@@ -86,6 +86,14 @@ class Captioner(nn.Module):
         return self.head(out[:, 0]).log_softmax(-1), (h, c, v)
 
 
+def shipped_cnn() -> dict[str, torch.Tensor]:
+    """The state of world v2's shipped ``vgg`` net's ``features`` (the captioner's CNN)."""
+    net = load_pretrained("vgg")
+    if not isinstance(net, VGGNet):  # pragma: no cover - the registry's vgg is a VGGNet
+        raise TypeError(f"world v2's vgg is a {type(net).__name__}, not a VGGNet")
+    return net.features.state_dict()
+
+
 def load_captioner(folder: str | Path | None = None) -> Captioner:
     """The trained captioner from ``folder`` (default :data:`WEIGHTS_DIR`): the decoder from
     ``captioner.pt`` (its sizes in ``accuracy.json``), the CNN from world v2's shipped ``vgg``
@@ -99,7 +107,7 @@ def load_captioner(folder: str | Path | None = None) -> Captioner:
                                 f"camlens.captioning.train --out {folder}`")
     meta = json.loads((folder / "accuracy.json").read_text(encoding="utf-8"))["model"]
     model = Captioner(meta["vocab_size"], meta["embed"], meta["hidden"])
-    model.features.load_state_dict(load_pretrained("vgg").features.state_dict())
+    model.features.load_state_dict(shipped_cnn())
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     missing = set(model.state_dict()) - set(state) - {k for k in model.state_dict()

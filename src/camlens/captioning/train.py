@@ -1,6 +1,6 @@
 """Train the world v2 captioner and record its held-out caption quality.
 
-    python -m camlens.captioning.train --out DIR [--train 5000] [--epochs 20] [--cache FILE]
+    python -m camlens.captioning.train --out DIR [--train 5000] [--epochs 5] [--cache FILE]
 
 Data: scene ``i`` of the training stream is ``make_scene(default_rng((TRAIN_SEED, i)),
 kind=KIND_CYCLE[i % 4])`` (single, two, pair and multi scenes in turn) with its scene graph's
@@ -42,10 +42,10 @@ import torch
 from torch import nn
 
 from camlens.captioning.decode import beam_search, greedy
-from camlens.captioning.model import Captioner
+from camlens.captioning.model import Captioner, shipped_cnn
 from camlens.captioning.quality import attribute_scores, bleu4
 from camlens.captioning.vocab import Vocabulary, world_vocabulary
-from camlens.synthetic.v2 import load_pretrained, make_scene
+from camlens.synthetic.v2 import make_scene
 from camlens.synthetic.v2.graph import SceneGraph
 from camlens.synthetic.v2.words import tokenize
 from camlens.synthetic.v2.world import HELDOUT_SEED, Scene
@@ -67,7 +67,7 @@ def _chunk(seed: int, start: int, n: int) -> tuple[np.ndarray, list[str]]:
     scenes = [scene(seed, i) for i in range(start, start + n)]
     images = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2)
     net = Captioner(4)
-    net.features.load_state_dict(load_pretrained("vgg").features.state_dict())
+    net.features.load_state_dict(shipped_cnn())
     with torch.no_grad():
         feats = net.pool5(images.float() / 255.0)
     return feats.half().numpy(), [s.graph().caption() for s in scenes]
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path, help="folder for the weights and JSON")
     p.add_argument("--train", type=int, default=5000, help="training scenes (default 5000)")
-    p.add_argument("--val", type=int, default=300, help="held-out scenes (default 300)")
-    p.add_argument("--epochs", type=int, default=20, help="passes over the scenes (default 20)")
+    p.add_argument("--val", type=int, default=150, help="held-out scenes (default 150)")
+    p.add_argument("--epochs", type=int, default=5, help="passes over the scenes (default 5)")
     p.add_argument("--minutes", type=float, default=30.0,
                    help="stop training after this many minutes whatever the epoch (default "
                         "30; a safety cap, the schedule follows --epochs)")
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {args.train} scenes in {t_data:.0f} s", flush=True)
 
     model = Captioner(len(vocab), args.embed, args.hidden)
-    model.features.load_state_dict(load_pretrained("vgg").features.state_dict())
+    model.features.load_state_dict(shipped_cnn())
     decoder = [q for n, q in model.named_parameters() if not n.startswith("features.")]
     opt = torch.optim.Adam(decoder, lr=args.lr)
     loss_fn = nn.CrossEntropyLoss(ignore_index=vocab.pad)

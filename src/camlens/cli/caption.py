@@ -104,16 +104,16 @@ def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, Any, str, Any]:
         if given:
             raise CliError(f"{', '.join(given)} apply to a user model; the bundled captioner "
                            "has its own weights and 112x112 input")
-        model: torch.nn.Module = load_captioner()
+        bundled = load_captioner()
         vocab = load_vocabulary(args.vocab) if args.vocab else load_vocabulary()
-        if len(vocab) != model.head.out_features:
+        if len(vocab) != bundled.head.out_features:
             raise CliError(f"--vocab {args.vocab}: {len(vocab)} entries, the captioner scores "
-                           f"{model.head.out_features}")
+                           f"{bundled.head.out_features}")
 
         def square(img: Image.Image) -> torch.Tensor:
             img = img.convert("RGB").resize((112, 112), Image.Resampling.BILINEAR)
             return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255.0
-        return model, vocab, args.layer or LAYER, square
+        return bundled, vocab, args.layer or LAYER, square
     if args.vocab is None:
         raise CliError(f"--model {args.model} needs --vocab FILE (its words, <pad>, <start>, "
                        "<end> first)")

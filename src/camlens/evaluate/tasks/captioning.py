@@ -51,9 +51,10 @@ CAPTION_TASKS = ("word-pointing", "region-ratio")
 
 #: The paper's numbers (Sec. 8.1): word pointing on 1000 COCO images (Grad-CAM), and the
 #: DenseCap inside/outside ratios.
-PAPER = {"word-pointing": {"gradcam": (0.30, None)},
-         "region-ratio": {"gradcam": (3.27, 0.18), "guided-backprop": (2.32, 0.08),
-                          "guided-gradcam": (6.38, 0.99), "uniform": (1.0, None)}}
+PAPER: dict[str, dict[str, tuple[float, float | None]]] = {
+    "word-pointing": {"gradcam": (0.30, None)},
+    "region-ratio": {"gradcam": (3.27, 0.18), "guided-backprop": (2.32, 0.08),
+                     "guided-gradcam": (6.38, 0.99), "uniform": (1.0, None)}}
 
 
 def caption_scenes(data: Any, limit: int | None = None) -> list[Any]:
@@ -126,6 +127,7 @@ def _unit(img: Image.Image) -> torch.Tensor:
 def _record(model: Any, vocab: Any) -> tuple[ModelRecord, Any, str]:
     from camlens.captioning import LAYER, load_captioner, load_vocabulary
 
+    net: torch.nn.Module
     if model is None or model == "synthetic:captioner":
         net, name = load_captioner(), "synthetic:captioner"
     elif isinstance(model, torch.nn.Module):
@@ -152,7 +154,8 @@ def _explain(res: ModelRecord, x: torch.Tensor, tokens: torch.Tensor, target: Ca
                                                                             torch.Tensor]:
     ex = camlens.explain(res.model, (x, tokens.to(x.device)), method=method, layer=layer,
                          target=target, **dict(options))
-    return localization_maps(ex, tuple(x.shape[-2:])).cpu(), ex.scores.detach().cpu()
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    return localization_maps(ex, size).cpu(), ex.scores.detach().cpu()
 
 
 @dataclass
