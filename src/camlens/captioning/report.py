@@ -75,7 +75,7 @@ def _table(res: dict[str, dict[str, Any]]) -> str:
     n = next(iter(wp.values()))["n_images"]
     lines = [f"On {n} held-out world v2 scenes (seed 20251, mixed kinds); mean ± standard "
              "error over words / regions.", "",
-             "| method | word pointing | paper (COCO, 1000 images) | region ratio (mean ± s.e.) "
+             "| Method | word pointing | paper (COCO, 1000 images) | region ratio (mean ± s.e.) "
              "| median | paper (DenseCap) |", "|---|---|---|---|---|---|"]
     for m in METHODS:
         w, r = wp[m], rr[m]

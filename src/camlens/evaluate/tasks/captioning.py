@@ -171,7 +171,7 @@ class WordPointingSummary(RunInfo):
 
     def markdown(self) -> str:
         paper = PAPER["word-pointing"].get(self.method)
-        return ("| method | images | visual words | scored | accuracy (mean ± s.e.) | paper |\n"
+        return ("| Method | images | visual words | scored | accuracy (mean ± s.e.) | paper |\n"
                 "|---|---|---|---|---|---|\n"
                 f"| {self.method} | {self.n_images} | {self.words} | {self.scored} | "
                 f"{100 * self.accuracy:.1f}% ± {100 * self.sem:.1f} | "
@@ -196,7 +196,7 @@ class RegionRatioSummary(RunInfo):
     def markdown(self) -> str:
         paper = PAPER["region-ratio"].get(self.method)
         ref = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper and paper[1] else "-"
-        return ("| method | images | regions | ratio (mean ± s.e.) | median | infinite | "
+        return ("| Method | images | regions | ratio (mean ± s.e.) | median | infinite | "
                 "skipped | paper (DenseCap) |\n|---|---|---|---|---|---|---|---|\n"
                 f"| {self.method} | {self.n_images} | {self.regions} | {self.mean:.2f} ± "
                 f"{self.sem:.2f} | {self.median:.2f} | {self.infinite} | {self.skipped} | "
