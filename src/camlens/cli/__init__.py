@@ -68,6 +68,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from camlens.cli import (
+        caption,
         diagnose,
         dissect,
         evaluate,
@@ -89,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"camlens {camlens.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for command in (explain, layers, evaluate, segment, serve, study, vqa, dissect, diagnose,
-                    methods):
+    for command in (explain, caption, vqa, layers, evaluate, segment, serve, study, dissect,
+                    diagnose, methods):
         command.add(sub)
     return parser
 

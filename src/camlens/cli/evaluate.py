@@ -15,9 +15,10 @@ def add(sub: Any) -> None:
     ev = sub.add_parser("evaluate", help="the paper's evaluations over a dataset",
                         description="Weakly-supervised localisation (Table 1), the pointing game "
                                     "(with top-5 + rejection), faithfulness (rank correlation "
-                                    "with occlusion) over a dataset, or the VQA answer maps' "
-                                    "rank correlations (Sec. 8.2); per-image CSV rows, "
-                                    "resumable, and a summary table.")
+                                    "with occlusion), captioning's word pointing and region "
+                                    "inside/outside ratio (Sec. 8.1), or the VQA answer maps' "
+                                    "rank correlations (Sec. 8.2) over a dataset; per-image CSV "
+                                    "rows, resumable, and a summary table.")
     add_evaluate_arguments(ev)
     ev.add_argument("--debug", action="store_true", help="show tracebacks")
     ev.set_defaults(func=run)

@@ -37,10 +37,12 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--data", required=True,
                         help="FORMAT:PATH, FORMAT one of " + ", ".join(dataset_formats())
                              + "; for vqa: world:N (N held-out world v2 scenes)")
-    parser.add_argument("--model", default="efficientnet_lite0",
-                        help="bundled name, synthetic:vgg|vgg_gap|alexnet|resnet, "
-                             "torchvision:NAME, file.py:ATTR; for vqa: the bundled VQA net "
-                             "(default) or a folder from python -m camlens.vqa.train")
+    parser.add_argument("--model", default=None,
+                        help="bundled name (default efficientnet_lite0), "
+                             "synthetic:vgg|vgg_gap|alexnet|resnet, torchvision:NAME, "
+                             "file.py:ATTR; word-pointing and region-ratio: synthetic:captioner "
+                             "(the default); vqa: the bundled VQA net (default) or a folder "
+                             "from python -m camlens.vqa.train")
     parser.add_argument("--weights", default=None, metavar="FILE",
                         help="state dict for --model (torch.load weights_only=True, strict)")
     parser.add_argument("--method", default="gradcam", choices=sorted(METHODS),
@@ -90,7 +92,7 @@ def run_cli(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
 
         label_map = wnid_to_index(get("synsets"))
     summary = evaluate(
-        get("task"), get("data"), model=get("model", "efficientnet_lite0"),
+        get("task"), get("data"), model=get("model"),
         weights=get("weights"), method=get("method", "gradcam"), layer=get("layer"),
         options=parse_options(get("option", [])), csv_path=get("csv"),
         resume=get("resume", True), progress=get("progress", True),

@@ -1,6 +1,7 @@
 """The paper's evaluations as tasks over a dataset: weakly-supervised localisation (Sec. 4.1,
-Table 1), the pointing game with the top-5 + rejection variant (Sec. 4.3) and faithfulness as
-rank correlation with occlusion (Sec. 5.3).
+Table 1), the pointing game with the top-5 + rejection variant (Sec. 4.3), faithfulness as
+rank correlation with occlusion (Sec. 5.3), and captioning's word pointing and region
+inside/outside ratio (Sec. 8.1, :mod:`camlens.evaluate.tasks.captioning`).
 
 Each task is a pure ``compute(batch, ...) -> each image's rows`` (typed dataclass rows) and a
 ``summarize(rows) -> Summary``; ``evaluate_<task>`` runs ``compute`` over the images through
@@ -22,6 +23,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from camlens.evaluate.model import resolve_model
+from camlens.evaluate.tasks.captioning import (
+    CAPTION_TASKS,
+    RegionRatioSummary,
+    WordPointingSummary,
+    evaluate_region_ratio,
+    evaluate_word_pointing,
+)
 from camlens.evaluate.tasks.common import Engine, SamplesLike, as_samples
 from camlens.evaluate.tasks.faithfulness import (
     FaithfulnessSummary,
@@ -37,17 +45,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from camlens.pipeline.distributed import RayOptions
     from camlens.vqa.measure import VQASummary
 
-TASKS = ("localization", "pointing", "faithfulness", "vqa")
+TASKS = ("localization", "pointing", "faithfulness", *CAPTION_TASKS, "vqa")
 
 __all__ = ["TASKS", "FaithfulnessSummary", "LocalizationSummary", "PointingSummary", "evaluate",
-           "evaluate_faithfulness", "evaluate_localization", "evaluate_pointing"]
+           "evaluate_faithfulness", "evaluate_localization", "evaluate_pointing",
+           "WordPointingSummary", "RegionRatioSummary", "evaluate_word_pointing",
+           "evaluate_region_ratio"]
 
 
 def evaluate(
     task: str,
     data: SamplesLike,
     *,
-    model: Any = "efficientnet_lite0",
+    model: Any = None,
     method: str = "gradcam",
     layer: str | None = None,
     options: Mapping[str, Any] | None = None,
@@ -68,10 +78,13 @@ def evaluate(
     device: str | torch.device = "cpu",
     weights: str | None = None,
     engine: str | RayOptions = "local",
-) -> LocalizationSummary | PointingSummary | FaithfulnessSummary | VQASummary:
-    """Run one evaluation ``task`` (``localization``, ``pointing``, ``faithfulness`` or ``vqa``) on
-    ``data`` (a ``FORMAT:PATH`` spec for :func:`load_dataset`, or samples); the summary's
-    ``markdown()`` is the table to print. ``limit`` keeps the first N samples; ``label_map``
+) -> (LocalizationSummary | PointingSummary | FaithfulnessSummary | WordPointingSummary
+      | RegionRatioSummary | VQASummary):
+    """Run one evaluation ``task`` (one of :data:`TASKS`) on ``data`` (a ``FORMAT:PATH`` spec
+    for :func:`load_dataset`, or samples; world v2 scenes or ``synthetic:seed=S,n=N[,kind=K]``
+    for the captioning tasks); the summary's ``markdown()`` is the table to print. ``model``:
+    None is ``efficientnet_lite0`` for the image tasks, the bundled ``synthetic:captioner``
+    for the captioning tasks. ``limit`` keeps the first N samples; ``label_map``
     maps ground-truth labels to class indices (e.g. ``wnid_to_index(synsets)`` for ILSVRC);
     ``device`` and ``weights`` are used when ``model`` is a spec string. ``engine``: ``"local"``
     (this process), or ``"ray"`` / :class:`~camlens.pipeline.distributed.RayOptions` (a Ray
@@ -81,17 +94,28 @@ def evaluate(
     ``python -m camlens.vqa.train``; window, stride, fill, csv_path and resume apply."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task in CAPTION_TASKS or task == "vqa":
+        if engine != "local":
+            raise ValueError(f"the {task} task runs on the local engine only (engine='local')")
+    if task in CAPTION_TASKS:
+        run = evaluate_word_pointing if task == "word-pointing" else evaluate_region_ratio
+        if weights is not None or label_map is not None:
+            raise ValueError(f"{task}: weights and label_map do not apply (a captioner module "
+                             "or the bundled synthetic:captioner)")
+        return run("synthetic:captioner" if model is None else model, data, limit=limit,
+                   method=method,
+                   layer=layer, options=options, csv_path=csv_path, resume=resume,
+                   progress=progress, batch_size=batch_size)
     if task == "vqa":  # Sec. 8.2: answer maps of the VQA net (camlens.vqa.measure)
         from camlens.vqa.measure import evaluate_spec
 
         if not isinstance(data, str):
             raise ValueError("the vqa task takes data='world:N' (held-out world v2 scenes)")
-        if engine != "local":
-            raise ValueError("the vqa task runs on the local engine only (engine='local')")
-        return evaluate_spec(data, None if model == "efficientnet_lite0" else model,
+        return evaluate_spec(data, None if model in (None, "efficientnet_lite0") else model,
                              window=window, stride=16 if stride is None else stride, fill=fill,
                              csv_path=csv_path,
                              resume=resume, progress=progress)
+    model = model or "efficientnet_lite0"
     ray_engine = _engine(engine, functools.partial(resolve_model, model, device=device,
                                                     weights=weights))
     # with Ray the actors load the model on ``device``; here it names the run and checks it
