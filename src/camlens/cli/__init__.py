@@ -1,5 +1,7 @@
-"""The ``camlens`` command line: ``explain`` photos, list a model's ``layers``, list ``methods``,
-run the paper's ``evaluate`` protocols, ``segment`` with SEC from Grad-CAM or CAM seeds.
+"""The ``camlens`` command line: ``explain`` photos, ``caption`` and ``vqa`` (Sec. 8), list a
+model's ``layers``, list ``methods``, run the paper's ``evaluate`` protocols, ``segment`` with SEC
+from Grad-CAM or CAM seeds, ``serve`` the web app, run human ``study``-ies (Sec. 5), ``dissect``
+a layer and ``diagnose`` failures, adversarial images and bias (Secs. 6-7).
 
     camlens explain sample:chelsea photos/ --out explanations
     camlens layers --model path/to/net.py:build
@@ -10,7 +12,7 @@ image could be explained; 3 an internal error (rerun with --debug for the traceb
 A problem with one image (unreadable, refused by the model, non-finite scores) is one line on
 stderr and the run goes on; a problem with the arguments stops it.
 
-One module per command (``explain``, ``layers``, ``methods``, ``evaluate``, ``segment``), each with
+One module per command, each with
 ``add(subparsers)`` and ``run(args)``; shared option groups are parent parsers in
 :mod:`camlens.cli.options`; the work itself lives in the library (:mod:`camlens.pipeline.images`,
 :mod:`camlens.output`). The parser is the standard library's argparse, kept on purpose: the CLI
