@@ -77,7 +77,8 @@ def _to_input(picture: np.ndarray) -> torch.Tensor:
 
 
 class WorldV2Concepts:
-    """``n`` world v2 scenes (scene ``i`` from ``default_rng((seed, i))``, :func:`make_dataset`)
+    """``n`` world v2 scenes (scene ``i`` from ``default_rng((seed, i))``,
+    :func:`~camlens.synthetic.v2.make_dataset`)
     with their part, shape, colour and texture maps as concepts (full resolution). Scenes are
     generated on demand; ``cache`` keeps them (about 88 KB a scene at 112x112) since dissection
     reads the data twice. ``preprocess`` turns the PIL image into the model's input (default:
