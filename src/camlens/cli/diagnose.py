@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from camlens.cli.options import debug_options, positive_int
+from camlens.cli.options import debug_options, non_negative_int, positive_int
 from camlens.loading import CliError
 
 _WHAT = {
@@ -25,16 +25,6 @@ _WHAT = {
     "bias": "the share of Grad-CAM evidence on each annotated region (a suspected cue, the "
             "object...), per class, regions ranked (Sec. 6.3)",
 }
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def _pixels(text: str) -> float:
@@ -62,7 +52,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for report.html, JSON, CSV")
     p.add_argument("--limit", type=positive_int, default=None, help="first N images only")
     p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--examples", type=_nonneg_int, default=4,
+    p.add_argument("--examples", type=non_negative_int, default=4,
                    help="pictures per group in the report (default 4)")
     p.add_argument("--device", default="cpu")
 
@@ -77,7 +67,7 @@ def add(sub: Any) -> None:
                          description=_WHAT["failures"])
     _common(f)
     f.add_argument("--top-k", type=positive_int, default=5, help="top-k failures (default 5)")
-    f.add_argument("--pairs", type=_nonneg_int, default=20,
+    f.add_argument("--pairs", type=non_negative_int, default=20,
                    help="confusion pairs shown with pictures (default 20)")
     a = which.add_parser("adversarial", parents=[debug_options()], help=_WHAT["adversarial"],
                          description=_WHAT["adversarial"])

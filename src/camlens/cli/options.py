@@ -18,6 +18,16 @@ so more pixels would only interpolate them. A 12 MP photo with 4 methods x 3 cla
 1.2 GB at full size; at 768, under 20 MB."""
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

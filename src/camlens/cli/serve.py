@@ -10,7 +10,7 @@ from typing import Any
 
 from camlens import io as cio
 from camlens.cli import say
-from camlens.cli.options import model_options, positive_int
+from camlens.cli.options import model_options, non_negative_int, positive_int
 from camlens.loading import CliError
 from camlens.models import load_model
 
@@ -59,16 +59,6 @@ def port_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
 
 
