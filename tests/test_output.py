@@ -186,3 +186,28 @@ def test_empty_maps_are_those_constant_in_float16(tmp_path: Path,
     record = json.loads((tmp_path / "e" / "explanation.json").read_text())
     classes = e.targets[0].tolist()
     assert record["empty_maps"] == [f"gradcam/{classes[0]}"]
+
+
+def test_a_failed_save_removes_what_it_wrote_and_the_folder_it_made(tmp_path):
+    from camlens.output import all_or_nothing, write_record
+
+    def failing_save(folder):
+        with all_or_nothing(folder) as written:
+            (folder / "a.png").write_bytes(b"png")
+            written.append(folder / "a.png")
+            write_record(folder, {"score": float("nan")}, written)  # NaN is refused
+
+    new = tmp_path / "new"
+    with pytest.raises(ValueError):
+        failing_save(new)
+    assert not new.exists()
+    old = tmp_path / "old"  # a folder the caller had: kept, with the caller's own files
+    old.mkdir()
+    (old / "mine.txt").write_text("mine")
+    with pytest.raises(ValueError):
+        failing_save(old)
+    assert sorted(p.name for p in old.iterdir()) == ["mine.txt"]
+    with all_or_nothing(tmp_path / "ok") as written:
+        write_record(tmp_path / "ok", {"score": 1.0}, written)
+    assert written == [tmp_path / "ok" / "explanation.json"]
+    assert json.loads(written[0].read_text()) == {"score": 1.0}

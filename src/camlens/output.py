@@ -26,7 +26,7 @@ import json
 import os
 import re
 import zipfile
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,10 +127,7 @@ def save(explanations: Mapping[str, Explanation], image: Image.Image, folder: st
              if isinstance(output, torch.Tensor) and output.dim() == 2 else None)
 
     folder = Path(folder)
-    created = not os.path.lexists(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    try:
+    with all_or_nothing(folder) as written:
         empty = _write_maps(maps, classes, names, probs, image, folder, what, colormap, alpha,
                             written, texts or {})
         targets = [{"index": c, "name": name,
@@ -153,9 +150,20 @@ def save(explanations: Mapping[str, Explanation], image: Image.Image, folder: st
             "files": sorted(p.name for p in written),
             "files_note": "what this save wrote beside explanation.json",
         }
-        text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        cio.atomic_write_bytes(folder / JSON, text.encode("utf-8"))
-        written.append(folder / JSON)
+        write_record(folder, doc, written)
+    return written
+
+
+@contextlib.contextmanager
+def all_or_nothing(folder: Path) -> Iterator[list[Path]]:
+    """Make ``folder`` if needed and yield the list of the files written into it; if the block
+    raises, remove those files (and ``folder`` if this call made it) and re-raise, so a failed
+    save leaves nothing half-written."""
+    created = not os.path.lexists(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        yield written
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -163,7 +171,14 @@ def save(explanations: Mapping[str, Explanation], image: Image.Image, folder: st
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
-    return written
+
+
+def write_record(folder: Path, doc: Mapping[str, Any], written: list[Path]) -> None:
+    """Write ``doc`` as ``folder/explanation.json`` (atomically; NaN refused) and note it in
+    ``written``."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    cio.atomic_write_bytes(folder / JSON, text.encode("utf-8"))
+    written.append(folder / JSON)
 
 
 NPZ_LEVEL = 1

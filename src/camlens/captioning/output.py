@@ -13,8 +13,6 @@ layout (:mod:`camlens.output`; read back with :func:`camlens.output.load`):
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +27,16 @@ from camlens import io as cio
 from camlens import viz
 from camlens.captioning.explain import CaptionExplanation
 from camlens.errors import ExplainError
-from camlens.output import JSON, MAPS, SUMMARY, WHAT, columns, png_name, resized
+from camlens.output import (
+    MAPS,
+    SUMMARY,
+    WHAT,
+    all_or_nothing,
+    columns,
+    png_name,
+    resized,
+    write_record,
+)
 
 __all__ = ["save_caption"]
 
@@ -57,11 +64,8 @@ def save_caption(result: CaptionExplanation, image: Image.Image, folder: str | P
         f'word "{by_pos[p].word}" at {p} (log p = {by_pos[p].log_probability:.2f})'
         for p in result.explained]
     folder = Path(folder)
-    created = not os.path.lexists(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
     empty: list[str] = []
-    try:
+    with all_or_nothing(folder) as written:
         size = (image.height, image.width)
         cols = columns(methods)
         layout = viz.figure1_layout(image.size, len(keys), cols)
@@ -118,14 +122,5 @@ def save_caption(result: CaptionExplanation, image: Image.Image, folder: str | P
             "files": sorted(p.name for p in written),
             "files_note": "what this save wrote beside explanation.json",
         }
-        text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        cio.atomic_write_bytes(folder / JSON, text.encode("utf-8"))
-        written.append(folder / JSON)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        if created:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
+        write_record(folder, doc, written)
     return written
