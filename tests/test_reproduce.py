@@ -215,3 +215,50 @@ def test_main_quick_runs_the_quick_config(tmp_path, monkeypatch, results):
     assert seen["cfg"] == rp.ReproduceConfig(n_images=7, nets=("resnet",))
     with pytest.raises(SystemExit):
         rp.main(["--n-images", "0"])
+
+
+def test_beyond_sections_are_run_in_order_and_rendered(monkeypatch, results):
+    calls = []
+
+    def fake(key, quick):
+        calls.append((key, quick))
+        return f"## {key} section\n\nbody of {key}\n\n"
+
+    monkeypatch.setattr(rp, "_section", fake)
+    cfg = rp.ReproduceConfig.quick_run(beyond=("sec8", "sec6"))
+    text, seconds = rp._beyond(cfg, progress=False)
+    assert calls == [("sec8", True), ("sec6", True)]
+    assert text == {"sec8": "## sec8 section\n\nbody of sec8\n", "sec6": "## sec6 section\n\n"
+                    "body of sec6\n"}
+    assert list(seconds) == ["sec8", "sec6"] and all(v >= 0 for v in seconds.values())
+    # random nets: nothing runs (the sections need the shipped models)
+    calls.clear()
+    assert rp._beyond(rp.ReproduceConfig.quick_run(beyond=rp.BEYOND, allow_random=True),
+                      progress=False) == ({}, {})
+    assert calls == []
+    # rendered after the segmentation section, before the claims, with their times
+    from dataclasses import replace
+
+    report = rp.render(replace(results, beyond=text, beyond_seconds={"sec8": 61.0, "sec6": 2.0}))
+    assert report.index("## Weakly-supervised segmentation") < report.index("## sec8 section") \
+        < report.index("## sec6 section") < report.index("## The paper's claims")
+    assert "including Sec. 6-8: sec8 61 s, sec6 2 s." in report
+    assert "## sec8" not in rp.render(results)
+
+
+def test_main_beyond_flag(monkeypatch, tmp_path, results):
+    seen = {}
+
+    def fake(cfg, progress, command):
+        seen["cfg"] = cfg
+        return results
+
+    monkeypatch.setattr(rp, "reproduce", fake)
+    out = tmp_path / "r.md"
+    assert rp.ReproduceConfig().beyond == ("sec6", "sec7", "sec8") and QUICK.beyond == ()
+    assert rp.main(["--out", str(out), "--beyond"]) == 0
+    assert seen["cfg"].beyond == ()
+    assert rp.main(["--quick", "--out", str(out), "--beyond", "sec7", "sec7", "sec6"]) == 0
+    assert seen["cfg"] == rp.ReproduceConfig.quick_run(beyond=("sec7", "sec6"))
+    with pytest.raises(SystemExit):
+        rp.main(["--beyond", "sec9"])

@@ -274,7 +274,10 @@ def _setup(res: Results) -> list[str]:
          "resolved at this precision."),
         (f"- Run time: {res.seconds:.0f} s wall, {res.cpu_seconds:.0f} s CPU (about the wall "
          f"time on a quiet machine), {res.versions['threads']} intra-op CPU thread(s) (torch "
-         f"{res.versions['torch']}, Python {res.versions['python']})."
+         f"{res.versions['torch']}, Python {res.versions['python']})"
+         + (" including Sec. 6-8: " + ", ".join(f"{k2} {v:.0f} s"
+                                                 for k2, v in res.beyond_seconds.items())
+            if res.beyond_seconds else "") + "."
          + (" **Quick mode: too few images for conclusions; it tests the pipeline.**"
             if cfg.quick else "")),
     ]
@@ -347,6 +350,7 @@ def render(res: Results) -> str:
                        "and a rank correlation ignores a positive factor, CAM and Grad-CAM "
                        "give the same boxes, points and correlations on these nets."), ""]
     parts += segmentation_section(res.segmentation)
+    parts += [res.beyond[key] for key in res.beyond]
     parts += ["## Why the boxes succeed or fail (not in the paper)", "",
               ("Top-1 boxes of correctly classified images against the ground-truth box: "
                "median IoU, median area ratio (predicted / ground truth) and how often the "

@@ -17,7 +17,13 @@ variant, CAM's net; ``alexnet``; ``resnet``):
   chosen on a separate split (seed :data:`THRESHOLD_SEED`);
 - faithfulness (Sec. 5.3): Spearman rank correlation with occlusion on the first multi-object
   scenes;
-- the identity CAM == Z * Grad-CAM on the GAP nets (Sec. 3.1).
+- the identity CAM == Z * Grad-CAM on the GAP nets (Sec. 3.1);
+- weakly-supervised segmentation (Sec. 4.2): SEC from CAM and Grad-CAM seeds;
+- the paper's uses (:data:`BEYOND`): diagnosing failures, adversarial noise and dataset bias
+  (Sec. 6, :mod:`camlens.diagnose.report`), textual explanations from the shipped dissections
+  (Sec. 7, :mod:`camlens.dissect.report`), and the captioner's and VQA net's maps (Sec. 8,
+  :mod:`camlens.captioning.report`, :mod:`camlens.vqa.report`), each at its own documented
+  full size (or its quick size with ``--quick --beyond ...``).
 
 The markdown report has the paper's numbers beside ours, standard errors, and the paper's
 claims checked. ``--allow-random`` runs randomly initialised nets when shipped weights are
@@ -66,10 +72,12 @@ from camlens.evaluate.tasks import (
 if TYPE_CHECKING:
     from camlens.segment import SegmentComparison
 
-__all__ = ["EARLIER_LAYERS", "PAPER", "TABLE3_ROWS", "ReproduceConfig", "main", "render",
+__all__ = ["BEYOND", "EARLIER_LAYERS", "PAPER", "TABLE3_ROWS", "ReproduceConfig", "main", "render",
            "reproduce", "NETS", "GAP_NETS"]
 
 NETS = ("vgg", "vgg_gap", "alexnet", "resnet")
+#: The sections on the paper's uses of Grad-CAM, each measured by its own package.
+BEYOND = ("sec6", "sec7", "sec8")
 #: Nets whose default layer feeds global average pooling and one linear layer: CAM applies.
 GAP_NETS = ("vgg_gap", "resnet")
 EVAL_SEED = 20251  # camlens.synthetic.v2.HELDOUT_SEED: the nets' recorded held-out scenes
@@ -108,13 +116,15 @@ class ReproduceConfig:
     seg_test: int = 300
     seg_steps: int = 400
     seg_repeats: int = 3
+    #: Which of :data:`BEYOND` to run (the quick run: none; they have their own smoke tests).
+    beyond: tuple[str, ...] = BEYOND
 
     @classmethod
     def quick_run(cls, **kw: Any) -> ReproduceConfig:
         """A run CI affords (10-40 s on 2 cores): every table and net, a dozen images."""
         base = cls(n_images=12, n_occlusion=2, n_pointing=10, n_threshold=6,
                    n_faithfulness=3, quick=True, seg_train=8, seg_test=4, seg_steps=3,
-                   seg_repeats=1)
+                   seg_repeats=1, beyond=())
         return replace(base, **kw)
 
     def first(self, n: int, of: int) -> int:
@@ -154,6 +164,9 @@ class Results:
     #: Sec. 4.2's weakly-supervised segmentation (camlens.segment.compare_seeds), rendered by
     #: findings.segmentation_section; None: not run (``seg_train`` 0).
     segmentation: SegmentComparison | None = None
+    #: Markdown of the :data:`BEYOND` sections that ran, and their wall seconds, by key.
+    beyond: dict[str, str] = field(default_factory=dict)
+    beyond_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _load_net(name: str, allow_random: bool) -> tuple[nn.Module, bool, dict | None]:
@@ -325,11 +338,48 @@ def _reproduce(cfg: ReproduceConfig, progress: bool, command: str) -> Results:
     data = _data(cfg)
     out = {name: _run_net(name, cfg, data, progress) for name in cfg.nets}
     seg = _segment(cfg, progress)
+    beyond, beyond_seconds = _beyond(cfg, progress)
     versions = {"camlens": getattr(camlens, "__version__", "?"), "torch": torch.__version__,
                 "numpy": np.__version__, "python": platform.python_version(),
                 "threads": str(torch.get_num_threads())}
     return Results(cfg, out, time.perf_counter() - t_start, command, versions,
-                   time.process_time() - cpu_start, _heldout(), seg)
+                   time.process_time() - cpu_start, _heldout(), seg, beyond, beyond_seconds)
+
+
+def _sec8(quick: bool) -> str:
+    from camlens.captioning.report import caption_section
+    from camlens.vqa.report import vqa_section
+
+    return ("## Grad-CAM for image captioning and VQA (Sec. 8)\n\n" + caption_section(quick)
+            + "\n" + vqa_section(quick))
+
+
+def _section(key: str, quick: bool) -> str:
+    """The markdown of one of :data:`BEYOND` (``quick``: its package's smoke size)."""
+    if key == "sec6":
+        from camlens.diagnose.report import section as sec6
+
+        return sec6(quick)
+    if key == "sec7":
+        from camlens.dissect.report import section as sec7
+
+        return sec7(quick)
+    return _sec8(quick)
+
+
+def _beyond(cfg: ReproduceConfig, progress: bool) -> tuple[dict[str, str], dict[str, float]]:
+    """Run ``cfg.beyond``'s sections (none with random nets: they need the shipped ones)."""
+    text: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    if cfg.allow_random:
+        return text, seconds
+    for key in cfg.beyond:
+        if progress:
+            print(f"{key}: measuring", file=sys.stderr)
+        t = time.perf_counter()
+        text[key] = _section(key, cfg.quick).rstrip() + "\n"
+        seconds[key] = time.perf_counter() - t
+    return text, seconds
 
 
 def _segment(cfg: ReproduceConfig, progress: bool) -> SegmentComparison | None:
@@ -372,6 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument(f"--{flag}", type=int, default=None,
                        help=f"{help_text} (default {getattr(d, flag.replace('-', '_'))})")
     p.add_argument("--nets", nargs="+", default=list(d.nets), choices=list(NETS))
+    p.add_argument("--beyond", nargs="*", default=None, choices=list(BEYOND),
+                   help="the sections on the paper's uses to run: Sec. 6 diagnoses, Sec. 7 "
+                        "textual explanations, Sec. 8 captioning and VQA (default: all of "
+                        "them, none with --quick; give no value to skip them)")
     p.add_argument("--threads", type=int, default=d.threads,
                    help="torch intra-op threads (default 1: fastest on a shared machine)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -391,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{0 if k == 'seg_train' else 1}, got {v}")
     rest = {"nets": tuple(args.nets), "threads": args.threads, "batch_size": args.batch_size,
             "allow_random": args.allow_random, "csv_dir": args.csv_dir}
+    if args.beyond is not None:
+        rest["beyond"] = tuple(dict.fromkeys(args.beyond))
     cfg = (ReproduceConfig.quick_run(**counts, **rest) if args.quick
            else ReproduceConfig(**counts, **rest))
     shown = list(sys.argv[1:] if argv is None else argv)

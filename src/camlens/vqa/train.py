@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         model.eval()
         acc = accuracy(model, f_held, vocab, held_qa[:1000])["overall"]
         epochs += 1
