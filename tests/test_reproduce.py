@@ -127,8 +127,9 @@ def test_cam_is_z_gradcam_on_the_gap_nets(results):
         assert net.identity["Z"] == z and net.identity["max_relative_difference"] < 1e-5
         cam, gc = net.table1["CAM"], net.table1["Grad-CAM"]
         assert [r.pred_boxes for r in cam.records] == [r.pred_boxes for r in gc.records]
+        # equal up to float32 rounding of the upsampled maps (a few near-tied pixel ranks)
         assert net.faithfulness.per_image["CAM"] == pytest.approx(
-            net.faithfulness.per_image["Grad-CAM"], abs=1e-6)
+            net.faithfulness.per_image["Grad-CAM"], abs=1e-5)
         # nothing rectifies after the layer, and the gradient is uniform: ablations change nothing
         for row in ("Deconv ReLU backward", "Guided ReLU backward", "GMP gradients"):
             assert ([r.pred_boxes for r in net.table3[row].records]
