@@ -251,7 +251,7 @@ def test_cli_evaluate_vqa_and_word_pointing_take_the_spec(
     csv = tmp_path / "vqa.csv"
     code, out, err = run(capsys, "evaluate", "vqa", "--data",
                          f"synthetic:seed={HELDOUT_SEED},n=1,start=2", "--csv", str(csv),
-                         "--no-progress")
+                         "--window", "56", "--stride", "56", "--no-progress")
     assert code == 0, err
     assert csv.read_text().splitlines()[1].startswith(f"scene{HELDOUT_SEED}-2,")
     code, out, err = run(capsys, "evaluate", "word-pointing", "--data",
