@@ -101,7 +101,8 @@ def test_region_ratio_runs_the_bundled_captioner(method: str) -> None:
 
 
 def test_caption_scenes_refuses_other_data() -> None:
-    with pytest.raises(ValueError, match="world v2 scenes"):
+    with pytest.raises(ValueError, match="unknown data spec 'coco:/tmp/x'; synthetic data is "
+                                         "written synthetic:seed=S,n=N"):
         caption_scenes("coco:/tmp/x")
     with pytest.raises(ValueError, match="kind must be one of"):
         caption_scenes("synthetic:seed=1,n=2,kind=odd")

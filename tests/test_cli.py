@@ -515,7 +515,7 @@ def test_evaluate_threshold_relative_to_the_range(tmp_path: Path,
      "unknown synthetic net 'nope'; choose from synthetic:vgg, synthetic:vgg_gap, "
      "synthetic:alexnet, synthetic:resnet"),
     (("--data", "synthetic:seed=1,n=2,kind=crowd", "--model", "synthetic:vgg"),
-     "kind must be one of single, multi, two, pair, got 'crowd'"),
+     "kind must be one of single, multi, two, pair, mixed, got 'crowd'"),
 ])
 def test_evaluate_bad_input_is_one_line_exit_2(argv: tuple[str, ...], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:

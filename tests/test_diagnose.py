@@ -235,9 +235,9 @@ def test_load_items_synthetic_spec_keeps_scenes_and_cue() -> None:
         for c in it.labels:
             assert it.masks[c].any() and it.boxes[c]
     assert [it.id for it in items_from_scenes([items[0].scene], "p/")] == ["p/00000"]
-    for spec, msg in (("synthetic:seed=1,n=2,cue_rate=2", "cue_rate must be in"),
-                      ("synthetic:seed=1,n=0", "at least 1"),
-                      ("synthetic:seed=1,m=2", "unknown parameter")):
+    for spec, msg in (("synthetic:seed=1,n=2,cue_rate=2", r"cue_rate must be a number in \[0, 1\]"),
+                      ("synthetic:seed=1,n=0", "n must be an integer >= 1"),
+                      ("synthetic:seed=1,m=2", "unknown key 'm'")):
         with pytest.raises(ValueError, match=msg):
             load_items(spec)
 

@@ -263,7 +263,7 @@ def test_dissection_leaves_the_model_untouched(training: bool) -> None:
 
 def test_cli_dissect_and_explain_text(tmp_path: Path) -> None:
     out = tmp_path / "d"
-    assert main(["dissect", "--model", "synthetic:alexnet", "--data", "world-v2:4",
+    assert main(["dissect", "--model", "synthetic:alexnet", "--data", "synthetic:seed=20252,n=4",
                  "--batch-size", "4", "--out", str(out), "-q"]) == 0
     doc = json.loads((out / "dissection.json").read_text())
     assert doc["layer"] == "features.11" and doc["images"] == 4 and len(doc["units"]) > 0
@@ -289,12 +289,13 @@ def test_cli_dissect_and_explain_text(tmp_path: Path) -> None:
 def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["dissect", "--model", "synthetic:alexnet", "--out", str(tmp_path / "o")]
     for argv, message in [
-        (base + ["--data", "world-v2:0"], "positive number of scenes"),
-        (base + ["--data", "imagenet"], "expected world-v2"),
+        (base + ["--data", "synthetic:seed=20252,n=0"], "n must be an integer >= 1"),
+        (base + ["--data", "imagenet"], "synthetic data is written synthetic:seed=S,n=N"),
+        (base + ["--data", "world-v2:2"], "unknown data spec 'world-v2:2'"),
         (base + ["--data", f"broden:{tmp_path}"], "no index.csv"),
-        (base + ["--data", "world-v2:2", "--layer", "nope"], "no layer named"),
-        (base + ["--data", "world-v2:2", "--quantile", "0"], "strictly between"),
-        (base + ["--data", "world-v2:2", "--categories", "smell"], "categories"),
+        (base + ["--data", "synthetic:seed=20252,n=2", "--layer", "nope"], "no layer named"),
+        (base + ["--data", "synthetic:seed=20252,n=2", "--quantile", "0"], "strictly between"),
+        (base + ["--data", "synthetic:seed=20252,n=2", "--categories", "smell"], "categories"),
     ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()

@@ -413,7 +413,7 @@ def test_synthetic_format_registered_and_folder_equals_memory(tmp_path, scenes):
     a = evaluate_localization(tiny_net(), mem, layer=TINY_LAYER, progress=False)
     b = evaluate_localization(tiny_net(), disk, layer=TINY_LAYER, progress=False)
     assert a.records == b.records
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ValueError, match="give seed="):
         load_dataset("synthetic:n=3")
 
 

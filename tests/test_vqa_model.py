@@ -240,7 +240,7 @@ def test_cli_vqa_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 ])
 def test_cli_vqa_bad_input_exits_2(argv: list[str], message: str, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["vqa", "world:0", *argv, "--out", str(tmp_path)])
+    code = main(["vqa", "synthetic:seed=20251,n=1", *argv, "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
@@ -248,4 +248,5 @@ def test_cli_vqa_bad_input_exits_2(argv: list[str], message: str, tmp_path: Path
 
 def test_cli_evaluate_vqa_bad_data_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "vqa", "--data", "coco:x"]) == 2
-    assert "the vqa task takes --data world:N" in capsys.readouterr().err
+    assert ("unknown data spec 'coco:x'; synthetic data is written synthetic:seed=S,n=N"
+            in capsys.readouterr().err)

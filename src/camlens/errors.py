@@ -32,3 +32,8 @@ class NonFiniteError(ExplainError):
 class DataError(ValueError):
     """A dataset, annotation or sample that cannot be read or used (a missing image, a sample
     with no pixels): in a run over many items, one item's DataError skips that item only."""
+
+
+class DataSpecError(ExplainError):
+    """A ``--data`` / data spec that is not of an accepted form (e.g. ``world:200`` instead of
+    ``synthetic:seed=S,n=N``), or has an unknown key or a bad value."""

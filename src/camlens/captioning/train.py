@@ -45,20 +45,21 @@ from camlens.captioning.decode import beam_search, greedy
 from camlens.captioning.model import Captioner, shipped_cnn
 from camlens.captioning.quality import attribute_scores, bleu4
 from camlens.captioning.vocab import Vocabulary, world_vocabulary
-from camlens.synthetic.v2 import make_scene
 from camlens.synthetic.v2.graph import SceneGraph
+from camlens.synthetic.v2.spec import MIXED_CYCLE, SyntheticSpec
 from camlens.synthetic.v2.words import tokenize
 from camlens.synthetic.v2.world import HELDOUT_SEED, Scene
 
 __all__ = ["TRAIN_SEED", "KIND_CYCLE", "scene", "main"]
 
 TRAIN_SEED = 3_000_001
-KIND_CYCLE = ("single", "two", "pair", "multi")
+KIND_CYCLE = MIXED_CYCLE
 
 
 def scene(seed: int, i: int) -> Scene:
-    """Scene ``i`` of stream ``seed`` (kind ``KIND_CYCLE[i % 4]``)."""
-    return make_scene(np.random.default_rng((seed, i)), kind=KIND_CYCLE[i % len(KIND_CYCLE)])
+    """Scene ``i`` of stream ``seed`` (kind ``KIND_CYCLE[i % 4]``): scene ``i`` of
+    ``synthetic:seed=SEED,n=...,kind=mixed``."""
+    return SyntheticSpec(seed, 1, kind="mixed", start=i).scene(0)
 
 
 def _chunk(seed: int, start: int, n: int) -> tuple[np.ndarray, list[str]]:

@@ -42,8 +42,9 @@ def _pixels(text: str) -> float:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
-                   help="synthetic:seed=S,n=N[,kind=K][,cue_rate=R] (world v2, exact ground "
-                        "truth), synthetic:FOLDER, coco:FILE[:IMAGES], voc:ROOT, ilsvrc:DIR")
+                   help="synthetic:seed=S,n=N[,kind=K][,start=I][,objects=A-B][,cue_rate=R] "
+                        "(world v2, exact ground truth; docs/world.md), synthetic:FOLDER, "
+                        "coco:FILE[:IMAGES], voc:ROOT, ilsvrc:DIR")
     p.add_argument("--model", default="synthetic:vgg",
                    help="synthetic:vgg|vgg_gap|alexnet|resnet, a bundled name, torchvision:NAME, "
                         "file.py:FACTORY (default synthetic:vgg)")

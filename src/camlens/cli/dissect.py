@@ -1,6 +1,6 @@
 """``camlens dissect``: name a layer's units with concepts (network dissection, Sec. 7).
 
-    camlens dissect --model synthetic:vgg --data world-v2:1000 --out dissection/
+    camlens dissect --model synthetic:vgg --data synthetic:seed=20252,n=1000 --out dissection/
     camlens dissect --model net.py:build --layer layer4 --data broden:~/broden1_224 --out d/
 """
 
@@ -16,8 +16,6 @@ from camlens.cli.options import debug_options, model_options, positive_int, unit
 from camlens.errors import DataError
 from camlens.loading import CliError
 
-DEFAULT_SCENES = 1000
-
 
 def add(sub: Any) -> None:
     p = sub.add_parser(
@@ -30,10 +28,11 @@ def add(sub: Any) -> None:
                     "`camlens explain --text --dissection`), units.csv and units/*.png.")
     p.add_argument("--layer", metavar="NAME",
                    help="layer to dissect (default: the model's Grad-CAM layer)")
-    p.add_argument("--data", required=True, metavar="world-v2[:N]|broden:DIR",
-                   help=f"world-v2[:N]: N world v2 scenes (default {DEFAULT_SCENES}) with part, "
-                        "shape, colour and texture maps; broden:DIR (or a DIR holding index.csv):"
-                        " a dataset in Broden's format")
+    p.add_argument("--data", required=True, metavar="synthetic:seed=S,n=N|broden:DIR",
+                   help="synthetic:seed=S,n=N[,kind=K][,...]: world v2 scenes (docs/world.md; "
+                        "kind default single; the shipped dissections use seed=20252,n=500) "
+                        "with part, shape, colour and texture maps; broden:DIR (or a DIR "
+                        "holding index.csv): a dataset in Broden's format")
     p.add_argument("--categories", metavar="A,B",
                    help="only these concept categories (default: all the data has)")
     p.add_argument("--split", default=None, help="Broden: only rows of this split (e.g. val)")
@@ -53,22 +52,18 @@ def concept_data(spec: str, preprocess: Any, categories: list[str] | None,
                  split: str | None, limit: int | None) -> Any:
     """``--data`` -> a :class:`~camlens.dissect.ConceptData` (CliError when it is wrong)."""
     from camlens.dissect import WORLD_CATEGORIES, BrodenConcepts, WorldV2Concepts
+    from camlens.synthetic.v2.spec import FORM, is_synthetic, parse_synthetic
 
     text = spec.strip()
     try:
-        if text.lower().startswith("world-v2"):
-            rest = text[len("world-v2"):]
-            if rest and (not rest.startswith(":") or not rest[1:].isdigit()
-                         or int(rest[1:]) < 1):
-                raise CliError(f"--data {spec}: expected world-v2 or world-v2:N with N a "
-                               "positive number of scenes")
-            n = int(rest[1:]) if rest else DEFAULT_SCENES
-            return WorldV2Concepts(n, preprocess=preprocess,
+        if is_synthetic(text):
+            return WorldV2Concepts(parse_synthetic(text), preprocess=preprocess,
                                    categories=categories or WORLD_CATEGORIES)
         folder = text[len("broden:"):] if text.lower().startswith("broden:") else text
         if not Path(folder).expanduser().is_dir():
-            raise CliError(f"--data {spec}: expected world-v2[:N], or broden:DIR with DIR a "
-                           "folder in Broden's format (index.csv, label.csv, c_*.csv, images/)")
+            raise CliError(f"unknown data spec {spec!r}: expected broden:DIR with DIR a folder "
+                           "in Broden's format (index.csv, label.csv, c_*.csv, images/); "
+                           f"synthetic data is written {FORM} (docs/world.md)")
         data = BrodenConcepts(folder, preprocess=preprocess, categories=categories, split=split)
         if limit is not None:
             data.rows = data.rows[:limit]

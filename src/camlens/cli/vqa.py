@@ -18,7 +18,8 @@ from camlens.cli.options import (
 )
 from camlens.loading import CliError
 
-WORLD = re.compile(r"world:(\d+)$")
+#: ``NAME:...`` that is not a file: meant as a data spec (a drive letter is not one).
+SPEC_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9_.+-]+:")
 
 
 def add(sub: Any) -> None:
@@ -33,8 +34,10 @@ def add(sub: Any) -> None:
                     "answers with probabilities) and a Fig. 12-style summary.png; contrasts in "
                     "OUT/<stem>/versus/.")
     p.add_argument("image", metavar="IMAGE",
-                   help="an image file (resized to 112x112), or world:N for held-out world v2 "
-                        "scene N")
+                   help="an image file (resized to 112x112), or world v2 scenes "
+                        "synthetic:seed=S,n=N[,start=I][,...] (docs/world.md; kind default "
+                        "multi with objects=1-4, the VQA data; e.g. synthetic:seed=20251,n=1,"
+                        "start=16 is held-out scene 16), each explained in its own folder")
     p.add_argument("--question", "-q", required=True, help='e.g. "What colour is the tabby?"')
     p.add_argument("--answer", "-a", action="append", default=[], metavar="A",
                    help="an answer to explain (repeatable; default: the --top most probable)")
@@ -47,34 +50,44 @@ def add(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _image(spec: str) -> tuple[Any, str]:
-    """The photo and its output stem."""
+def _images(spec: str) -> list[tuple[Any, str]]:
+    """The photos and their output stems: one for a file, n for a ``synthetic:`` spec
+    (``synthetic_<seed>_<index>``)."""
     from camlens.io import load_image
+    from camlens.synthetic.v2.spec import parse_synthetic
 
-    m = WORLD.match(spec)
-    if m:
-        from PIL import Image
+    if Path(spec).expanduser().exists() or not SPEC_LIKE.match(spec.strip()):
+        return [(load_image(spec), Path(spec).stem)]
+    from PIL import Image
 
-        from camlens.synthetic.v2 import HELDOUT_SEED
-        from camlens.vqa.data import make_scenes
+    from camlens.vqa.data import SCENE_KIND, SCENE_OBJECTS
 
-        scene = make_scenes(1, HELDOUT_SEED, start=int(m.group(1)))[0]
-        return Image.fromarray(scene.image), f"world_{m.group(1)}"
-    return load_image(spec), Path(spec).stem
+    scenes = parse_synthetic(spec).with_defaults(kind=SCENE_KIND, objects=SCENE_OBJECTS)
+    return [(Image.fromarray(scene.image), f"synthetic_{scenes.seed}_{scenes.start + i:05d}")
+            for i, scene in enumerate(scenes.scenes())]
 
 
 def run(args: argparse.Namespace) -> int:
-    from camlens import output
-    from camlens.viz import shrink_to
-    from camlens.vqa.explain import explain_answers, to_input
-    from camlens.vqa.figure import fig12
-    from camlens.vqa.model import UnknownWordError, load_bundled
+    from camlens.vqa.model import load_bundled
 
+    photos = _images(args.image)
     try:
         model, vocab = load_bundled(args.model)
     except (FileNotFoundError, KeyError, RuntimeError, ValueError) as exc:
         raise CliError(f"--model {args.model}: cannot load a VQA net ({exc})") from exc
-    photo, stem = _image(args.image)
+    for photo, stem in photos:
+        _explain(args, model, vocab, photo, stem)
+    return 0
+
+
+def _explain(args: argparse.Namespace, model: Any, vocab: Any, photo: Any, stem: str) -> None:
+    """Explain one photo's answers into OUT/<stem>/ and print its top answers."""
+    from camlens import output
+    from camlens.viz import shrink_to
+    from camlens.vqa.explain import explain_answers, to_input
+    from camlens.vqa.figure import fig12
+    from camlens.vqa.model import UnknownWordError
+
     try:
         result = explain_answers(model, vocab, to_input(photo), args.question, args.answer,
                                  top=args.top, versus=[tuple(v) for v in args.versus])
@@ -103,4 +116,3 @@ def run(args: argparse.Namespace) -> int:
     for a, p in top:
         say(f"  {a:<12} {p:.3f}")
     say(json.dumps({"out": str(folder)}))
-    return 0

@@ -3,7 +3,8 @@ exact ground truth), a model record, and Grad-CAM / Guided Grad-CAM maps at imag
 
 ``--data`` takes the specs of :func:`camlens.evaluate.load_dataset` (``coco:FILE``,
 ``voc:ROOT``, ``synthetic:FOLDER``...) and, for world v2 scenes generated on the fly,
-``synthetic:seed=S,n=N[,kind=K][,cue_rate=R]``: then every item keeps its
+``synthetic:seed=S,n=N[,kind=K][,start=I][,objects=A-B][,cue_rate=R]`` (docs/world.md;
+:func:`camlens.synthetic.parse_synthetic`): then every item keeps its
 :class:`camlens.synthetic.Scene` (parts, decoys, the bias cue band) for the measurements that
 need exact ground truth.
 """
@@ -22,7 +23,8 @@ from camlens.evaluate.datasets import ArraySample, Sample, load_dataset
 from camlens.evaluate.localization import Box, box_to_mask
 from camlens.evaluate.model import label_index, resolve_model
 from camlens.models.registry import ModelRecord
-from camlens.synthetic.v2 import KINDS, Scene, make_dataset
+from camlens.synthetic.v2 import Scene
+from camlens.synthetic.v2.spec import is_synthetic, parse_synthetic
 
 __all__ = ["Item", "load_items", "items_from_scenes", "load_record", "model_inputs",
            "class_maps", "Maps", "predict"]
@@ -46,8 +48,8 @@ class Item:
         return int(self.image.shape[0]), int(self.image.shape[1])
 
 
-def items_from_scenes(scenes: Sequence[Scene], prefix: str = "") -> list[Item]:
-    """World v2 scenes as items (ids ``f"{prefix}{i:05d}"``), exact masks and boxes."""
+def items_from_scenes(scenes: Sequence[Scene], prefix: str = "", start: int = 0) -> list[Item]:
+    """World v2 scenes as items (ids ``f"{prefix}{start + i:05d}"``), exact masks and boxes."""
     out = []
     for i, s in enumerate(scenes):
         masks: dict[int, np.ndarray] = {}
@@ -55,44 +57,8 @@ def items_from_scenes(scenes: Sequence[Scene], prefix: str = "") -> list[Item]:
         for o in s.objects:
             masks[o.label] = masks.get(o.label, np.zeros(s.size, dtype=bool)) | o.mask
             boxes.setdefault(o.label, []).append(tuple(int(v) for v in o.box))  # type: ignore[arg-type]
-        out.append(Item(f"{prefix}{i:05d}", s.image, tuple(sorted(masks)), masks, boxes, s))
+        out.append(Item(f"{prefix}{start + i:05d}", s.image, tuple(sorted(masks)), masks, boxes, s))
     return out
-
-
-def _synthetic_spec(text: str) -> dict[str, Any] | None:
-    """``seed=S,n=N[,kind=K][,cue_rate=R]`` parsed, or None when ``text`` is not of that form."""
-    if "=" not in text:
-        return None
-    params: dict[str, Any] = {}
-    for part in text.split(","):
-        key, sep, value = (s.strip() for s in part.partition("="))
-        if not sep or key not in ("seed", "n", "kind", "cue_rate"):
-            raise ValueError(f"synthetic:{text}: unknown parameter {part!r} (seed, n, kind, "
-                             "cue_rate)")
-        if key == "kind":
-            if value not in KINDS:
-                raise ValueError(f"synthetic:{text}: kind must be one of {', '.join(KINDS)}, "
-                                 f"got {value!r}")
-            params[key] = value
-        elif key == "cue_rate":
-            try:
-                params[key] = float(value)
-            except ValueError:
-                raise ValueError(f"synthetic:{text}: cue_rate must be a number in [0, 1], got "
-                                 f"{value!r}") from None
-            if not 0.0 <= params[key] <= 1.0:
-                raise ValueError(f"synthetic:{text}: cue_rate must be in [0, 1], got {value}")
-        else:
-            try:
-                params[key] = int(value)
-            except ValueError:
-                raise ValueError(f"synthetic:{text}: {key} must be an integer, got "
-                                 f"{value!r}") from None
-    if "seed" not in params or "n" not in params:
-        raise ValueError(f"synthetic:{text}: give both seed= and n=")
-    if params["n"] < 1:
-        raise ValueError(f"synthetic:{text}: n must be at least 1, got {params['n']}")
-    return params
 
 
 def _pixels(sample: Sample) -> np.ndarray:
@@ -110,13 +76,9 @@ def load_items(spec: str, to_index: Callable[[Any], int] | None = None,
     labels (names) to class indices (default: ints as they are). ``limit``: the first N."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
-    fmt, sep, rest = spec.partition(":")
-    params = _synthetic_spec(rest.strip()) if sep and fmt.lower() == "synthetic" else None
-    if params is not None:
-        n = params["n"] if limit is None else min(params["n"], limit)
-        scenes = make_dataset(n, params["seed"], kind=params.get("kind", "single"),
-                              cue_rate=params.get("cue_rate"))
-        return items_from_scenes(scenes, prefix=f"{params['seed']}/")
+    if is_synthetic(spec):
+        scenes = parse_synthetic(spec).limited(limit)
+        return items_from_scenes(scenes.scenes(), prefix=f"{scenes.seed}/", start=scenes.start)
     index = to_index or label_index(None, None)
     out = []
     for sample in load_dataset(spec)[:limit]:

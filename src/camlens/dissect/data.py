@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from camlens.errors import DataError
+from camlens.synthetic.v2.spec import DEFAULT_OBJECTS, SyntheticSpec, parse_synthetic
 
 __all__ = ["Concept", "Sample", "ConceptData", "WorldV2Concepts", "BrodenConcepts",
            "DISSECT_SEED", "WORLD_CATEGORIES"]
@@ -77,25 +78,34 @@ def _to_input(picture: np.ndarray) -> torch.Tensor:
 
 
 class WorldV2Concepts:
-    """``n`` world v2 scenes (scene ``i`` from ``default_rng((seed, i))``,
-    :func:`~camlens.synthetic.v2.make_dataset`)
-    with their part, shape, colour and texture maps as concepts (full resolution). Scenes are
-    generated on demand; ``cache`` keeps them (about 88 KB a scene at 112x112) since dissection
-    reads the data twice. ``preprocess`` turns the PIL image into the model's input (default:
-    [0, 1] floats, what the world v2 nets take)."""
+    """World v2 scenes with their part, shape, colour and texture maps as concepts (full
+    resolution). ``data``: a number of scenes ``n`` (scene ``i`` from
+    ``default_rng((seed, i))`` with ``kind``, :func:`~camlens.synthetic.v2.make_dataset`), or
+    the scenes of a ``synthetic:seed=S,n=N[,...]`` spec (text or parsed; docs/world.md; its
+    kind default ``single``; ``seed`` and ``kind`` then do not apply). Scenes are generated on
+    demand; ``cache`` keeps them (about 88 KB a scene at 112x112) since dissection reads the
+    data twice. ``preprocess`` turns the PIL image into the model's input (default: [0, 1]
+    floats, what the world v2 nets take)."""
 
-    def __init__(self, n: int, *, seed: int = DISSECT_SEED, kind: str = "single",
-                 preprocess: Preprocess | None = None, cache: bool = True,
+    def __init__(self, data: int | str | SyntheticSpec, *, seed: int = DISSECT_SEED,
+                 kind: str = "single", preprocess: Preprocess | None = None, cache: bool = True,
                  categories: Sequence[str] = WORLD_CATEGORIES) -> None:
         from camlens.synthetic.v2 import COLOURS, PARTS, SHAPES, TEXTURES
 
-        if n < 1:
-            raise DataError(f"world v2: need at least 1 scene, got {n}")
+        if isinstance(data, str):
+            data = parse_synthetic(data)
+        if isinstance(data, SyntheticSpec):
+            spec = data.with_defaults()
+        elif data < 1:
+            raise DataError(f"world v2: need at least 1 scene, got {data}")
+        else:
+            spec = SyntheticSpec(seed, int(data), kind=kind)
         bad = [c for c in categories if c not in WORLD_CATEGORIES]
         if bad or not categories:
             raise DataError(f"world v2 categories {list(categories)}: choose from "
                             f"{list(WORLD_CATEGORIES)}")
-        self.n, self.seed, self.kind, self.preprocess = n, seed, kind, preprocess
+        self.spec = spec
+        self.n, self.seed, self.kind, self.preprocess = spec.n, spec.seed, spec.kind, preprocess
         vocab = {"part": PARTS, "shape": SHAPES, "colour": COLOURS, "texture": TEXTURES}
         self.categories = tuple(categories)
         self._concepts: list[Concept] = []
@@ -111,19 +121,24 @@ class WorldV2Concepts:
 
     @property
     def name(self) -> str:
-        return f"world v2 ({self.n} {self.kind} scenes, seed {self.seed})"
+        s, extra = self.spec, ""
+        if s.start:
+            extra += f", start {s.start}"
+        if s.objects not in (None, DEFAULT_OBJECTS):
+            extra += f", objects {s.objects[0]}-{s.objects[1]}"
+        if s.cue_rate is not None:
+            extra += f", cue_rate {s.cue_rate:g}"
+        return f"world v2 ({self.n} {self.kind} scenes, seed {self.seed}{extra})"
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, index: int) -> Sample:
-        from camlens.synthetic.v2 import make_scene
-
         if not 0 <= index < self.n:
             raise IndexError(index)
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        scene = make_scene(np.random.default_rng((self.seed, index)), kind=self.kind)
+        scene = self.spec.scene(index)
         labels = {}
         for cat in self.categories:
             m = scene.concepts[cat].astype(np.int64)  # category index + 1, 0 = none

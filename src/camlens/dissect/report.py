@@ -162,7 +162,7 @@ def table(measures: list[Measure]) -> str:
 
 def section(quick: bool = False) -> str:
     """The markdown section for the reproduction report (``quick``: 66 scenes per net, else
-    330), from the shipped dissections (``camlens dissect --data world-v2:N``)."""
+    330), from the shipped dissections (``camlens dissect --data synthetic:seed=20252,n=N``)."""
     scenes = 66 if quick else 330
     return table([measure(n, scenes) for n in NETS if shipped_path(n).is_file()])
 

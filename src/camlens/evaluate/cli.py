@@ -36,7 +36,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("task", choices=TASKS)
     parser.add_argument("--data", required=True,
                         help="FORMAT:PATH, FORMAT one of " + ", ".join(dataset_formats())
-                             + "; for vqa: world:N (N held-out world v2 scenes)")
+                             + "; world v2 scenes: synthetic:seed=S,n=N[,kind=K][,start=I]"
+                               "[,objects=A-B][,cue_rate=R] (docs/world.md; the only data of "
+                               "word-pointing, region-ratio and vqa)")
     parser.add_argument("--model", default=None,
                         help="bundled name (default efficientnet_lite0), "
                              "synthetic:vgg|vgg_gap|alexnet|resnet, torchvision:NAME, "

@@ -479,16 +479,19 @@ def load_dataset(spec: str) -> list[Sample]:
       ``ROOT/ImageSets/Main/val.txt`` when it exists, else every annotation.
     - ``coco:ANNOTATION_JSON`` or ``coco:ANNOTATION_JSON:IMAGES_DIR``: the images folder
       defaults to the COCO layout (``annotations/instances_val2017.json`` -> ``val2017/``).
-    - ``synthetic:FOLDER`` or ``synthetic:seed=S,n=N[,kind=K]``: camlens's synthetic world, v2 (see
-      :func:`camlens.evaluate.synthetic_data.load_synthetic_samples`).
+    - ``synthetic:FOLDER`` or ``synthetic:seed=S,n=N[,kind=K][,...]``: camlens's synthetic world,
+      v2 (see :func:`camlens.evaluate.synthetic_data.load_synthetic_samples`, docs/world.md).
 
     An unknown format raises ``ValueError`` naming the known ones.
     """
     fmt, sep, rest = spec.partition(":")
     loader = _LOADERS.get(fmt.lower()) if sep else None
     if loader is None:
+        from camlens.errors import DataSpecError
+
         known = ", ".join(dataset_formats())
-        raise ValueError(
-            f"unknown dataset spec {spec!r}: expected FORMAT:PATH with FORMAT one of {known}"
+        raise DataSpecError(
+            f"unknown dataset spec {spec!r}: expected FORMAT:PATH with FORMAT one of {known}; "
+            "synthetic data is written synthetic:seed=S,n=N[,...] (docs/world.md)"
         )
     return loader(rest)

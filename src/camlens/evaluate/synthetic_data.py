@@ -11,20 +11,18 @@ from typing import Any
 from camlens.evaluate.datasets import AnnotatedObject, ArraySample, Sample, read_coco
 from camlens.evaluate.localization import Box
 
-#: ``synthetic:seed=S,n=N`` parameters and what they must be.
-_PARAMS = ("seed", "n", "kind")
-
 
 def _box(coords: Sequence[Any]) -> Box:
     x0, y0, x1, y1 = (int(c) for c in coords)
     return (x0, y0, x1, y1)
 
 
-def scenes_to_samples(scenes: Sequence[Any], prefix: str = "") -> list[ArraySample]:
+def scenes_to_samples(scenes: Sequence[Any], prefix: str = "",
+                      start: int = 0) -> list[ArraySample]:
     """Synthetic :class:`camlens.synthetic.Scene` objects as :class:`ArraySample` records.
 
     Labels are the class indices, boxes and masks the scene's exact ground truth, image ids
-    ``f"{prefix}{i:05d}"``.
+    ``f"{prefix}{start + i:05d}"``.
     """
     out = []
     for i, scene in enumerate(scenes):
@@ -34,7 +32,7 @@ def scenes_to_samples(scenes: Sequence[Any], prefix: str = "") -> list[ArraySamp
             for o in scene.objects
         )
         out.append(ArraySample(image_path=None, width=w, height=h, objects=objects,
-                               image_id=f"{prefix}{i:05d}", pixels=scene.image))
+                               image_id=f"{prefix}{start + i:05d}", pixels=scene.image))
     return out
 
 
@@ -61,39 +59,19 @@ def load_synthetic_samples(rest: str) -> list[Sample]:
 
     - ``synthetic:FOLDER``: a folder written by :func:`camlens.synthetic.save_coco`: samples
       read from its PNGs, with exact masks;
-    - ``synthetic:seed=S,n=N[,kind=K]``: world v2 scenes generated on the fly with
-      ``make_dataset(N, seed=S, kind=K)`` (``kind``: single (default), multi, two, pair; see
-      :data:`camlens.synthetic.KINDS`), held in memory, ids ``S/00000``...
+    - ``synthetic:seed=S,n=N[,kind=K][,start=I][,objects=A-B][,cue_rate=R]``: world v2 scenes
+      generated on the fly (:func:`camlens.synthetic.parse_synthetic`; kind default single),
+      held in memory, ids ``S/00000``...
     """
-    from camlens.synthetic import KINDS, make_dataset
+    from camlens.errors import DataSpecError
+    from camlens.synthetic.v2.spec import FORM, is_synthetic, parse_synthetic
 
     text = rest.strip()
-    if Path(text).is_dir():
-        return _read_folder(Path(text))
-    if "=" not in text:
-        raise ValueError(
-            f"synthetic:{rest}: expected a folder written by camlens.synthetic.save_coco or "
-            "seed=S,n=N[,kind=single|multi|two|pair]"
-        )
-    params: dict[str, Any] = {}
-    for part in text.split(","):
-        key, sep, value = part.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or key not in _PARAMS:
-            raise ValueError(f"synthetic:{rest}: unknown parameter {part!r} (seed, n, kind)")
-        if key == "kind":
-            if value not in KINDS:
-                raise ValueError(f"synthetic:{rest}: kind must be one of {', '.join(KINDS)}, "
-                                 f"got {value!r}")
-            params[key] = value
-            continue
-        try:
-            params[key] = int(value)
-        except ValueError:
-            raise ValueError(f"synthetic:{rest}: {key} must be an integer, got {value!r}") from None
-    if "seed" not in params or "n" not in params:
-        raise ValueError(f"synthetic:{rest}: give both seed= and n=")
-    if params["n"] < 1:
-        raise ValueError(f"synthetic:{rest}: n must be at least 1, got {params['n']}")
-    scenes = make_dataset(params["n"], params["seed"], kind=params.get("kind", "single"))
-    return list(scenes_to_samples(scenes, prefix=f"{params['seed']}/"))
+    if Path(text).expanduser().is_dir():
+        return _read_folder(Path(text).expanduser())
+    if not is_synthetic(f"synthetic:{text}"):
+        raise DataSpecError(f"bad data spec 'synthetic:{rest}': no such folder (one written by "
+                            f"camlens.synthetic.save_coco); synthetic data is written {FORM} "
+                            "(docs/world.md)")
+    spec = parse_synthetic(f"synthetic:{text}")
+    return list(scenes_to_samples(spec.scenes(), prefix=f"{spec.seed}/", start=spec.start))

@@ -13,10 +13,16 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from camlens.synthetic.v2 import COLOURS, SHAPES, Scene, make_scene
+from camlens.synthetic.v2 import COLOURS, SHAPES, Scene
 from camlens.synthetic.v2.graph import QA
+from camlens.synthetic.v2.spec import SyntheticSpec
 
-__all__ = ["ANSWERS", "KINDS", "PER_KIND", "scene_questions", "make_scenes", "images"]
+__all__ = ["ANSWERS", "KINDS", "PER_KIND", "scene_questions", "make_scenes", "images",
+           "SCENE_KIND", "SCENE_OBJECTS"]
+
+#: The VQA data's scenes: ``kind=multi,objects=1-4`` (the default of ``camlens vqa`` and
+#: ``camlens evaluate vqa`` for a ``synthetic:`` spec that gives neither).
+SCENE_KIND, SCENE_OBJECTS = "multi", (1, 4)
 
 _NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 #: The fixed answer set: yes/no, counts, colours, shapes, thirds of the image.
@@ -40,9 +46,10 @@ def scene_questions(scene: Scene, rng: np.random.Generator) -> list[QA]:
 
 def make_scenes(n: int, seed: int, start: int = 0) -> list[Scene]:
     """Scenes ``start .. start+n-1`` of the VQA data: 1-4 objects of distinct classes
-    (world v2's ``multi`` kind), scene i drawn from ``default_rng((seed, i))``."""
-    return [make_scene(np.random.default_rng((int(seed), i)), kind="multi", n_objects=(1, 4))
-            for i in range(start, start + n)]
+    (world v2's ``multi`` kind), scene i drawn from ``default_rng((seed, i))``:
+    ``synthetic:seed=SEED,n=N,start=START,kind=multi,objects=1-4``."""
+    return SyntheticSpec(int(seed), n, kind=SCENE_KIND, start=start,
+                         objects=SCENE_OBJECTS).scenes()
 
 
 def images(scenes: Sequence[Scene]) -> torch.Tensor:

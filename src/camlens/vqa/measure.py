@@ -20,7 +20,6 @@ per (scene, method), resumable (:class:`~camlens.evaluate.store.RowStore`).
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,8 +35,9 @@ from camlens.evaluate.language import MeanSEM, mask_rank_correlation, mean_sem
 from camlens.evaluate.store import RowStore
 from camlens.synthetic.v2 import HELDOUT_SEED, Scene
 from camlens.synthetic.v2.graph import QA
+from camlens.synthetic.v2.spec import SyntheticSpec, parse_synthetic
 from camlens.synthetic.v2.words import named_classes
-from camlens.vqa.data import images, make_scenes
+from camlens.vqa.data import SCENE_KIND, SCENE_OBJECTS, images
 from camlens.vqa.explain import FIG12
 from camlens.vqa.model import DEFAULT_LAYER, Vocabulary, VQANet, load_bundled
 
@@ -207,10 +207,12 @@ def evaluate_vqa(n: int = 200, *, model: VQANet | None = None, vocab: Vocabulary
                  seed: int = HELDOUT_SEED, start: int = 0, methods: Sequence[str] = FIG12,
                  window: int = 16, stride: int = 16, fill: float = 0.0,
                  csv_path: str | os.PathLike[str] | None = None, resume: bool = True,
-                 progress: bool = True) -> VQASummary:
+                 progress: bool = True, data: SyntheticSpec | None = None) -> VQASummary:
     """The measurements of the module doc on scenes ``start .. start+n-1`` of ``seed`` (default
-    world v2's held-out seed) with ``model`` (default the bundled net). Rows go to
-    ``csv_path`` as each scene finishes; a rerun with the same configuration resumes."""
+    world v2's held-out seed; the VQA data's ``kind=multi,objects=1-4``), or on the scenes of
+    ``data`` (a parsed ``synthetic:`` spec; it replaces n, seed and start), with ``model``
+    (default the bundled net). Rows go to ``csv_path`` as each scene finishes; a rerun with the
+    same configuration resumes."""
     from camlens.pipeline import progress_bar
 
     t0 = time.perf_counter()
@@ -218,20 +220,25 @@ def evaluate_vqa(n: int = 200, *, model: VQANet | None = None, vocab: Vocabulary
         raise ValueError("give both model and vocab, or neither (the bundled net)")
     if model is None or vocab is None:
         model, vocab = load_bundled()
-    if n < 1:
+    if data is None and n < 1:
         raise ValueError(f"n must be a positive number of scenes, got {n}")
+    spec = (SyntheticSpec(seed, n, start=start) if data is None else data).with_defaults(
+        kind=SCENE_KIND, objects=SCENE_OBJECTS)
+    seed, n, start = spec.seed, spec.n, spec.start
     config = {"task": "vqa", "questions": "kind first", "seed": seed, "methods": list(methods),
               "window": window, "stride": stride, "fill": fill, "layer": DEFAULT_LAYER,
               "answers": len(vocab.answers), "words": len(vocab.words),
               "weights": float(sum(float(p.double().sum()) for p in model.parameters()))}
+    if (spec.kind, spec.objects, spec.cue_rate) != (SCENE_KIND, SCENE_OBJECTS, None):
+        config["scenes"] = str(spec)  # the VQA data's own scenes keep the old configuration
     store = RowStore(csv_path, VQARow, config, resume)
     ids = [f"scene{seed}-{i}" for i in range(start, start + n)]
     resumed = sum(1 for k in ids if k in store.done)
     with store, progress_bar(n, "vqa", enabled=progress, initial=resumed) as bar:
-        for k, i in zip(ids, range(start, start + n)):
+        for j, (k, i) in enumerate(zip(ids, range(start, start + n))):
             if k in store.done:
                 continue
-            scene = make_scenes(1, seed, start=i)[0]
+            scene = spec.scene(j)
             qa = pick_question(scene, np.random.default_rng((seed, i)))
             rows = ([] if qa is None else
                     compute_scene(model, vocab, scene, qa, methods=methods, window=window,
@@ -245,13 +252,10 @@ def evaluate_vqa(n: int = 200, *, model: VQANet | None = None, vocab: Vocabulary
 
 
 def evaluate_spec(data: str, model: Any = None, **kwargs: Any) -> VQASummary:
-    """:func:`evaluate_vqa` from ``camlens evaluate vqa`` arguments: ``data`` is ``world:N``
-    (held-out scenes 0..N-1) or ``world:N,seed=S``; ``model`` None or ``"bundled"`` (the
-    shipped net) or a folder with ``vqa.pt`` and ``vocab.json``."""
-    m = re.fullmatch(r"world:(\d+)(?:,seed=(\d+))?", data.strip())
-    if not m:
-        raise ValueError(f"the vqa task takes --data world:N (N held-out world v2 scenes) or "
-                         f"world:N,seed=S, got {data!r}")
-    seed = int(m.group(2)) if m.group(2) else HELDOUT_SEED
+    """:func:`evaluate_vqa` from ``camlens evaluate vqa`` arguments: ``data`` is
+    ``synthetic:seed=S,n=N[,...]`` (:func:`camlens.synthetic.parse_synthetic`; kind default the
+    VQA data's ``multi`` with ``objects=1-4``; ``seed=20251`` is the held-out seed); ``model``
+    None or ``"bundled"`` (the shipped net) or a folder with ``vqa.pt`` and ``vocab.json``."""
+    spec = parse_synthetic(data)
     net, vocab = load_bundled(None if model in (None, "bundled") else model)
-    return evaluate_vqa(int(m.group(1)), model=net, vocab=vocab, seed=seed, **kwargs)
+    return evaluate_vqa(model=net, vocab=vocab, data=spec, **kwargs)

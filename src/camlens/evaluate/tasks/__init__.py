@@ -81,17 +81,18 @@ def evaluate(
 ) -> (LocalizationSummary | PointingSummary | FaithfulnessSummary | WordPointingSummary
       | RegionRatioSummary | VQASummary):
     """Run one evaluation ``task`` (one of :data:`TASKS`) on ``data`` (a ``FORMAT:PATH`` spec
-    for :func:`load_dataset`, or samples; world v2 scenes or ``synthetic:seed=S,n=N[,kind=K]``
-    for the captioning tasks); the summary's ``markdown()`` is the table to print. ``model``:
-    None is ``efficientnet_lite0`` for the image tasks, the bundled ``synthetic:captioner``
-    for the captioning tasks. ``limit`` keeps the first N samples; ``label_map``
-    maps ground-truth labels to class indices (e.g. ``wnid_to_index(synsets)`` for ILSVRC);
-    ``device`` and ``weights`` are used when ``model`` is a spec string. ``engine``: ``"local"``
-    (this process), or ``"ray"`` / :class:`~camlens.pipeline.distributed.RayOptions` (a Ray
-    cluster's actors, each loading ``model`` itself, with ``device``; the rows and summary are
-    the local engine's; not for ``vqa``). ``vqa`` (:func:`camlens.vqa.measure.evaluate_spec`):
-    ``data`` ``world:N``, ``model`` the bundled VQA net (the default) or a folder from
-    ``python -m camlens.vqa.train``; window, stride, fill, csv_path and resume apply."""
+    for :func:`load_dataset`, or samples; world v2 scenes or ``synthetic:seed=S,n=N[,...]``
+    (docs/world.md) for the captioning tasks); the summary's ``markdown()`` is the table to
+    print. ``model``: None is ``efficientnet_lite0`` for the image tasks, the bundled
+    ``synthetic:captioner`` for the captioning tasks. ``limit`` keeps the first N samples;
+    ``label_map`` maps ground-truth labels to class indices (e.g. ``wnid_to_index(synsets)``
+    for ILSVRC); ``device`` and ``weights`` are used when ``model`` is a spec string.
+    ``engine``: ``"local"`` (this process), or ``"ray"`` /
+    :class:`~camlens.pipeline.distributed.RayOptions` (a Ray cluster's actors, each loading
+    ``model`` itself, with ``device``; the rows and summary are the local engine's; not for
+    ``vqa``). ``vqa`` (:func:`camlens.vqa.measure.evaluate_spec`): ``data``
+    ``synthetic:seed=S,n=N[,...]``, ``model`` the bundled VQA net (the default) or a folder
+    from ``python -m camlens.vqa.train``; window, stride, fill, csv_path and resume apply."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if task in CAPTION_TASKS or task == "vqa":
@@ -110,7 +111,8 @@ def evaluate(
         from camlens.vqa.measure import evaluate_spec
 
         if not isinstance(data, str):
-            raise ValueError("the vqa task takes data='world:N' (held-out world v2 scenes)")
+            raise ValueError("the vqa task takes data='synthetic:seed=S,n=N[,...]' (world v2 "
+                             "scenes; docs/world.md)")
         return evaluate_spec(data, None if model in (None, "efficientnet_lite0") else model,
                              window=window, stride=16 if stride is None else stride, fill=fill,
                              csv_path=csv_path,

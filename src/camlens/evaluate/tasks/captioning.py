@@ -41,6 +41,7 @@ from camlens.evaluate.store import RowStore
 from camlens.evaluate.synthetic_data import scenes_to_samples
 from camlens.evaluate.tasks.common import Batch, RunInfo, execute, method_config
 from camlens.models.registry import ModelRecord
+from camlens.synthetic.v2.spec import parse_synthetic
 from camlens.tasks.caption import CaptionTarget
 
 __all__ = ["CAPTION_TASKS", "WordPointingRow", "RegionRatioRow", "WordPointingSummary",
@@ -58,39 +59,16 @@ PAPER: dict[str, dict[str, tuple[float, float | None]]] = {
 
 
 def caption_scenes(data: Any, limit: int | None = None) -> list[Any]:
-    """World v2 scenes from a list of scenes or ``synthetic:seed=S,n=N[,kind=K]`` (the first
-    ``limit`` of them)."""
+    """World v2 scenes from a list of scenes or a spec
+    ``synthetic:seed=S,n=N[,kind=K][,...]`` (:func:`camlens.synthetic.parse_synthetic`; kind
+    default ``mixed``, the captioner's data), the first ``limit`` of them."""
     if not isinstance(data, str):
         scenes = list(data)[:limit]
         if not all(hasattr(s, "graph") and hasattr(s, "objects") for s in scenes):
             raise ValueError("the captioning protocols need world v2 scenes (their scene "
                              "graphs give the captions): synthetic:seed=S,n=N[,kind=K]")
         return scenes
-    from camlens.captioning.train import KIND_CYCLE, scene
-    from camlens.synthetic.v2 import KINDS, make_dataset
-
-    fmt, _, rest = data.partition(":")
-    params: dict[str, str] = {}
-    for part in rest.split(","):
-        key, sep, value = part.partition("=")
-        if fmt != "synthetic" or not sep or key.strip() not in ("seed", "n", "kind"):
-            raise ValueError(f"{data!r}: the captioning protocols take world v2 scenes, "
-                             "synthetic:seed=S,n=N[,kind=single|multi|two|pair|mixed]")
-        params[key.strip()] = value.strip()
-    try:
-        seed, n = int(params["seed"]), int(params["n"])
-    except (KeyError, ValueError):
-        raise ValueError(f"{data!r}: give seed=S and n=N as integers") from None
-    if n < 1:
-        raise ValueError(f"{data!r}: n must be at least 1")
-    n = n if limit is None else min(n, limit)
-    kind = params.get("kind", "mixed")
-    if kind == "mixed":
-        return [scene(seed, i) for i in range(n)]
-    if kind not in KINDS:
-        raise ValueError(f"{data!r}: kind must be one of {', '.join(KINDS)}, mixed "
-                         f"({'/'.join(KIND_CYCLE)} in turn)")
-    return make_dataset(n, seed, kind=kind)
+    return parse_synthetic(data).with_defaults(kind="mixed").limited(limit).scenes()
 
 
 @dataclass(frozen=True)
@@ -209,7 +187,8 @@ def _setup(model: Any, vocab: Any, data: Any, limit: int | None, method: str, la
                                dict[str, Any], RowStore[Any]]:
     res, voc, default_layer = _record(model, vocab)
     scenes = caption_scenes(data, limit)
-    samples: list[Any] = list(scenes_to_samples(scenes))
+    start = parse_synthetic(data).start if isinstance(data, str) else 0
+    samples: list[Any] = list(scenes_to_samples(scenes, start=start))
     ids = [str(s.image_id) for s in samples]
     opts = dict(options or {})
     from camlens.methods import METHODS

@@ -38,6 +38,7 @@ from camlens.synthetic.v2.catalogue import (
 from camlens.synthetic.v2.coco import load_coco, save_coco
 from camlens.synthetic.v2.graph import QA, ObjectNode, SceneGraph
 from camlens.synthetic.v2.nets import CONV_LAYERS, DEFAULT_LAYERS, INPUT_SIZE, NETS
+from camlens.synthetic.v2.spec import SyntheticSpec, is_synthetic, parse_synthetic
 from camlens.synthetic.v2.world import (
     CUE_CHANCE,
     CUE_COLOURS,
@@ -59,7 +60,7 @@ __all__ = [
     "CUE_COLOURS", "CUE_CHANCE", "class_cue", "ObjectGT", "Scene", "make_scene",
     "make_dataset", "to_tensors", "SceneGraph", "ObjectNode", "QA", "save_coco", "load_coco",
     "NETS", "DEFAULT_LAYERS", "CONV_LAYERS", "INPUT_SIZE", "HELDOUT_SEED", "WEIGHTS_DIR",
-    "load_pretrained", "recorded_accuracy",
+    "load_pretrained", "recorded_accuracy", "SyntheticSpec", "parse_synthetic", "is_synthetic",
 ]
 
 #: Where the trained weights (``<net>.pt``) and ``accuracy.json`` are shipped.
