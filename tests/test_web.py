@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 
@@ -266,8 +267,10 @@ def test_bundled_model_has_no_dissection() -> None:
         assert all(u["concept"] is None for u in text["evidence_for"])
         html = c.get(f"/results/{record['result_id']}").text
         note = re.search(r'<p class="note" id="text-note">(.*?)</p>', html, re.S)
-        assert note is not None and "not available: no dissection of efficientnet_lite0" \
-            in note.group(1)
+        assert note is not None and html_unescape(note.group(1)).endswith(
+            ": not available: no dissection names the units of efficientnet_lite0's layer "
+            f"{record['layer']} (camlens ships them for the world v2 nets only; `camlens serve "
+            "--dissection FILE` adds one)")
         assert 'class="sentence"' not in html and "error" not in note.group(1)
 
 

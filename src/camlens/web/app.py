@@ -461,8 +461,10 @@ def _text_note(record: dict[str, Any], text: TextPlan | None) -> str | None:
     if text is None:
         return (f"none: it reads Grad-CAM's neuron importances, and {record['model']} has no "
                 "default Grad-CAM layer")
-    if text.missing is not None:
-        return f"not available: {text.missing}"
+    if text.missing is not None:  # the JSON's names_missing says more
+        return (f"not available: no dissection names the units of {record['model']}'s layer "
+                f"{record['layer']} (camlens ships them for the world v2 nets only; `camlens "
+                "serve --dissection FILE` adds one)")
     if "textual_explanations" not in record:
         return "tick Grad-CAM to see it: it reads Grad-CAM's neuron importances (Eq. 1)"
     return None
