@@ -210,7 +210,7 @@ def test_api_textual_explanation_equals_the_library(client: TestClient,
     want = library_texts(photo, [7, 2])
     assert [t["sentence"] for t in texts] == [w["sentence"] for w in want]
     assert texts == want  # the units, alphas, names and IoUs too
-    assert texts[0]["sentence"].startswith(("predicted ", "class ") )
+    assert texts[0]["sentence"].startswith(("predicted ", "class "))
     assert all(u["concept"] for t in texts for u in t["evidence_for"] + t["evidence_against"]
                if u["iou"] is not None)
     d = shipped("resnet")
@@ -283,7 +283,9 @@ def test_a_given_dissection(tmp_path: Path, photo: Image.Image) -> None:
                          tuple(replace(u, concept=f"c{u.unit}", category="hand")
                                if u.concept else u for u in d.units))
     renamed.save(tmp_path / "mine.json")
+    before = snapshot(web_model().model)
     app = create_app(web_model(), dissection=tmp_path / "mine.json", workers=1, queue=1)
+    assert_same(before, snapshot(web_model().model))  # counting the units left it as it was
     with TestClient(app) as c:
         record = explain(c, photo, method="gradcam").json()
     (text,) = record["textual_explanations"]
