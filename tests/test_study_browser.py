@@ -25,9 +25,11 @@ PHONE = {"width": 390, "height": 844}
 
 
 def styled(page: Any) -> None:
-    """The study's stylesheet applies: its answer buttons have the study's 2-pixel border."""
+    """The study's stylesheet applies (an inline one would be refused by the app's CSP): the
+    page is at most 60rem wide and its answer buttons have the study's blue border."""
+    assert page.locator(".study").evaluate("e => getComputedStyle(e).maxWidth") == "960px"
     button = page.locator("form.choices button").first
-    assert button.evaluate("b => getComputedStyle(b).borderTopWidth") == "2px"
+    assert button.evaluate("b => getComputedStyle(b).borderTopColor") == "rgb(47, 111, 181)"
 
 
 def test_participant_completes_a_study_and_the_admin_reads_the_results(
