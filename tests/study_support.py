@@ -1,14 +1,11 @@
 """Helpers for the human-study tests: studies with known trials (no model, tiny pictures),
-simulated participants, and a live server for browser tests."""
+simulated participants. (Browser tests serve the app with the ``live_server`` fixture of
+conftest.py, as the web app's do.)"""
 
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,32 +72,3 @@ def trust_study(path: Path, images: int = 10, methods: Sequence[str] = PAPER_TRU
     study = Study("trust", "Trust test", "Which model?", tuple(methods), ratings,
                   {"data": "test"}, seed)
     return StudyStore.create(path, study, trials, files)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def live_server(app: object) -> Iterator[str]:
-    """``app`` served by uvicorn in a thread on a free loopback port; yields its base URL.
-    (Until the web app's own ``live_server`` fixture lands.)"""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

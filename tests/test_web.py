@@ -10,12 +10,15 @@ import logging
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from markupsafe import escape
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the web app needs camlens[web]")
@@ -26,6 +29,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 import camlens  # noqa: E402
 from camlens import io as cio  # noqa: E402
 from camlens import output, viz  # noqa: E402
+from camlens.dissect import Dissection, explain_text, shipped, shipped_path  # noqa: E402
+from camlens.errors import DataError, LayerError  # noqa: E402
 from camlens.loading import CliError  # noqa: E402
 from camlens.methods import FIGURE1  # noqa: E402
 from camlens.web import create_app  # noqa: E402
@@ -178,6 +183,124 @@ def test_downloads(client: TestClient, photo: Image.Image) -> None:
     assert summary.status_code == 200
     r = client.get(base + "maps.npz")
     assert "attachment" in r.headers["content-disposition"]
+
+
+# -- the textual explanation (Sec. 7) -------------------------------------------------------
+
+
+def library_texts(img: Image.Image, classes: list[int]) -> list[dict[str, Any]]:
+    """camlens.dissect.explain_text's sentences for ``img`` and each class, with the shipped
+    dissection of the web tests' net (synthetic:resnet)."""
+    loaded = web_model()
+    x = loaded.preprocess(img)[None]
+    return [explain_text(loaded.model, x, shipped("resnet"), target=torch.tensor([c]),
+                         labels=loaded.labels)[0].to_dict() for c in classes]
+
+
+def test_api_textual_explanation_equals_the_library(client: TestClient,
+                                                    photo: Image.Image) -> None:
+    labels = web_model().labels
+    r = explain(client, photo, method=["gradcam", "guided-backprop"], top_k="2",
+                target=[labels[7], "2"])
+    assert r.status_code == 200, r.text
+    record = r.json()
+    ExplanationRecord.model_validate(record)
+    texts = record["textual_explanations"]
+    assert [t["index"] for t in texts] == [7, 2]
+    want = library_texts(photo, [7, 2])
+    assert [t["sentence"] for t in texts] == [w["sentence"] for w in want]
+    assert texts == want  # the units, alphas, names and IoUs too
+    assert texts[0]["sentence"].startswith(("predicted ", "class "))
+    assert all(u["concept"] for t in texts for u in t["evidence_for"] + t["evidence_against"]
+               if u["iou"] is not None)
+    d = shipped("resnet")
+    assert record["dissection"] == {"model": d.model, "layer": d.layer, "data": d.data,
+                                    "min_iou": d.min_iou, "quantile": d.quantile}
+    # the same as `camlens explain --text` writes: one code path (the pipeline's record)
+    saved = json.loads(client.get(f"/results/{record['result_id']}/files/explanation.json")
+                       .content)
+    assert saved["textual_explanations"] == texts
+    html = client.get(f"/results/{record['result_id']}").text
+    for t in texts:
+        assert str(escape(t["sentence"])) in html
+    assert 'id="text-note"' not in html
+
+
+def test_textual_explanation_of_the_top_class_on_the_page(client: TestClient) -> None:
+    r = client.post("/explain", data={"sample": "coffee"}, follow_redirects=False)
+    assert r.status_code == 303
+    html = client.get(r.headers["location"]).text
+    record = json.loads(client.get(r.headers["location"] + "/files/explanation.json").content)
+    top = record["predictions"][0]["index"]
+    want = library_texts(cio.load_image(cio.sample_image("coffee")), [top])[0]
+    assert record["textual_explanations"] == [want]
+    assert want["sentence"].startswith(f"predicted {record['predictions'][0]['name']}: ")
+    assert html.count('class="sentence"') == 1 and str(escape(want["sentence"])) in html
+    assert "named by network dissection on world v2" in html
+
+
+def test_no_gradcam_no_textual_explanation(client: TestClient, photo: Image.Image) -> None:
+    r = explain(client, photo, method="guided-backprop")
+    assert r.status_code == 200, r.text
+    record = r.json()
+    assert "textual_explanations" not in record and "dissection" not in record
+    html = client.get(f"/results/{record['result_id']}").text
+    assert "tick Grad-CAM to see it" in html and 'class="sentence"' not in html
+
+
+def test_bundled_model_has_no_dissection() -> None:
+    """EfficientNet-Lite0 (ImageNet) has no unit names: the API says why in each class's
+    ``names_missing`` (as `camlens explain --text` does), the page in one line."""
+    from camlens.models import load_model
+
+    app = create_app(load_model("efficientnet_lite0"), workers=1, queue=1)
+    with TestClient(app) as c:
+        r = c.post("/api/explain", data={"sample": "chelsea", "method": "gradcam"})
+        assert r.status_code == 200, r.text
+        record = r.json()
+        ExplanationRecord.model_validate(record)
+        assert "dissection" not in record
+        (text,) = record["textual_explanations"]
+        why = text["names_missing"]
+        assert why.startswith("no dissection of efficientnet_lite0 layer ")
+        assert "no concept-annotated dataset for ImageNet models" in why
+        assert all(u["concept"] is None for u in text["evidence_for"])
+        html = c.get(f"/results/{record['result_id']}").text
+        note = re.search(r'<p class="note" id="text-note">(.*?)</p>', html, re.S)
+        assert note is not None and html_unescape(note.group(1)).endswith(
+            ": not available: no dissection names the units of efficientnet_lite0's layer "
+            f"{record['layer']} (camlens ships them for the world v2 nets only; `camlens serve "
+            "--dissection FILE` adds one)")
+        assert 'class="sentence"' not in html and "error" not in note.group(1)
+
+
+def test_a_given_dissection(tmp_path: Path, photo: Image.Image) -> None:
+    """``dissection=`` (``camlens serve --dissection F``): a file of the right layer names the
+    units; another layer's, a bad file or one with too few units are refused at start."""
+
+    d = shipped("resnet")
+    renamed = Dissection("mine", d.layer, "hand", d.quantile, d.min_iou, 1,
+                         tuple(replace(u, concept=f"c{u.unit}", category="hand")
+                               if u.concept else u for u in d.units))
+    renamed.save(tmp_path / "mine.json")
+    before = snapshot(web_model().model)
+    app = create_app(web_model(), dissection=tmp_path / "mine.json", workers=1, queue=1)
+    assert_same(before, snapshot(web_model().model))  # counting the units left it as it was
+    with TestClient(app) as c:
+        record = explain(c, photo, method="gradcam").json()
+    (text,) = record["textual_explanations"]
+    assert record["dissection"]["model"] == "mine"
+    (want,) = library_texts(photo, [text["index"]])
+    assert [u["unit"] for u in text["evidence_for"]] == [u["unit"] for u in want["evidence_for"]]
+    assert all(u["concept"] in (None, f"c{u['unit']}") for u in text["evidence_for"])
+    with pytest.raises(LayerError, match="names the units of layer 'features.18'"):
+        create_app(web_model(), dissection=shipped_path("vgg"))
+    with pytest.raises(DataError, match="cannot read"):
+        create_app(web_model(), dissection=tmp_path / "none.json")
+    short = Dissection("mine", d.layer, "hand", d.quantile, d.min_iou, 1, d.units[:5])
+    short.save(tmp_path / "short.json")
+    with pytest.raises(LayerError, match="names 5 units .* 128 channels"):
+        create_app(web_model(), dissection=tmp_path / "short.json")
 
 
 # -- pages -----------------------------------------------------------------------------------
@@ -441,3 +564,9 @@ def test_serve_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert main(["serve", "--model", "synthetic:resnet", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and err.count("\n") == 1
+    for dissection, message in [(tmp_path / "none.json", "cannot read"),
+                                (str(shipped_path("vgg")), "names the units of layer")]:
+        assert main(["serve", "--model", "synthetic:resnet", "--dissection", str(dissection),
+                     "--port", "0"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

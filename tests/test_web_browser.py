@@ -1,8 +1,10 @@
 """The web app in a real browser: Debian's Chromium driven by Playwright (launched from its
 system path, nothing downloaded) against the app served by uvicorn on loopback. A photo is
-uploaded and its maps appear; the opacity slider moves the overlay; a bad file shows its
-message; screenshots at a laptop and a phone width are saved (CAMLENS_SCREENSHOTS=DIR keeps
-them, else a temporary folder) and the pages must fit the phone's width."""
+uploaded and its maps appear with the textual explanation (Sec. 7; the test net has a shipped
+dissection) equal to the library's; the opacity slider moves the overlay; a bad file shows its
+message; nothing on a page is refused (no console errors: a CSP refusal is one); screenshots
+at a laptop and a phone width are saved (CAMLENS_SCREENSHOTS=DIR keeps them, else a temporary
+folder) and the pages must fit the phone's width."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Any
 import pytest
 
 from camlens import io as cio
+from camlens.dissect import explain_text, shipped
+from web_support import web_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,8 +44,11 @@ def upload(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def new_page(browser: Any, **kwargs: Any) -> Any:
+    """A page whose console errors are collected in ``page.errors`` (checked by :func:`fits`)."""
     page = browser.new_page(**kwargs)
     page.set_default_timeout(TIMEOUT)
+    page.errors = []
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
     return page
 
 
@@ -54,8 +61,9 @@ def images_loaded(page: Any) -> int:
 
 
 def fits(page: Any, width: int) -> None:
-    """No horizontal scrolling: the page is no wider than the window."""
+    """No horizontal scrolling: the page is no wider than the window; and nothing refused."""
     assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert page.errors == []
 
 
 def test_upload_and_see_the_maps(live_server: Callable[..., str], browser: Any, upload: Path,
@@ -80,6 +88,14 @@ def test_upload_and_see_the_maps(live_server: Callable[..., str], browser: Any, 
     sliders.first.fill("80")
     assert heat.evaluate("e => getComputedStyle(e).opacity") == "0.8"
     assert page.locator(".opacity output").first.inner_text() == "80%"
+    # Sec. 7: the sentence of the explained (top-1) class, as camlens.dissect words it
+    loaded = web_model()
+    want = explain_text(loaded.model, loaded.preprocess(cio.load_image(upload))[None],
+                        shipped("resnet"), labels=loaded.labels)[0].sentence
+    top = rows.first.locator("td").nth(1).inner_text().rsplit(" (", 1)[0]
+    assert want.startswith(f"predicted {top}: evidence for ")
+    assert page.locator(".textual .sentence").all_inner_texts() == [want]
+    assert page.locator("#text-note").count() == 0
     fits(page, LAPTOP["width"])
     page.screenshot(path=shots / "result-laptop.png", full_page=True)
     # the downloads work from the page
@@ -112,6 +128,9 @@ def test_bad_file_shows_its_message(live_server: Callable[..., str], browser: An
     page.click("#explain")
     page.wait_for_selector("#error")
     assert "holiday.jpg: not an image camlens can read" in page.inner_text("#error")
+    assert page.errors == ["Failed to load resource: the server responded with a status of 422 "
+                           "(Unprocessable Entity)"]  # the page itself, as it should be
+    page.errors.clear()
     fits(page, PHONE["width"])
     page.screenshot(path=shots / "error-phone.png", full_page=True)
     page.close()

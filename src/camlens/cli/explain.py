@@ -27,7 +27,7 @@ from camlens.cli.options import (
     progress_options,
     ray_options,
 )
-from camlens.errors import DataError, TargetError
+from camlens.errors import DataError, LayerError, TargetError
 from camlens.evidence import RESHAPES
 from camlens.layers import layer_hint, residual_blocks, resolve_layers
 from camlens.loading import CliError
@@ -193,9 +193,9 @@ def _what(save: list[list[str]] | None) -> tuple[str, ...]:
 
 def _text(args: argparse.Namespace, spec: str, layer: str | None, methods: Sequence[str],
           layers: Sequence[str]) -> TextPlan | None:
-    """--text / --dissection -> what the pipeline needs; a CliError when it cannot work."""
-    from camlens.dissect import Dissection, TextPlan, shipped_path
-    from camlens.synthetic.v2 import DEFAULT_LAYERS
+    """--text / --dissection -> what the pipeline needs (:func:`camlens.dissect.text_plan`);
+    a CliError when it cannot work."""
+    from camlens.dissect import text_plan
 
     if not (args.text or args.dissection):
         return None
@@ -203,27 +203,15 @@ def _text(args: argparse.Namespace, spec: str, layer: str | None, methods: Seque
         raise CliError("--text reads Grad-CAM's neuron importances at one layer: include "
                        "gradcam in --method (the default methods do) and use --layer, not "
                        "--layers")
-    if args.dissection:
-        try:
-            d = Dissection.load(args.dissection)
-        except DataError as exc:
-            raise CliError(str(exc)) from exc
-        if d.layer != layer:
-            raise CliError(f"--dissection {args.dissection} names the units of layer "
-                           f"{d.layer!r}, but Grad-CAM reads {layer!r}; give --layer "
-                           f"{d.layer} or the dissection of {layer}")
-        return TextPlan(d)
-    net = spec.split(":", 1)[1] if spec.startswith("synthetic:") else None
-    if net is not None and DEFAULT_LAYERS.get(net) == layer and shipped_path(net).is_file():
-        return TextPlan(Dissection.load(shipped_path(net)))
-    why = (f"no dissection of {spec} layer {layer}: camlens ships unit names only for the "
-           "world v2 nets' (synthetic:NAME) Grad-CAM layers"
-           + (", and has no concept-annotated dataset for ImageNet models such as "
-              "efficientnet_lite0: dissect the layer on Broden (`camlens dissect --data "
-              "broden:DIR`) and pass --dissection" if net is None else
-              ": run `camlens dissect` on that layer and pass --dissection"))
-    warn(f"--text: {why}; the sentences list unit numbers without names")
-    return TextPlan(None, missing=why)
+    try:
+        plan = text_plan(spec, layer, args.dissection)
+    except LayerError as exc:
+        raise CliError(f"{exc}, or pass the --layer it names") from exc
+    except DataError as exc:
+        raise CliError(str(exc)) from exc
+    if plan.missing:
+        warn(f"--text: {plan.missing}; the sentences list unit numbers without names")
+    return plan
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 from camlens import io as cio
 from camlens.cli import say
 from camlens.cli.options import model_options, non_negative_int, positive_int
+from camlens.errors import DataError
 from camlens.loading import CliError
 from camlens.models import load_model
 
@@ -26,7 +27,8 @@ def add(sub: Any) -> None:
         description="Serve the web app (needs `pip install \"camlens[web]\"`): an explain page "
                     "(upload a photo or pick a sample; top-5 predictions, Figure 1, each map "
                     "over the photo with an opacity slider, downloads), POST /api/explain "
-                    "(explanation.json's schema; OpenAPI at /api/openapi.json) and, with "
+                    "(explanation.json's schema; OpenAPI at /api/openapi.json), the textual "
+                    "explanation (Sec. 7) where the model's units are named and, with "
                     "--db, the human studies under /study. Works offline.",
     )
     sv.add_argument("--host", default="127.0.0.1",
@@ -36,6 +38,11 @@ def add(sub: Any) -> None:
                     help=f"port (default {DEFAULT_PORT}; 0: any free port)")
     sv.add_argument("--db", metavar="FILE", type=Path,
                     help="a study database (SQLite, `camlens study create`): serve its pages")
+    sv.add_argument("--dissection", metavar="FILE",
+                    help="dissection.json written by `camlens dissect` for the model's Grad-CAM "
+                         "layer: the result pages show Sec. 7's textual explanation with its "
+                         "unit names (default: the shipped dissection of a world v2 net, "
+                         "synthetic:NAME; other models have none)")
     sv.add_argument("--workers", type=positive_int, default=None, metavar="N",
                     help="threads that explain at once (default: 2, or 1 on a 1-core "
                          "machine); torch gets cores / N threads each")
@@ -90,9 +97,12 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, weights=args.weights, labels=args.labels,
                         input_size=args.input_size, mean=args.mean, std=args.std,
                         device=args.device, max_input_side=args.max_input_side)
-    app = create_app(loaded, db=args.db, workers=workers, queue=args.queue,
-                     max_upload=args.max_upload_mb * 2**20, max_pixels=args.max_pixels,
-                     keep=args.keep)
+    try:
+        app = create_app(loaded, db=args.db, dissection=args.dissection, workers=workers,
+                         queue=args.queue, max_upload=args.max_upload_mb * 2**20,
+                         max_pixels=args.max_pixels, keep=args.keep)
+    except DataError as exc:
+        raise CliError(str(exc)) from exc
     torch.set_num_threads(max(1, cores // workers))
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]

@@ -154,8 +154,7 @@ def make_router(db: str | Path, *, template_dirs: Sequence[Path] = ()) -> APIRou
         if trial is None:
             done, total = store.progress(person)
             return page(request, "study_done.html", done=done, total=total)
-        return page(request, "study_trial.html", trial=trial, token=token,
-                    percent=round(100 * (trial.position - 1) / max(1, trial.total)))
+        return page(request, "study_trial.html", trial=trial, token=token)
 
     @router.post("/p/{token}/trials/{trial_id}")
     async def answer_form(request: Request, token: str, trial_id: str) -> Response:

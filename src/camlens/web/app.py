@@ -5,7 +5,8 @@ Routes (every page server-rendered with Jinja2, every asset shipped in the packa
 * ``GET /``: the explain page (upload a photo or pick a bundled sample, classes, methods);
 * ``POST /explain``: the page's form; 303 to the result page, or the page again with the error;
 * ``GET /results/{id}``: top-5 predictions, Figure 1, each map over the photo with an opacity
-  slider, the downloads;
+  slider, the textual explanation (Sec. 7) of each class explained with Grad-CAM when the
+  model's units have names (else a line that says why not), the downloads;
 * ``GET /results/{id}/files/{name}``: maps.npz, explanation.json, the PNGs;
 * ``POST /api/explain``: the same form, answered with explanation.json's content (OpenAPI at
   ``/api/openapi.json``);
@@ -29,6 +30,7 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from pydantic import BaseModel, ConfigDict
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -36,7 +38,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from camlens import io as cio
-from camlens.errors import ExplainError
+from camlens.dissect import TextPlan, text_plan
+from camlens.errors import ExplainError, LayerError
 from camlens.loading import CliError
 from camlens.methods import FIGURE1, METHODS
 from camlens.models import ModelRecord, load_model
@@ -117,11 +120,47 @@ class Size(BaseModel):
     width: int
 
 
+class Unit(BaseModel):
+    """One unit of a textual explanation: its neuron importance alpha_k^c (Eq. 1) and its name
+    from the dissection (null: unnamed, or no dissection)."""
+
+    unit: int
+    alpha: float
+    concept: str | None
+    category: str | None
+    iou: float | None
+
+
+class TextRecord(BaseModel):
+    """Sec. 7's sentence for one class (:meth:`camlens.dissect.TextualExplanation.to_dict`);
+    ``names_missing`` says why the units have no names (no dissection of this model)."""
+
+    index: int
+    name: str
+    predicted: bool
+    sentence: str
+    evidence_for: list[Unit]
+    evidence_against: list[Unit]
+    names_missing: str | None = None
+
+
+class DissectionInfo(BaseModel):
+    """The dissection that named the units."""
+
+    model: str
+    layer: str
+    data: str
+    min_iou: float
+    quantile: float
+
+
 class ExplanationRecord(BaseModel):
     """explanation.json as ``camlens explain`` writes it (:func:`camlens.output.save` with the
     pipeline's record), plus ``result_id``: the files are at
     ``/results/{result_id}/files/{name}`` for each name in ``files`` (maps.npz: "<method>/<class>"
-    -> float16 maps in [0, 1] at ``output_size``)."""
+    -> float16 maps in [0, 1] at ``output_size``). With gradcam among the methods it has
+    ``textual_explanations`` as ``camlens explain --text`` writes them, and ``dissection``
+    when the units have names."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -142,6 +181,8 @@ class ExplanationRecord(BaseModel):
     predictions: list[Prediction]
     files: list[str]
     result_id: str
+    textual_explanations: list[TextRecord] | None = None
+    dissection: DissectionInfo | None = None
 
 
 class Detail(BaseModel):
@@ -202,18 +243,48 @@ def _resolve_model(model: str | ModelRecord | None) -> ModelRecord:
     return model if isinstance(model, ModelRecord) else load_model(model)
 
 
+def _text_plan(loaded: ModelRecord, dissection: str | Path | None) -> TextPlan | None:
+    """:func:`camlens.dissect.text_plan` for the model's Grad-CAM layer (None: it has none); a
+    given file must name as many units as the layer has channels (one explanation of a black
+    image counts them)."""
+    layer = loaded.default_layer
+    if layer is None:
+        if dissection is not None:
+            raise LayerError(f"--dissection {dissection}: {loaded.name} has no default layer, "
+                             "so Grad-CAM and its textual explanation cannot run")
+        return None
+    plan = text_plan(loaded.name, layer, dissection)
+    if dissection is not None:
+        import camlens
+
+        side = loaded.side()
+        x = loaded.preprocess(Image.new("RGB", (side, side)))[None]
+        weights = camlens.explain(loaded.model, x, method="gradcam", layer=layer,
+                                  top_k=1).weights
+        assert weights is not None
+        plan.explain(weights[0, 0], 0, "probe")  # LayerError when the unit counts differ
+    return plan
+
+
 def create_app(model: str | ModelRecord | None = None, *, db: Path | None = None,
-               workers: int = 2, queue: int = 8, max_upload: int = DEFAULT_MAX_UPLOAD,
-               max_pixels: int = 40_000_000, keep: int = 64) -> FastAPI:
+               dissection: str | Path | None = None, workers: int = 2, queue: int = 8,
+               max_upload: int = DEFAULT_MAX_UPLOAD, max_pixels: int = 40_000_000,
+               keep: int = 64) -> FastAPI:
     """The web app explaining photos with ``model`` (a :func:`camlens.models.load_model` spec
     or record; default the bundled EfficientNet-Lite0). ``db``: a study database, whose pages
-    (:mod:`camlens.study.web`) are mounted under ``/study``. ``workers`` threads explain, at
-    most ``queue`` requests wait (more get 429), uploads over ``max_upload`` bytes get 413,
-    images over ``max_pixels`` pixels 422; the newest ``keep`` results are kept."""
+    (:mod:`camlens.study.web`) are mounted under ``/study``. ``dissection``: the
+    dissection.json naming the units of the model's Grad-CAM layer (default: the shipped one
+    of a world v2 net; :func:`camlens.dissect.text_plan`), for Sec. 7's textual explanation.
+    ``workers`` threads explain, at most ``queue`` requests wait (more get 429), uploads over
+    ``max_upload`` bytes get 413, images over ``max_pixels`` pixels 422; the newest ``keep``
+    results are kept. A bad ``dissection`` raises :class:`~camlens.errors.DataError` or
+    :class:`~camlens.errors.LayerError`."""
     loaded = _resolve_model(model)
     if max_upload < 1:
         raise ValueError(f"max_upload must be >= 1 byte, got {max_upload}")
-    engine = Engine(loaded, workers=workers, queue=queue, max_pixels=max_pixels, keep=keep)
+    text = _text_plan(loaded, dissection)
+    engine = Engine(loaded, workers=workers, queue=queue, max_pixels=max_pixels, keep=keep,
+                    text=text)
     study_router = _study_router(db) if db is not None else None
 
     @asynccontextmanager
@@ -360,7 +431,7 @@ def create_app(model: str | ModelRecord | None = None, *, db: Path | None = None
     @app.get("/results/{rid}", response_class=HTMLResponse, include_in_schema=False)
     async def result_page(request: Request, rid: str) -> HTMLResponse:
         result = _result(engine, rid)
-        return page(request, "result.html", **_result_context(result))
+        return page(request, "result.html", **_result_context(result, text))
 
     @app.get("/results/{rid}/files/{name}", include_in_schema=False)
     async def result_file(rid: str, name: str) -> FileResponse:
@@ -385,9 +456,26 @@ def _result(engine: Engine, rid: str) -> Result:
     return result
 
 
-def _result_context(result: Result) -> dict[str, Any]:
-    """The result page's data: predictions, and per target one card per method."""
+def _text_note(record: dict[str, Any], text: TextPlan | None) -> str | None:
+    """Why the result page shows no textual explanation (None: it shows one per class)."""
+    if text is None:
+        return (f"none: it reads Grad-CAM's neuron importances, and {record['model']} has no "
+                "default Grad-CAM layer")
+    if text.missing is not None:  # the JSON's names_missing says more
+        return (f"not available: no dissection names the units of {record['model']}'s layer "
+                f"{record['layer']} (camlens ships them for the world v2 nets only; `camlens "
+                "serve --dissection FILE` adds one)")
+    if "textual_explanations" not in record:
+        return "tick Grad-CAM to see it: it reads Grad-CAM's neuron importances (Eq. 1)"
+    return None
+
+
+def _result_context(result: Result, text: TextPlan | None) -> dict[str, Any]:
+    """The result page's data: predictions, and per target one card per method and its
+    textual explanation (or why there is none)."""
     record = result.record
+    note = _text_note(record, text)
+    sentences = {} if note else {t["index"]: t for t in record["textual_explanations"]}
     files = set(result.files())
     base = f"/results/{result.id}/files/"
     rows = []
@@ -402,9 +490,11 @@ def _result_context(result: Result) -> dict[str, Any]:
                           "heat": base + heat if heat in files else None,
                           "empty": f"{m}/{target['index']}" in record["empty_maps"],
                           "counterfactual": m.startswith("counterfactual")})
-        rows.append({"target": target, "cards": cards})
+        rows.append({"target": target, "cards": cards,
+                     "text": sentences.get(target["index"])})
     downloads = [(n, base + n) for n in sorted(files - {PHOTO}) if not n.startswith(HEAT_PREFIX)]
     return {"record": record, "rows": rows, "photo": base + PHOTO, "rid": result.id,
+            "text_note": note, "dissection": record.get("dissection"),
             "summary": base + "summary.png" if "summary.png" in files else None,
             "downloads": downloads}
 

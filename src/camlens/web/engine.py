@@ -26,7 +26,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from camlens.cli.options import MIN_MAX_OUTPUT_SIDE
 from camlens.models import ModelRecord
 from camlens.pipeline.decoding import Decoders
 from camlens.pipeline.images import Item, Plan, Skipped, Source, explain_one
+
+if TYPE_CHECKING:  # pragma: no cover
+    from camlens.dissect import TextPlan
 
 __all__ = ["Busy", "Engine", "Job", "Result", "TooLarge", "Unusable", "remove_upload",
            "save_upload"]
@@ -99,11 +102,13 @@ class Result:
 
 class Engine:
     """The worker threads, their bounded queue and the kept results (see the module
-    docstring). :meth:`start` and :meth:`close` bracket its life (the app's lifespan)."""
+    docstring). :meth:`start` and :meth:`close` bracket its life (the app's lifespan).
+    ``text``: Sec. 7's textual explanation for each class of a job with gradcam among its
+    methods (as ``camlens explain --text``)."""
 
     def __init__(self, loaded: ModelRecord, *, workers: int = 2, queue: int = 8,
                  max_pixels: int = 40_000_000, keep: int = 64,
-                 max_output_side: int | None = None) -> None:
+                 max_output_side: int | None = None, text: TextPlan | None = None) -> None:
         if workers < 1 or queue < 0 or keep < 1 or max_pixels < 1:
             raise ValueError(f"workers and keep must be >= 1, queue >= 0, max_pixels >= 1; "
                              f"got {workers}, {keep}, {queue}, {max_pixels}")
@@ -111,6 +116,7 @@ class Engine:
         self.workers = workers
         self.queue = queue
         self.keep = keep
+        self.text = text
         self.max_output_side = max_output_side or max(MIN_MAX_OUTPUT_SIDE,
                                                       2 * loaded.side())
         self.decoders = Decoders(max_pixels)
@@ -212,7 +218,8 @@ class Engine:
         rid = secrets.token_urlsafe(12)
         plan = Plan(self.loaded, job.methods, self.loaded.default_layer, None, job.targets,
                     job.top_k, self.root / "results", self.max_output_side,
-                    predictions=job.predictions)
+                    predictions=job.predictions,
+                    text=self.text if "gradcam" in job.methods else None)
         folder = plan.out / rid
         try:
             item, _ = explain_one(Source(photo, rid), plan, self.decoders, _Quiet())
