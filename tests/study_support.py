@@ -15,8 +15,6 @@ from camlens.study import StudyStore
 from camlens.study.build import PAPER_CLASS_METHODS, PAPER_TRUST_METHODS, TRUST_SCALE
 from camlens.study.store import Study, Trial, new_id
 
-TEMPLATES = Path(__file__).resolve().parent / "study_templates"
-
 
 def png(colour: tuple[int, int, int] = (120, 130, 140), size: int = 8) -> bytes:
     buf = io.BytesIO()

@@ -15,19 +15,23 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 from fastapi import FastAPI  # noqa: E402
+from fastapi.staticfiles import StaticFiles  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from camlens.loading import CliError  # noqa: E402
 from camlens.study.store import StudyStore, latin_square_order, new_id  # noqa: E402
 from camlens.study.web import MAX_BODY, make_router  # noqa: E402
-from study_support import TEMPLATES, class_study, trust_study  # noqa: E402
+from camlens.web.templating import STATIC  # noqa: E402
+from study_support import class_study, trust_study  # noqa: E402
 
 ID = re.compile(r"[0-9a-f]{32}")
 
 
 def client(db: Path) -> TestClient:
+    """The study routes alone, with the web app's templates and static files (no model)."""
     app = FastAPI()
-    app.include_router(make_router(db, template_dirs=[TEMPLATES]))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(make_router(db))
     return TestClient(app, raise_server_exceptions=False)
 
 
