@@ -1,6 +1,12 @@
-"""``camlens explain`` on Ray: a Ray dataset of images -> each actor explains its batches with
+"""``camlens explain`` on Ray: images -> each actor explains its batches with
 :func:`camlens.pipeline.images.run_sources` (the local pipeline: decode, batch by shape, one
 :func:`camlens.explain` per batch, write ``OUT/<stem>/``) -> one output row per image.
+
+Two feeds, one batch function (:meth:`ExplainSetup.on`): a Ray dataset through Ray Data's
+``map_batches`` (:func:`explain_rows`, lazy, for Ray users), or a warm
+:class:`~camlens.pipeline.pool.ActorPool` (:func:`explain_on_pool`: the CLI, whose pool starts
+before its own start-up work, and :class:`camlens.ray.ExplainPool`, kept between calls), where
+the driver can run the same batch function on its own copy of the model while actors start.
 
 The folders are written by the actors, so on a cluster ``OUT`` must be a folder every node
 sees (a shared file system); each is read back by :func:`camlens.output.load`, as a local
