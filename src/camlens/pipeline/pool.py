@@ -117,6 +117,11 @@ class ActorPool(Generic[S]):
         here = (ray.get_runtime_context().get_node_id(), os.getpid())
         nxt = 0
         while nxt < len(batches):
+            if self._starting:  # which actors are up by now (without waiting)
+                up, _ = ray.wait(list(self._starting), num_returns=len(self._starting),
+                                 timeout=0)
+                for ref in up:
+                    self._started(ref)
             for i in self.ready:
                 while load[i] < self.in_flight and todo:
                     b = todo.popleft()
