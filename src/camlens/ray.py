@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -142,6 +143,7 @@ class ExplainPool:
             self.pool.close()
             raise
         self.share = share and device == "cpu"
+        self._calls = threading.Lock()  # one call at a time on the pool (threads queue here)
 
     def __enter__(self) -> ExplainPool:
         return self
@@ -171,12 +173,14 @@ class ExplainPool:
     ) -> list[dict[str, Any]]:
         """Explain the image files ``paths`` as :func:`explain_dataset` does (the same
         settings and folders ``out/<stem>/``) on the pool's actors: the rows of
-        :func:`explain_dataset`, one per image, in the order of ``paths``."""
+        :func:`explain_dataset`, one per image, in the order of ``paths``. Calls from several
+        threads take turns."""
         plan = _plan(self.loaded, out, methods, layer, targets, top_k, options, what,
                      max_output_side)
         setup = ExplainSetup.of(plan, self.loader, batch_size, max_pixels)
-        return list(explain_on_pool(self.pool, sources_of([Path(p) for p in paths]), setup,
-                                    self.loaded if self.share else None))
+        with self._calls:
+            return list(explain_on_pool(self.pool, sources_of([Path(p) for p in paths]),
+                                        setup, self.loaded if self.share else None))
 
 
 def evaluate_dataset(
