@@ -397,25 +397,26 @@ def test_an_actor_that_cannot_start_is_one_line_and_the_pool_ends() -> None:
 @pytest.mark.usefixtures("cluster")
 def test_explain_pool_kept_across_two_calls_equals_local_and_ends_its_actors(
         folder: Path) -> None:
-    """camlens.ray.ExplainPool: two calls on the same two actors (the second one all on the
-    actors, none on the driver), the rows in the order of the paths, the folders of a local
-    run; after the pool, the cluster's CPUs are free again."""
+    """camlens.ray.ExplainPool: two calls (the first one shared with the driver while the
+    actors start; after ``wait()``, the second all on the two actors), the rows in the order
+    of the paths, the folders of a local run; after the pool, the cluster's CPUs are free
+    again."""
     paths = sorted((folder / "in").iterdir())
     first, second = paths[:4], paths[4:]
     net = f"{folder / 'net.py'}:build"
     with cr.ExplainPool(net, actors=2) as pool:
         a = pool.explain(first, out=folder / "pool1", methods=["gradcam", "gradcampp"],
                          layer=LAYER, batch_size=2)
+        actors = set(pool.wait())
         b = pool.explain(second, out=folder / "pool2", methods=["gradcam", "gradcampp"],
                          layer=LAYER, batch_size=2)
-        actors = set(pool.pool.ready.values())
     assert [r["stem"] for r in a] == [p.stem for p in first]
     assert [r["stem"] for r in b] == [p.stem for p in second]
-    assert [bool(r["done"]) for r in a + b] == [True] * 4 + [False, True, True]  # bad.png
+    assert [bool(r["done"]) for r in a + b] == [False] + [True] * 6  # bad.png comes first
     assert len(actors) == 2 and {(r["node"], int(r["pid"])) for r in b} <= actors
     assert _cpus_back()
     for out, chosen in (("pool1", first), ("pool2", second)):
         assert main(["explain", *map(str, chosen), "--out", str(folder / f"{out}_cli"),
                      "--model", net, "--layer", LAYER, "--method", "gradcam", "--method",
-                     "gradcampp", "-q"]) == (1 if out == "pool2" else 0)
+                     "gradcampp", "-q"]) == (1 if out == "pool1" else 0)
         same_folders(folder / f"{out}_cli", folder / out)

@@ -156,6 +156,11 @@ class ExplainPool:
         """End the actors (their CPUs and GPUs return to the cluster)."""
         self.pool.close()
 
+    def wait(self) -> list[tuple[str, int]]:
+        """Block until every actor has started and loaded the model (e.g. before timing a
+        call); returns each actor's (node id, process id)."""
+        return list(self.pool.wait().values())
+
     def explain(
         self,
         paths: Sequence[str | os.PathLike[str]],

@@ -94,6 +94,13 @@ class ActorPool(Generic[S]):
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
 
+    def wait(self) -> dict[int, tuple[str, int]]:
+        """Block until every actor has started (its model loaded); returns :attr:`ready`. An
+        actor that could not start raises :class:`~camlens.pipeline.distributed.RayError`."""
+        for ref in list(self._starting):
+            self._started(ref)
+        return dict(self.ready)
+
     def _started(self, ref: Any) -> None:
         ray = require_ray(data=False)
         i = self._starting.pop(ref)
