@@ -14,6 +14,9 @@ shares the work, and what a killed worker costs.
   actors' start-up, so only the command clock compares the engines fairly. The first round's
   outputs are compared: every folder of the Ray run holds the local run's maps (to float16
   rounding) and record (but for timings).
+- ``cluster``: ``throughput`` with ``--ray-address`` of a cluster that is already running
+  (started once by a child process before the rounds, as ``ray start --head`` would leave
+  one): each command still starts its own actors, but not the cluster.
 - ``startup``: where a Ray run's fixed cost goes, in one process as the CLI does it: import,
   ``ray.init`` (a new local cluster), the pool's actors ready (each: a process, torch, the
   model), the rows, which process made them (the driver shares batches while actors start),
@@ -37,6 +40,7 @@ shares the work, and what a killed worker costs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -47,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +126,43 @@ def run_seconds(src: Path, out: Path, extra: list[str]) -> tuple[float, float]:
     return float(found.group(2)), wall
 
 
-def throughput(src: Path, n: int, rounds: int, cpus: int, work: Path) -> dict[str, Any]:
+OWNER = """import sys, time, ray
+ray.init(num_cpus=int(sys.argv[1]), include_dashboard=False, logging_level="ERROR")
+print(ray.get_runtime_context().gcs_address, flush=True)
+time.sleep(3600)
+"""
+
+
+@contextlib.contextmanager
+def running_cluster(cpus: int) -> Iterator[str]:
+    """A local cluster of ``cpus`` CPUs owned by a child process (as ``ray start --head`` would
+    leave one running, without ``ray stop``, which would end every Ray process on the
+    machine); yields its address; the child's exit ends it."""
+    saved = os.environ.get("RAY_AUTH_MODE")
+    # Ray 2.60: with a token in ~/.ray/auth_token, a second driver needs token mode on both
+    os.environ["RAY_AUTH_MODE"] = "token"
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(cpus)], env=env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert owner.stdout is not None
+        address = owner.stdout.readline().strip()
+        if not address:
+            raise SystemExit("the cluster's owner process did not start a cluster")
+        yield address
+    finally:
+        owner.terminate()  # Ray's SIGTERM handler exits, and ray.shutdown ends the cluster
+        owner.wait(timeout=120)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+
+
+def throughput(src: Path, n: int, rounds: int, cpus: int, work: Path,
+               address: str | None = None) -> dict[str, Any]:
     ray_args = ["--engine", "ray", "--ray-actors", str(cpus), "--ray-cpus-per-actor", "1"]
+    if address is not None:  # a cluster that is already running: its start-up not counted
+        ray_args += ["--ray-address", address]
     runs: dict[str, list[tuple[float, float]]] = {"local": [], "ray": []}
     ratios, ratios_wall = [], []
     compared = 0
@@ -373,6 +413,7 @@ def main() -> int:
     parser.add_argument("--child-startup", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--child-warm", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `finally` ends the owned cluster
     for child, fn in ((args.child_startup, child_startup), (args.child_warm, child_warm)):
         if child:
             fn(Path(child[0]), Path(child[1]), int(child[2]), int(child[3]))
@@ -386,6 +427,11 @@ def main() -> int:
         if "throughput" in jobs:
             results["throughput"] = throughput(src, args.photos, args.rounds, args.cpus, work)
             print(json.dumps(results), flush=True)
+        if "cluster" in jobs:
+            with running_cluster(args.cpus) as address:
+                results["cluster"] = throughput(src, args.photos, args.rounds, args.cpus, work,
+                                                address)
+            print(json.dumps({"cluster": results["cluster"]}), flush=True)
         for name, job in (("startup", startup), ("warm", warm)):
             if name in jobs:
                 results[name] = job(src, args.photos, args.cpus, work)
