@@ -5,6 +5,7 @@ with 2 actors: the same maps, CSV rows and summaries; resume; usage errors."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import sys
@@ -276,3 +277,146 @@ def test_a_pool_larger_than_the_cluster_is_refused(
     assert capsys.readouterr().err == (
         "camlens: error: 1 actor(s) x 1 GPU(s) each (--ray-actors, --ray-gpus-per-actor) need "
         "1 GPU(s); the Ray cluster has 0\n")
+
+
+# ------------------------------------------------------------- the warm actor pool
+
+
+def _slow_start(gate: str) -> str:
+    """An actor's state, made only once ``gate`` exists (as a slow start-up)."""
+    import time
+
+    while not Path(gate).exists():
+        time.sleep(0.05)
+    return "actor"
+
+
+def _tagged(state: str, batch: int) -> tuple[str, int]:
+    return state, batch * 10
+
+
+def _broken() -> None:
+    raise ValueError("no model here")
+
+
+@pytest.fixture
+def by_value() -> Iterator[None]:
+    """This module's functions travel to the actors by value (the workers cannot import it)."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def _cpus_back(total: float = 2.0) -> bool:
+    """Whether the cluster's CPUs are all free again (actors ended), within 30 s."""
+    import time
+
+    for _ in range(300):
+        if ray.available_resources().get("CPU", 0.0) >= total:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.usefixtures("cluster", "by_value")
+def test_the_driver_explains_while_the_actors_start_each_batch_once_in_order(
+        tmp_path: Path) -> None:
+    """The actors cannot start until the driver has done three batches (a file they wait
+    for; then the driver slows down): the driver did the first k >= 3 batches, the actors the
+    rest; every batch once, in order."""
+    import time
+
+    from camlens.pipeline.pool import ActorPool
+
+    gate = tmp_path / "gate"
+    local: list[int] = []
+
+    def here(batch: int) -> tuple[str, int]:
+        local.append(batch)
+        if len(local) == 3:
+            gate.touch()
+        elif len(local) > 3:
+            time.sleep(1.0)  # the actors are starting now
+        return "driver", batch * 10
+
+    with ActorPool(functools.partial(_slow_start, str(gate)), RayOptions(actors=2)) as pool:
+        got = list(pool.map(_tagged, list(range(12)), here))
+    k = len(local)
+    assert 3 <= k < 12 and local == list(range(k))
+    assert [out for out, _, _ in got] == [("driver", b * 10) for b in range(k)] + \
+        [("actor", b * 10) for b in range(k, 12)]
+    assert {pid for _, _, pid in got[:k]} == {os.getpid()}
+    assert os.getpid() not in {pid for _, _, pid in got[k:]}
+    assert _cpus_back()
+
+
+def _ready(state: None) -> str:
+    return "up"
+
+
+def _slowly(state: str, batch: int) -> int:
+    import time
+
+    time.sleep(0.3)
+    return batch * 10
+
+
+@pytest.mark.usefixtures("cluster", "by_value")
+def test_an_actor_killed_mid_call_is_restarted_and_nothing_is_lost_or_doubled() -> None:
+    """SIGKILL to the actor that made the first result: Ray restarts it and retries the
+    calls it held; every batch comes back once, in order."""
+    import signal
+
+    from camlens.pipeline.pool import ActorPool
+
+    with ActorPool(functools.partial(_ready, None), RayOptions(actors=2)) as pool:
+        got = []
+        for out, _node, pid in pool.map(_slowly, list(range(10))):
+            if not got:
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+            got.append((out, pid))
+    assert [out for out, _ in got] == [b * 10 for b in range(10)]
+    assert any(pid != killed for _, pid in got[1:])
+    assert _cpus_back()
+
+
+@pytest.mark.usefixtures("cluster", "by_value")
+def test_an_actor_that_cannot_start_is_one_line_and_the_pool_ends() -> None:
+    from camlens.pipeline.distributed import RayError
+    from camlens.pipeline.pool import ActorPool
+
+    with pytest.raises(RayError, match="a Ray actor could not start: .*no model here"):
+        with ActorPool(_broken, RayOptions(actors=1)) as pool:
+            list(pool.map(_tagged, [1, 2]))
+    assert _cpus_back()
+    with pytest.raises(RayError, match="closed"):
+        list(pool.map(_tagged, [1]))
+
+
+@pytest.mark.usefixtures("cluster")
+def test_explain_pool_kept_across_two_calls_equals_local_and_ends_its_actors(
+        folder: Path) -> None:
+    """camlens.ray.ExplainPool: two calls (the first one shared with the driver while the
+    actors start; after ``wait()``, the second all on the two actors), the rows in the order
+    of the paths, the folders of a local run; after the pool, the cluster's CPUs are free
+    again."""
+    paths = sorted((folder / "in").iterdir())
+    first, second = paths[:4], paths[4:]
+    net = f"{folder / 'net.py'}:build"
+    with cr.ExplainPool(net, actors=2) as pool:
+        a = pool.explain(first, out=folder / "pool1", methods=["gradcam", "gradcampp"],
+                         layer=LAYER, batch_size=2)
+        actors = set(pool.wait())
+        b = pool.explain(second, out=folder / "pool2", methods=["gradcam", "gradcampp"],
+                         layer=LAYER, batch_size=2)
+    assert [r["stem"] for r in a] == [p.stem for p in first]
+    assert [r["stem"] for r in b] == [p.stem for p in second]
+    assert [bool(r["done"]) for r in a + b] == [False] + [True] * 6  # bad.png comes first
+    assert len(actors) == 2 and {(r["node"], int(r["pid"])) for r in b} <= actors
+    assert _cpus_back()
+    for out, chosen in (("pool1", first), ("pool2", second)):
+        assert main(["explain", *map(str, chosen), "--out", str(folder / f"{out}_cli"),
+                     "--model", net, "--layer", LAYER, "--method", "gradcam", "--method",
+                     "gradcampp", "-q"]) == (1 if out == "pool1" else 0)
+        same_folders(folder / f"{out}_cli", folder / out)

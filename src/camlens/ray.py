@@ -7,6 +7,8 @@ model once (needs the ``ray`` extra: ``pip install 'camlens[ray]'``).
 >>> done.filter(lambda r: not r["done"]).count()      # images that failed
 >>> rows = cr.evaluate_dataset(cr.samples_dataset(samples), "localization", "synthetic:vgg")
 >>> summary = cr.summarize(rows, "localization")       # the local engine's summary
+>>> with cr.ExplainPool("efficientnet_lite0", actors=2) as pool:   # actors kept between calls
+...     rows = pool.explain(paths, out="shared/out")
 
 The CLI runs the same: ``camlens explain --engine ray`` and ``camlens evaluate --engine ray``,
 and ``camlens.evaluate.evaluate(..., engine="ray")``. Both return datasets are lazy; the work
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from camlens import io as cio
@@ -49,19 +53,31 @@ from camlens.evaluate.tasks.pointing import (
 from camlens.evaluate.tasks.pointing import summarize as pointing_summary
 from camlens.methods import FIGURE1
 from camlens.models import load_model
+from camlens.models.registry import ModelRecord
 from camlens.pipeline.distributed import RayError, RayOptions, connect
-from camlens.pipeline.explain_distributed import ExplainSetup, explain_rows
+from camlens.pipeline.explain_distributed import ExplainSetup, explain_on_pool, explain_rows
 from camlens.pipeline.explain_distributed import images_dataset as _images_dataset
 from camlens.pipeline.images import Plan, sources_of
+from camlens.pipeline.pool import ActorPool
 
-__all__ = ["RayError", "RayOptions", "connect", "evaluate_dataset", "explain_dataset",
-           "images_dataset", "samples_dataset", "summarize"]
+__all__ = ["ExplainPool", "RayError", "RayOptions", "connect", "evaluate_dataset",
+           "explain_dataset", "images_dataset", "samples_dataset", "summarize"]
 
 
 def images_dataset(paths: Sequence[str | os.PathLike[str]]) -> Any:
     """A Ray dataset of image files (columns ``path``: the name's bytes, ``stem``: its output
     folder's name, unique, as ``camlens explain`` chooses it)."""
     return _images_dataset(sources_of([Path(p) for p in paths]))
+
+
+def _plan(loaded: ModelRecord, out: str | os.PathLike[str], methods: Sequence[str],
+          layer: str | None, targets: Sequence[int] | None, top_k: int,
+          options: Mapping[str, Any] | None, what: Collection[str],
+          max_output_side: int) -> Plan:
+    return Plan(loaded, tuple(methods), layer or loaded.default_layer, None,
+                None if targets is None else [int(t) for t in targets],
+                min(top_k, loaded.classes()), Path(out), max_output_side,
+                options=dict(options or {}), what=tuple(what))
 
 
 def explain_dataset(
@@ -90,17 +106,86 @@ def explain_dataset(
     image; ``out`` must be a folder every node sees. Returns the lazy ``ray.data.Dataset`` of
     one row per image (``path``, ``stem``, ``done``, ``predictions``, ``seconds``,
     ``messages``, ``node``, ``pid``); :func:`camlens.output.load` reads a folder back.
-    ``targets``: class indices to explain (default: the top-k)."""
+    ``targets``: class indices to explain (default: the top-k). To explain several sets of
+    images with one model, :class:`ExplainPool` keeps its actors between calls."""
     connect()
     loader = functools.partial(load_model, model, weights=weights, device=device)
     loaded = loader(device="cpu")  # checks the spec here; the actors load their own
-    methods = tuple(methods)
-    plan = Plan(loaded, methods, layer or loaded.default_layer, None,
-                None if targets is None else [int(t) for t in targets],
-                min(top_k, loaded.classes()), Path(out), max_output_side,
-                options=dict(options or {}), what=tuple(what))
+    plan = _plan(loaded, out, methods, layer, targets, top_k, options, what, max_output_side)
     setup = ExplainSetup.of(plan, loader, batch_size, max_pixels)
     return explain_rows(ds, setup, RayOptions(None, actors, cpus_per_actor, gpus_per_actor))
+
+
+class ExplainPool:
+    """A warm pool of actors that each hold ``model`` (a spec, with ``weights``, on
+    ``device``), for explaining several sets of images with one model: the actors start, and
+    load the model, when the pool is made (while this process loads its own copy to check the
+    spec), and are kept until :meth:`close` or the end of the ``with`` block, so a second call
+    pays no start-up. ``share``: on the CPU, this process explains batches too while actors
+    are still starting (the same batch function on the same model; the outputs are the
+    same).
+
+    >>> with cr.ExplainPool("efficientnet_lite0", actors=2) as pool:
+    ...     rows = pool.explain(paths, out="shared/out", methods=["gradcam"])
+    ...     more = pool.explain(other_paths, out="shared/out2")
+    """
+
+    def __init__(self, model: str = "efficientnet_lite0", *, weights: str | None = None,
+                 device: str = "cpu", actors: int = 1, cpus_per_actor: float = 1.0,
+                 gpus_per_actor: float = 0.0, share: bool = True) -> None:
+        connect()
+        self.loader = functools.partial(load_model, model, weights=weights, device=device)
+        self.pool: ActorPool[ModelRecord] = ActorPool(
+            self.loader, RayOptions(None, actors, cpus_per_actor, gpus_per_actor))
+        try:
+            self.loaded = self.loader(device="cpu")  # the spec checked while the actors start
+        except BaseException:
+            self.pool.close()
+            raise
+        self.share = share and device == "cpu"
+        self._calls = threading.Lock()  # one call at a time on the pool (threads queue here)
+
+    def __enter__(self) -> ExplainPool:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the actors (their CPUs and GPUs return to the cluster)."""
+        self.pool.close()
+
+    def wait(self) -> list[tuple[str, int]]:
+        """Block until every actor has started and loaded the model (e.g. before timing a
+        call); returns each actor's (node id, process id)."""
+        return list(self.pool.wait().values())
+
+    def explain(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        out: str | os.PathLike[str],
+        methods: Sequence[str] = FIGURE1,
+        layer: str | None = None,
+        targets: Sequence[int] | None = None,
+        top_k: int = 3,
+        options: Mapping[str, Any] | None = None,
+        what: Collection[str] = output.WHAT,
+        batch_size: int = 8,
+        max_output_side: int = 768,
+        max_pixels: int = cio.DEFAULT_MAX_PIXELS,
+    ) -> list[dict[str, Any]]:
+        """Explain the image files ``paths`` as :func:`explain_dataset` does (the same
+        settings and folders ``out/<stem>/``) on the pool's actors: the rows of
+        :func:`explain_dataset`, one per image, in the order of ``paths``. Calls from several
+        threads take turns."""
+        plan = _plan(self.loaded, out, methods, layer, targets, top_k, options, what,
+                     max_output_side)
+        setup = ExplainSetup.of(plan, self.loader, batch_size, max_pixels)
+        with self._calls:
+            return list(explain_on_pool(self.pool, sources_of([Path(p) for p in paths]),
+                                        setup, self.loaded if self.share else None))
 
 
 def evaluate_dataset(

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,8 @@ from camlens.targets import class_index
 
 if TYPE_CHECKING:  # pragma: no cover
     from camlens.dissect import TextPlan
+    from camlens.models.registry import ModelRecord
+    from camlens.pipeline.pool import ActorPool
 
 DEFAULT_TOP_K = 3
 
@@ -221,12 +223,25 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     out = Path(args.out).expanduser()
     paths = cio.resolve_inputs(_outside(args.inputs, out), exclude=out)
-    ray = ray_options(args)  # a missing Ray or an unreachable cluster stops here
+    ray = ray_options(args, data=False)  # a missing Ray or an unreachable cluster stops here
     model = functools.partial(load_model, args.model, weights=args.weights, labels=args.labels,
                               input_size=args.input_size, mean=args.mean, std=args.std,
                               device=args.device, max_input_side=args.max_input_side)
-    # with Ray the actors load the model on --device; here it only checks the request
-    loaded = model() if ray is None else model(device="cpu")
+    if ray is None:
+        return _run(args, out, paths, model, None)
+    from camlens.pipeline.pool import ActorPool
+
+    # the actors start now (a process each, importing torch, loading the model on --device),
+    # while this process checks the request and lists the images
+    with ActorPool(model, ray) as pool:
+        return _run(args, out, paths, model, pool)
+
+
+def _run(args: argparse.Namespace, out: Path, paths: list[Path],
+         model: Callable[..., ModelRecord], pool: ActorPool[ModelRecord] | None) -> int:
+    # with Ray the actors load the model on --device; here it checks the request and, on the
+    # CPU, explains batches itself while actors are still starting
+    loaded = model() if pool is None else model(device="cpu")
     methods = tuple(_dedupe(args.method or (("gradcam",) if args.layers else FIGURE1)))
     options = method_options(args.option, methods)
     with_layer = [m for m in methods if METHODS[m].needs_layer]
@@ -267,14 +282,15 @@ def run(args: argparse.Namespace) -> int:
     console = Console(len(sources), args.quiet, args.debug, loaded.labels)
     start = time.perf_counter()
     try:
-        if ray is None:
+        if pool is None:
             tally = run_sources(sources, plan, console, batch_size=args.batch_size,
                                 max_pixels=args.max_pixels)
         else:
             from camlens.pipeline.explain_distributed import ExplainSetup, explain_on_ray
 
             setup = ExplainSetup.of(plan, model, args.batch_size, args.max_pixels)
-            tally = explain_on_ray(sources, setup, console, ray)
+            tally = explain_on_ray(sources, setup, console, pool,
+                                   loaded if args.device == "cpu" else None)
     finally:
         console.close()
     if not args.quiet and tally.done:

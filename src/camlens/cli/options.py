@@ -176,11 +176,18 @@ def engine_options() -> argparse.ArgumentParser:
     return add_engine_arguments(_parent())
 
 
-def ray_options(args: argparse.Namespace) -> Any:
+def ray_options(args: argparse.Namespace, *, data: bool = True) -> Any:
     """The :class:`~camlens.pipeline.distributed.RayOptions` of ``--engine ray`` (connecting
     to the cluster to size the pool when --ray-actors is not given), None for the local
-    engine; the --ray-* options without --engine ray are refused."""
-    from camlens.pipeline.distributed import RayOptions, check_fits, connect, default_actors
+    engine; the --ray-* options without --engine ray are refused. ``data``: the command runs
+    on Ray Data (checked here, before any work), else on Ray's core alone."""
+    from camlens.pipeline.distributed import (
+        RayOptions,
+        check_fits,
+        connect,
+        default_actors,
+        require_ray,
+    )
 
     if getattr(args, "engine", "local") != "ray":
         given = [f"--ray-{n}" for n in ("address", "actors") if getattr(args, f"ray_{n}", None)]
@@ -189,6 +196,7 @@ def ray_options(args: argparse.Namespace) -> Any:
         if given:
             raise CliError(f"{', '.join(given)} apply to --engine ray only; add --engine ray")
         return None
+    require_ray(data=data)
     connect(args.ray_address, quiet=True)
     actors = args.ray_actors or default_actors(args.ray_cpus_per_actor, args.ray_gpus_per_actor)
     options = RayOptions(args.ray_address, actors, args.ray_cpus_per_actor,

@@ -64,11 +64,15 @@ class RayOptions:
                            f"{self.cpus_per_actor} and {self.gpus_per_actor}")
 
 
-def require_ray() -> ModuleType:
-    """The ``ray`` module with Ray Data, or a :class:`RayError` saying how to install it."""
+def require_ray(*, data: bool = True) -> ModuleType:
+    """The ``ray`` module (with Ray Data unless ``data`` is False: the actor pool of
+    :mod:`camlens.pipeline.pool` needs Ray's core only, and the driver saves importing Ray
+    Data), or a :class:`RayError` saying how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401 - the optional part that `ray` alone lacks
+
+        if data:
+            import ray.data  # noqa: F401 - the optional part that `ray` alone lacks
     except ImportError as exc:
         raise RayError(f"the Ray engine needs Ray Data, which is not installed ({exc}); "
                        f"{INSTALL}, or use the local engine") from None
@@ -96,40 +100,66 @@ def connect(address: str | None = None, num_cpus: int | None = None, *,
     initialised in this process. A local cluster's workers import the same camlens as this
     process and run at its priority. ``quiet``: no Ray progress bars or log lines on the
     terminal (camlens's own bar counts the rows; the cluster's logs stay in its log folder)."""
-    ray = require_ray()
-    if not ray.is_initialized():
-        target = address or os.environ.get("RAY_ADDRESS") or "local"
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet,
-                                  "logging_level": "ERROR" if quiet else "INFO"}
-        if quiet:  # the C++ core's lines (read when ray.init starts it)
-            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-        if target == "local":
-            # the workers at this process's priority, as the local engine's threads (Ray
-            # lowers theirs by 15 by default, which starves them on a busy machine)
-            os.environ.setdefault("RAY_worker_niceness", "0")
-            source = str(Path(__file__).resolve().parents[2])
-            path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
-            kwargs.update(num_cpus=num_cpus, runtime_env={"env_vars": {"PYTHONPATH": path}})
-        else:
-            _probe(target)
-        try:
-            ray.init(address=target, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception on start-up timeouts
-            text = " ".join(str(exc).split())[:300]
-            raise RayError(f"cannot connect to the Ray cluster at {target}: {text}") from None
-    if quiet:
-        from ray.data import DataContext
+    global _QUIET
+    ray = require_ray(data=False)
+    _QUIET = _QUIET or quiet
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet,
+                              "logging_level": "ERROR" if quiet else "INFO"}
+    env: dict[str, str] = {}
+    if quiet:  # the C++ core's lines (read when ray.init starts it)
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    if target == "local":
+        # the workers at this process's priority, as the local engine's threads (Ray
+        # lowers theirs by 15 by default, which starves them on a busy machine)
+        os.environ.setdefault("RAY_worker_niceness", "0")
+        # this camlens on the workers' path through the environment the cluster's processes
+        # inherit, not a job runtime_env: the workers the raylet starts with the cluster can
+        # then host the actors (a runtime_env would have every actor wait for a new process)
+        source = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH"))
+                                            if p)
+        kwargs.update(num_cpus=num_cpus)
+    else:
+        _probe(target)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        ray.init(address=target, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception on start-up timeouts
+        text = " ".join(str(exc).split())[:300]
+        raise RayError(f"cannot connect to the Ray cluster at {target}: {text}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
-        context = DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+_QUIET = False
+"""Whether :func:`connect` was asked for a quiet terminal (Ray Data's bars and lines off)."""
+
+
+def _quiet_data() -> None:
+    """Ray Data's progress bars and log lines off, when :func:`connect` was asked to be
+    quiet (here, where Ray Data is first needed, so that a run without it never imports it)."""
+    if not _QUIET:
+        return
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 def default_actors(cpus_per_actor: float, gpus_per_actor: float) -> int:
     """As many actors as the connected cluster holds: its GPUs / ``gpus_per_actor`` when
     actors take GPUs, else its CPUs / ``cpus_per_actor`` (at least one)."""
-    ray = require_ray()
+    ray = require_ray(data=False)
     total = ray.cluster_resources()
     if gpus_per_actor > 0:
         gpus = total.get("GPU", 0.0)
@@ -161,7 +191,7 @@ class _Actor:
 def check_fits(options: RayOptions) -> None:
     """A :class:`RayError` when the pool needs more CPUs or GPUs than the connected cluster
     has (Ray would wait for them for ever)."""
-    total = require_ray().cluster_resources()
+    total = require_ray(data=False).cluster_resources()
     for kind, each, flag in (("CPU", options.cpus_per_actor, "cpus"),
                              ("GPU", options.gpus_per_actor, "gpus")):
         have = total.get(kind, 0.0)
@@ -180,6 +210,7 @@ def map_rows(ds: Any, setup: Callable[[], BatchFn], options: RayOptions, *,
     ever)."""
     ray = require_ray()
     check_fits(options)
+    _quiet_data()
     return ds.map_batches(_Actor, fn_constructor_args=(setup,), batch_size=batch_size,
                           batch_format="numpy",
                           compute=ray.data.ActorPoolStrategy(size=options.actors),

@@ -1,6 +1,12 @@
-"""``camlens explain`` on Ray: a Ray dataset of images -> each actor explains its batches with
+"""``camlens explain`` on Ray: images -> each actor explains its batches with
 :func:`camlens.pipeline.images.run_sources` (the local pipeline: decode, batch by shape, one
 :func:`camlens.explain` per batch, write ``OUT/<stem>/``) -> one output row per image.
+
+Two feeds, one batch function (:meth:`ExplainSetup.on`): a Ray dataset through Ray Data's
+``map_batches`` (:func:`explain_rows`, lazy, for Ray users), or a warm
+:class:`~camlens.pipeline.pool.ActorPool` (:func:`explain_on_pool`: the CLI, whose pool starts
+before its own start-up work, and :class:`camlens.ray.ExplainPool`, kept between calls), where
+the driver can run the same batch function on its own copy of the model while actors start.
 
 The folders are written by the actors, so on a cluster ``OUT`` must be a folder every node
 sees (a shared file system); each is read back by :func:`camlens.output.load`, as a local
@@ -16,9 +22,10 @@ on its first row only), ``node``, ``pid``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +34,12 @@ import numpy as np
 
 from camlens import io as cio
 from camlens.models.registry import ModelRecord
-from camlens.pipeline.distributed import BatchFn, RayOptions, connect, map_rows, require_ray, stream
+from camlens.pipeline.distributed import BatchFn, RayOptions, map_rows, require_ray
 from camlens.pipeline.images import Plan, Reporter, Source, Tally, run_sources
+from camlens.pipeline.pool import ActorPool
 
-__all__ = ["ExplainSetup", "explain_on_ray", "explain_rows", "images_dataset"]
+__all__ = ["ExplainSetup", "batches_of", "explain_on_pool", "explain_on_ray", "explain_rows",
+           "images_dataset"]
 
 
 class _Collect:
@@ -70,7 +79,12 @@ class ExplainSetup:
         return cls(model, fields, batch_size, max_pixels)
 
     def __call__(self) -> BatchFn:
-        plan = Plan(loaded=self.model(), **self.plan)
+        """The batch function on a model loaded here (``model()``), once per actor."""
+        return self.on(self.model())
+
+    def on(self, loaded: ModelRecord) -> BatchFn:
+        """The batch function on ``loaded`` (an actor's model, or the driver's own)."""
+        plan = Plan(loaded=loaded, **self.plan)
 
         def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             sources = [Source(Path(os.fsdecode(bytes(p))), str(s))
@@ -104,30 +118,49 @@ def explain_rows(ds: Any, setup: ExplainSetup, options: RayOptions) -> Any:
     return map_rows(ds, setup, options, batch_size=setup.batch_size)
 
 
+def batches_of(sources: Sequence[Source], size: int) -> list[dict[str, np.ndarray]]:
+    """``sources`` in batches of up to ``size`` rows (the columns of :func:`images_dataset`)."""
+    return [{"path": np.array([os.fsencode(s.path) for s in sources[i:i + size]], dtype=object),
+             "stem": np.array([s.stem for s in sources[i:i + size]], dtype=object)}
+            for i in range(0, len(sources), size)]
+
+
+def _on_actor(setup: ExplainSetup, loaded: ModelRecord,
+              batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One batch on a pool actor's model (``functools.partial(_on_actor, setup)`` travels)."""
+    return setup.on(loaded)(batch)
+
+
+def explain_on_pool(pool: ActorPool[ModelRecord], sources: Sequence[Source],
+                    setup: ExplainSetup, local: ModelRecord | None = None,
+                    ) -> Iterator[dict[str, Any]]:
+    """The output rows (see the module docstring) of explaining ``sources`` on ``pool``
+    (actors holding ``setup.model()``), in the order of ``sources``; with ``local`` (the
+    driver's copy of the same model on the same device) the driver explains batches itself
+    while actors are still starting."""
+    here = setup.on(local) if local is not None else None
+    work = functools.partial(_on_actor, setup)
+    for out, node, pid in pool.map(work, batches_of(sources, setup.batch_size), here):
+        for i in range(len(out["path"])):
+            yield {**{k: v[i] for k, v in out.items()}, "node": node, "pid": pid}
+
+
 def explain_on_ray(sources: Sequence[Source], setup: ExplainSetup, reporter: Reporter,
-                   options: RayOptions) -> Tally:
-    """Explain ``sources`` on Ray and tell ``reporter`` of each image as its row comes back
-    (errors and warnings first, then the image if it was explained); returns the tally. An
-    image whose row came back twice is counted once."""
+                   pool: ActorPool[ModelRecord], local: ModelRecord | None = None) -> Tally:
+    """Explain ``sources`` on ``pool`` (:func:`explain_on_pool`) and tell ``reporter`` of each
+    image as its row comes back, in order (errors and warnings first, then the image if it was
+    explained); returns the tally."""
     tally = Tally()
-    if not sources:
-        return tally
-    connect(options.address, quiet=True)
     out = setup.plan["out"]
-    seen: set[bytes] = set()
-    for row in stream(explain_rows(images_dataset(sources), setup, options)):
+    for row in explain_on_pool(pool, sources, setup, local):
         for kind, text in json.loads(row["messages"]):
             (reporter.failed if kind == "error" else reporter.warn)(text)
-        key = bytes(row["path"])
-        if key in seen:
-            continue
-        seen.add(key)
         if not row["done"]:
             tally.failed += 1
             continue
         tally.done += 1
         tally.seconds += float(row["seconds"])
         top = [(int(c), float(p)) for c, p in json.loads(row["predictions"])]
-        reporter.explained(Source(Path(os.fsdecode(key)), str(row["stem"])),
+        reporter.explained(Source(Path(os.fsdecode(bytes(row["path"]))), str(row["stem"])),
                            Path(out) / str(row["stem"]), top)
     return tally
