@@ -18,9 +18,11 @@ __all__ = ["Page", "png_uri", "strip"]
 
 _STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding:3px 7px;
-text-align:right}th{background:#eee}td.l,th.l{text-align:left}figure{display:inline-block;
+text-align:right;white-space:nowrap}th{background:#eee}td.l,th.l{text-align:left;
+white-space:normal}figure{display:inline-block;
 margin:4px 10px 10px 0;vertical-align:top}figcaption{font-size:12px;max-width:600px}
-img{image-rendering:pixelated}.note{color:#555;font-size:14px}"""
+img{image-rendering:pixelated;max-width:100%;height:auto}.note{color:#555;font-size:14px}
+.scroll{overflow-x:auto;max-width:100%}@media(max-width:600px){body{margin:.6em}}"""
 
 
 def png_uri(img: Image.Image) -> str:
@@ -77,14 +79,15 @@ class Page:
 
         head = "".join(cell(h, "th") for h in header)
         body = "".join("<tr>" + "".join(cell(v, "td") for v in r) + "</tr>" for r in rows)
-        self.parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        self.parts.append(f"<div class=scroll><table><tr>{head}</tr>{body}</table></div>")
 
     def figure(self, img: Image.Image, caption: str) -> None:
         self.parts.append(f'<figure><img src="{png_uri(img)}" alt="{html.escape(caption)}">'
                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
     def write(self, path: Path) -> Path:
-        doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
+        doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'>"
+               "<meta name='viewport' content='width=device-width, initial-scale=1'><title>"
                f"{html.escape(self.title)}</title><style>{_STYLE}</style></head><body>"
                + "\n".join(self.parts) + "</body></html>\n")
         path.write_text(doc, encoding="utf-8")

@@ -99,12 +99,15 @@ def write_report(d: Dissection, model: nn.Module, data: ConceptData, out: Path) 
     cats = ", ".join(f"{c}: {n}" for c, n in sorted(by_cat.items(), key=lambda t: -t[1]))
     named = len(d.named())
     page = f"""<!doctype html>
-<html lang=en><head><meta charset=utf-8><title>Network dissection: {html.escape(d.model)}
+<html lang=en><head><meta charset=utf-8>
+<meta name=viewport content='width=device-width, initial-scale=1'>
+<title>Network dissection: {html.escape(d.model)}
 {html.escape(d.layer)}</title>
 <style>body{{font-family:sans-serif;margin:1.5em;max-width:70em}}
 table{{border-collapse:collapse}}td,th{{border-bottom:1px solid #ddd;padding:4px 8px;
 text-align:left;vertical-align:middle}}.cat{{color:#666}}.un{{color:#a00}}
-.small{{font-size:85%;color:#444;max-width:18em}}</style></head><body>
+.small{{font-size:85%;color:#444;max-width:18em;min-width:11em}}.scroll{{overflow-x:auto;max-width:100%}}
+@media(max-width:600px){{body{{margin:.6em}}h1{{font-size:1.4em}}}}</style></head><body>
 <h1>Network dissection of {html.escape(d.model)}, layer {html.escape(d.layer)}</h1>
 <p>Data: {html.escape(d.data)}, {d.images} images. Each unit's threshold T<sub>k</sub> is its top
 {d.quantile:g} quantile of activations over all positions; its mask is the bilinearly upsampled
@@ -114,10 +117,10 @@ by its best concept when that IoU is above {d.min_iou:g} (the Grad-CAM paper's t
 <p><b>{named} of {len(d)} units named</b> ({cats or 'none'}).</p>
 <p>Crops: the unit's most activating images, cropped to its mask (outlined in yellow; outside
 dimmed).</p>
-<table><tr><th>unit</th><th>name</th><th>IoU</th><th>top concepts (IoU)</th>
+<div class=scroll><table><tr><th>unit</th><th>name</th><th>IoU</th><th>top concepts (IoU)</th>
 <th>most activating images</th></tr>
 {chr(10).join(rows)}
-</table></body></html>
+</table></div></body></html>
 """
     (out / "index.html").write_text(page, encoding="utf-8")
     written.append(out / "index.html")
