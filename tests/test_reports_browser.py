@@ -72,7 +72,9 @@ def expected(name: str, root: Path) -> tuple[Path, str, list[str], int]:
         texts = [f"{s['images']} images; {s['top1_failures']} top-1 failures",
                  f"{s['top5_failures']} top-5 failures",
                  pct(s["predicted_peak_resembling"]) + " of failures",
-                 *(f"{p['true']}\t{p['predicted']}\t{p['count']}" for p in s["pairs"])]
+                 *(f"{p['true']}\t{p['predicted']}\t{p['count']}" for p in s["pairs"]),
+                 f"the predicted class\t{s['predicted_peak']['class c']}",
+                 *(f"{k}\t{v}" for k, v in s["predicted_peak"].items() if k != "class c")]
         return (root / name / "report.html", f"Failure modes of {s['model']}", texts,
                 len(list(s["predicted_peak"])))
     if name == "adversarial":

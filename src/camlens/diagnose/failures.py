@@ -238,7 +238,8 @@ def _html(rec: ModelRecord, by_id: dict[str, Item], groups: list[ConfusionGroup]
     if "predicted_peak" in summary:
         page.heading("Where the predicted class's Grad-CAM peaks (exact ground truth)")
         page.table(["peak lands on", "failures"],
-                   [[c, v] for c, v in summary["predicted_peak"].items()])
+                   [["the predicted class" if c == "class c" else c, v]
+                    for c, v in summary["predicted_peak"].items()])
         page.text(f"On something resembling the predicted class (the class itself, an object or "
                   f"decoy of its confusable group): {summary['predicted_peak_resembling']:.1%} "
                   f"of failures; those pixels cover {summary['resembling_area_mean']:.1%} of an "

@@ -22,7 +22,8 @@ text-align:right;white-space:nowrap}th{background:#eee}td.l,th.l{text-align:left
 white-space:normal}figure{display:inline-block;
 margin:4px 10px 10px 0;vertical-align:top}figcaption{font-size:12px;max-width:600px}
 img{image-rendering:pixelated;max-width:100%;height:auto}.note{color:#555;font-size:14px}
-.scroll{overflow-x:auto;max-width:100%}@media(max-width:600px){body{margin:.6em}}"""
+.scroll{overflow-x:auto;max-width:100%}@media(max-width:600px){body{margin:.6em}h1{font-size:1.5em}h2{font-size:1.2em}
+td,th{padding:3px 4px}}"""
 
 
 def png_uri(img: Image.Image) -> str:
