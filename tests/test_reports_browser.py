@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 
 from camlens.cli import main as cli
-from test_web_browser import LAPTOP, PHONE, images_loaded, new_page
+from test_web_browser import PHONE, images_loaded, new_page
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+LAPTOP = {"width": 1280, "height": 800}
 
 
 def pct(x: float) -> str:
