@@ -201,15 +201,20 @@ def throughput(src: Path, n: int, rounds: int, cpus: int, work: Path,
     }
 
 
-def startup(src: Path, n: int, cpus: int, work: Path) -> dict[str, Any]:
-    """A Ray explain as the CLI runs it, in a child process, with a clock at each step."""
-    done = subprocess.run([sys.executable, str(HERE / "ray_engine.py"), "--child-startup",
-                           str(src), str(work / "startup"), str(n), str(cpus)], env=env(),
+def _child(job: str, src: Path, n: int, cpus: int, work: Path) -> dict[str, Any]:
+    """Run ``--child-JOB`` of this script in a fresh process; its last stdout line (JSON)."""
+    done = subprocess.run([sys.executable, str(HERE / "ray_engine.py"), f"--child-{job}",
+                           str(src), str(work / job), str(n), str(cpus)], env=env(),
                           capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"startup failed: {done.stderr[-2000:]}")
+        raise SystemExit(f"{job} failed: {done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def startup(src: Path, n: int, cpus: int, work: Path) -> dict[str, Any]:
+    """A Ray explain as the CLI runs it, in a child process, with a clock at each step."""
+    return _child("startup", src, n, cpus, work)
 
 
 def child_startup(src: Path, out: Path, n: int, cpus: int) -> None:
@@ -264,13 +269,7 @@ def child_startup(src: Path, out: Path, n: int, cpus: int) -> None:
 
 def warm(src: Path, n: int, cpus: int, work: Path) -> dict[str, Any]:
     """``ExplainPool``: two calls against the local engine, all in a child process."""
-    done = subprocess.run([sys.executable, str(HERE / "ray_engine.py"), "--child-warm",
-                           str(src), str(work / "warm"), str(n), str(cpus)], env=env(),
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"warm failed: {done.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return _child("warm", src, n, cpus, work)
 
 
 def child_warm(src: Path, out: Path, n: int, cpus: int) -> None:

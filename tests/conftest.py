@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -52,3 +53,12 @@ def browser() -> Iterator[Any]:
         pytest.skip("browser tests need chromium on PATH (apt-get install -y chromium)")
     with chromium() as b:
         yield b
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where browser tests save their screenshots: $CAMLENS_SCREENSHOTS, else a temp folder."""
+    folder = os.environ.get("CAMLENS_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

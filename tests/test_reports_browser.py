@@ -11,7 +11,6 @@ folder."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +46,6 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ):
         assert cli(argv) == 0, argv
     return root
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = os.environ.get("CAMLENS_SCREENSHOTS")
-    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def expected(name: str, root: Path) -> tuple[Path, str, list[str], int]:
