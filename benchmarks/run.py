@@ -57,9 +57,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from peers import FAMILY, camlens_call, pgc_call, torchcam_call
 
@@ -411,7 +412,7 @@ def time_model(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         maps: dict[str, dict[str, Any]] = {}
         fwd_warm = [_timed(fwd)[0] for _ in range(cfg["warmup"])]
 
-        def pair_forward() -> float:
+        def pair_forward(fwd: Job = fwd) -> float:
             """The forward pass a call is paired with: the median of --pair-forwards passes
             (more than one steadies the denominator of a single call that takes minutes)."""
             return statistics.median(_timed(fwd)[0] for _ in range(cfg.get("pair_forwards", 1)))
@@ -697,7 +698,8 @@ def verdicts(result: dict[str, Any]) -> str:
             out.append(f"- occlusion at least as fast as captum's (window {OCC_WINDOW}, stride "
                        f"{OCC_STRIDE}, batch {b}): {mine['median_ms']:.0f} ms vs "
                        f"{theirs['median_ms']:.0f} ms = {r:.2f}x (paired, x forward: "
-                       f"{mine.get('paired_ratio', 0):.1f} vs {theirs.get('paired_ratio', 0):.1f}) -> "
+                       f"{mine.get('paired_ratio', 0):.1f} vs "
+                       f"{theirs.get('paired_ratio', 0):.1f}) -> "
                        f"{ok(r <= 1.0)}{' (within the ~10% noise)' if 1.0 < r <= 1.1 else ''}")
             break
     return "\n".join(out) + "\n"
