@@ -10,7 +10,6 @@ command writes. The reference preprocessing is written out here from the documen
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from camlens import METHODS, viz
 from camlens.cli import main
 from camlens.io import sample_image
 from models import TINY_NET_SOURCE
+from module_support import load_file  # noqa: E402
 
 MAP_ATOL = 2e-3  # float16 storage of maps.npz rounds by up to 2.4e-4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -120,11 +120,7 @@ def run(*argv: Any) -> int:
 
 
 def load_file_model(path: Path) -> torch.nn.Module:
-    spec = importlib.util.spec_from_file_location("camlens_behaviour_tinynet", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build()
+    return load_file(path, "camlens_behaviour_tinynet").build()
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from module_support import load_file  # noqa: E402
+
 griffe = pytest.importorskip("griffe")  # the docs extra
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = "camlens.evaluate.datasets.Sample"
-_spec = importlib.util.spec_from_file_location("sphinx_roles",
-                                               ROOT / "docs_hooks" / "sphinx_roles.py")
-assert _spec is not None and _spec.loader is not None
-roles = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(roles)
+roles = load_file(ROOT / "docs_hooks" / "sphinx_roles.py", "sphinx_roles")
 
 
 @pytest.fixture(scope="module")

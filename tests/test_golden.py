@@ -4,7 +4,6 @@ stored and when to regenerate it)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from camlens.cli import main
+from module_support import load_file  # noqa: E402
 
 HERE = Path(__file__).parent
 MAP_ATOL = 2e-3  # float16 storage (here and, perhaps, in maps.npz) rounds by up to 2.4e-4
@@ -20,12 +20,7 @@ SUMMARY_MEAN_ABS = 1.0  # on 0..255
 
 
 def _golden_module() -> ModuleType:
-    path = HERE / "golden" / "make_golden.py"
-    spec = importlib.util.spec_from_file_location("camlens_golden", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(HERE / "golden" / "make_golden.py", "camlens_golden")
 
 
 golden = _golden_module()

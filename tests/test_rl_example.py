@@ -4,13 +4,13 @@ the two things the decision depends on, far more often than chance, and not on t
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+
+from module_support import load_file  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,12 +18,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "rl_gridworld.py"
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rl_gridworld", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["rl_gridworld"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file(EXAMPLE, "rl_gridworld")
 
 
 def test_expert_and_rendering_by_hand() -> None:

@@ -5,12 +5,12 @@ returned equal to the library's. The 60 s, 16-client run is in docs/performance.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from module_support import load_file  # noqa: E402
 
 pytest.importorskip("fastapi", reason="the web app needs camlens[web]")
 pytest.importorskip("httpx", reason="the load test's clients use httpx")
@@ -20,12 +20,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "web_load.py"
 
 
 def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("web_load", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_file(SCRIPT, "web_load")
 
 
 def test_short_load_run() -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from camlens import io as cio
 from camlens import output, viz
 from camlens.loading import CliError
 from camlens.methods import METHODS, Option, OptionError
+
+N = TypeVar("N", int, float)
 
 MIN_MAX_OUTPUT_SIDE = 768
 """Default longer side, in pixels, of the saved maps and overlays of a larger photo (or twice
@@ -18,34 +20,24 @@ so more pixels would only interpolate them. A 12 MP photo with 4 methods x 3 cla
 1.2 GB at full size; at 768, under 20 MB."""
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def bounded(convert: Callable[[str], N], ok: Callable[[N], bool],
+            expected: str) -> Callable[[str], N]:
+    """An argparse ``type``: ``convert(text)``, refused with "expected EXPECTED, got ..." when
+    it does not parse or ``ok`` rejects it."""
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
+non_negative_int = bounded(int, lambda v: v >= 0, "an integer >= 0")
+positive_int = bounded(int, lambda v: v >= 1, "a positive integer")
+unit_float = bounded(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
 SAVE_CHOICES = ("maps", "png", "summary", "json", "all")

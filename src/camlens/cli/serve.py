@@ -10,7 +10,7 @@ from typing import Any
 
 from camlens import io as cio
 from camlens.cli import say
-from camlens.cli.options import model_options, non_negative_int, positive_int
+from camlens.cli.options import bounded, model_options, non_negative_int, positive_int
 from camlens.errors import DataError
 from camlens.loading import CliError
 from camlens.models import load_model
@@ -59,14 +59,7 @@ def add(sub: Any) -> None:
     sv.set_defaults(func=run)
 
 
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value}")
-    return value
+port_number = bounded(int, lambda v: 0 <= v <= 65535, "a port number 0-65535")
 
 
 def listen(host: str, port: int) -> socket.socket:
