@@ -168,6 +168,7 @@ def test_bleu4_by_hand() -> None:
     assert bleu4([ref], [ref]) == pytest.approx(1.0)
     # one wrong last word: n-gram precisions 7/8, 6/7, 5/6, 4/5, no brevity penalty
     assert bleu4([ref], ["a b c d e f g x".split()]) == pytest.approx(0.5 ** 0.25)
+    assert bleu4([ref, ref], [[], []]) == 0.0  # an untrained decoder's empty captions
 
 
 def test_explain_caption_leaves_the_model_untouched() -> None:
@@ -194,3 +195,40 @@ def test_explain_caption_leaves_the_model_untouched() -> None:
 def test_world_visual_words() -> None:
     assert world_visual(tokenize("a large red tiger cat on a small blue mug")) == [
         (3, ["tiger cat"]), (4, ["tiger cat"]), (9, ["mug"])]
+
+
+def test_training_fine_tunes_only_the_last_conv_block(tmp_path: Any) -> None:
+    """Two stages on 64 scenes: the frozen stage leaves the CNN as shipped (with
+    ``--finetune-epochs 0`` nothing of it is saved); the fine-tune stage moves exactly
+    ``features[TOP_BLOCK:]``'s convolutions, which ``load_captioner`` lays over the shipped net.
+    pool5 is the block applied to pool4 (what training caches)."""
+    from camlens.captioning import load_captioner
+    from camlens.captioning.model import TOP_BLOCK, shipped_cnn
+    from camlens.captioning.train import main
+
+    cache = tmp_path / "cache.pt"
+    common = ["--train", "64", "--val", "2", "--batch", "32", "--beam", "2", "--workers", "1",
+              "--cache", str(cache)]
+    assert main(["--out", str(tmp_path / "frozen"), "--epochs", "1", "--finetune-epochs", "0",
+                 *common]) == 0
+    assert main(["--out", str(tmp_path / "tuned"), "--epochs", "1", "--finetune-epochs", "1",
+                 *common]) == 0
+    shipped = shipped_cnn()
+    frozen = torch.load(tmp_path / "frozen" / "captioner.pt", weights_only=True)
+    tuned = torch.load(tmp_path / "tuned" / "captioner.pt", weights_only=True)
+    assert not any(k.startswith("features.") for k in frozen)
+    block = {f"features.{i}.{w}" for i in (13, 15, 17) for w in ("weight", "bias")}
+    assert {k for k in tuned if k.startswith("features.")} == block
+    model = load_captioner(tmp_path / "tuned")
+    for name, value in model.features.state_dict().items():
+        moved = (value - shipped[name]).abs().max().item()
+        if int(name.split(".")[0]) >= TOP_BLOCK:
+            assert moved > 0, name
+            torch.testing.assert_close(value, tuned[f"features.{name}"], rtol=0, atol=0)
+        else:
+            assert moved == 0, name
+    assert load_captioner(tmp_path / "frozen").features[13].weight.equal(shipped["13.weight"])
+    x = torch.rand(2, 3, 112, 112)
+    with torch.no_grad():
+        torch.testing.assert_close(model.pool5(x), model.features[TOP_BLOCK:](model.pool4(x)),
+                                   rtol=0, atol=0)

@@ -13,8 +13,9 @@ vocabulary, (B, T, V):
 
 (teacher forcing; :class:`camlens.CaptionTarget`'s default ``shift=1``). pool5 keeps where the
 objects are, which the captions need (objects are named left to right); a global average would
-not. The CNN is the shipped ``vgg`` net and stays frozen in training (see
-:mod:`camlens.captioning.train`).
+not. The CNN is the shipped ``vgg`` net; training fine-tunes its last conv block
+(:data:`TOP_BLOCK`, ``features.13`` to ``features.18``) with the decoder once the decoder has
+learnt on the frozen net (see :mod:`camlens.captioning.train`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ from torch import nn
 from camlens.synthetic.v2 import load_pretrained
 from camlens.synthetic.v2.nets import INPUT_MEAN, INPUT_STD, VGGNet
 
-__all__ = ["Captioner", "LAYER", "WEIGHTS_DIR", "load_captioner", "shipped_cnn"]
+__all__ = ["Captioner", "LAYER", "TOP_BLOCK", "WEIGHTS_DIR", "load_captioner", "shipped_cnn"]
 
 #: Grad-CAM's layer of the captioner: the CNN's last rectified convolution (14 x 14).
 LAYER = "features.18"
+#: Index in ``features`` where the last conv block (VGG's conv5: three 3x3 convolutions at
+#: 14 x 14 and pool5) starts; training fine-tunes ``features[TOP_BLOCK:]``.
+TOP_BLOCK = 13
 #: Where the trained decoder (``captioner.pt``), ``vocab.json`` and ``accuracy.json`` ship.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -55,6 +59,11 @@ class Captioner(nn.Module):
     def pool5(self, image: torch.Tensor) -> torch.Tensor:
         """The CNN's pool5 maps (B, 128, 7, 7) of images (B, 3, 112, 112) in [0, 1]."""
         return self.features((image - INPUT_MEAN) / INPUT_STD)
+
+    def pool4(self, image: torch.Tensor) -> torch.Tensor:
+        """The input of the last conv block, pool4 (B, 64, 14, 14), of images in [0, 1]:
+        ``pool5(x) == features[TOP_BLOCK:](pool4(x))``."""
+        return self.features[:TOP_BLOCK]((image - INPUT_MEAN) / INPUT_STD)
 
     def image_embedding(self, pool5: torch.Tensor) -> torch.Tensor:
         """v (B, E) from pool5 (B, 128, 7, 7)."""
@@ -87,7 +96,8 @@ class Captioner(nn.Module):
 
 
 def shipped_cnn() -> dict[str, torch.Tensor]:
-    """The state of world v2's shipped ``vgg`` net's ``features`` (the captioner's CNN)."""
+    """The state of world v2's shipped ``vgg`` net's ``features`` (the captioner's CNN before
+    fine-tuning)."""
     net = load_pretrained("vgg")
     if not isinstance(net, VGGNet):  # pragma: no cover - the registry's vgg is a VGGNet
         raise TypeError(f"world v2's vgg is a {type(net).__name__}, not a VGGNet")
@@ -95,9 +105,9 @@ def shipped_cnn() -> dict[str, torch.Tensor]:
 
 
 def load_captioner(folder: str | Path | None = None) -> Captioner:
-    """The trained captioner from ``folder`` (default :data:`WEIGHTS_DIR`): the decoder from
-    ``captioner.pt`` (its sizes in ``accuracy.json``), the CNN from world v2's shipped ``vgg``
-    net; float32, eval mode."""
+    """The trained captioner from ``folder`` (default :data:`WEIGHTS_DIR`): the decoder and
+    the fine-tuned CNN layers from ``captioner.pt`` (sizes in ``accuracy.json``), the CNN's
+    other layers from world v2's shipped ``vgg`` net; float32, eval mode."""
     import json
 
     folder = Path(folder or WEIGHTS_DIR)

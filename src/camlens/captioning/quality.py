@@ -90,7 +90,10 @@ def attribute_scores(graphs: Sequence[SceneGraph],
 
 
 def bleu4(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]) -> float:
-    """Corpus BLEU-4 (nltk's ``corpus_bleu``, one reference per caption)."""
+    """Corpus BLEU-4 (nltk's ``corpus_bleu``, one reference per caption); 0 when every
+    hypothesis is empty (no n-gram matches; nltk would divide 0 by 0)."""
+    if not any(hypotheses):
+        return 0.0
     try:
         from nltk.translate.bleu_score import corpus_bleu
     except ImportError as err:  # pragma: no cover - the extra is missing

@@ -42,9 +42,11 @@ def quality_table(folder: str | Path | None = None) -> str:
     for kind, r in h["beam"]["per_kind"].items():
         lines.append(f"| {kind} | {r['bleu4']:.3f} | {100 * r['attributes']['recall']:.1f}% | "
                      f"{100 * r['attributes']['exact']:.1f}% |")
-    s, load = rec["seconds"], rec["load_average"]
-    lines += ["", f"Training: `{rec['command']}`, {rec['train']['scenes']} scenes, "
-              f"{rec['train']['epochs']} epochs ({rec['train']['steps']} steps); "
+    s, load, t = rec["seconds"], rec["load_average"], rec["train"]
+    tuned = (f" + {t['finetune_epochs']} fine-tuning the CNN's last conv block"
+             if t.get("finetune_epochs") else "")
+    lines += ["", f"Training: `{rec['command']}`, {t['scenes']} scenes, "
+              f"{t['epochs']} epochs with the CNN frozen{tuned} ({t['steps']} steps); "
               f"{s['total'] / 60:.1f} min wall ({s['data'] / 60:.1f} data, "
               f"{s['train'] / 60:.1f} training, {s['eval'] / 60:.1f} evaluation) on "
               f"{rec['cpus']} cores at a load average of {load['mean']} "
