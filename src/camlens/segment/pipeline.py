@@ -240,9 +240,9 @@ def prepare(train_data: str | SyntheticSpec, test_data: str | SyntheticSpec,
     ``vgg`` features of both, background cues of the training images (lowest 10% of the
     ``vgg`` net's gradient saliency)."""
     nets = {} if nets is None else nets
-    check_disjoint(scene_spec(train_data), scene_spec(test_data))
-    train = make_data(train_data)
-    test = make_data(test_data)
+    train_spec, test_spec = scene_spec(train_data), scene_spec(test_data)
+    check_disjoint(train_spec, test_spec)
+    train, test = make_data(train_spec), make_data(test_spec)
     vgg = _net("vgg", nets)
     feats = (*vgg_features(vgg, train.images), *vgg_features(vgg, test.images))
     bg = background_cues(gradient_saliency(vgg, train.images, train.labels), GRID)
@@ -260,7 +260,8 @@ def compare_seeds(train_data: str | SyntheticSpec = TRAIN, test_data: str | Synt
     and test mIoU beside the all-background baseline."""
     t0 = time.perf_counter()
     nets: dict[str, nn.Module] = {}
-    train, test, feats, bg = prepare(train_data, test_data, nets)
+    train_spec, test_spec = scene_spec(train_data), scene_spec(test_data)
+    train, test, feats, bg = prepare(train_spec, test_spec, nets)
     config = TrainConfig(steps=steps, seed=seed)
     results = []
     for arm in arms + ((EXACT,) if reference else ()):
@@ -268,5 +269,5 @@ def compare_seeds(train_data: str | SyntheticSpec = TRAIN, test_data: str | Synt
             progress(f"training with {arm.name} seeds")
         results.append(run_arm(arm, train, test, feats, bg, config, nets, repeats=repeats))
     background, _ = mean_iou(torch.zeros_like(test.truth), test.truth)
-    return SegmentComparison(tuple(results), 100 * background, scene_spec(train_data),
-                             scene_spec(test_data), config, repeats, time.perf_counter() - t0)
+    return SegmentComparison(tuple(results), 100 * background, train_spec, test_spec, config,
+                             repeats, time.perf_counter() - t0)
