@@ -253,7 +253,10 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert sum(s["predicted_peak"].values()) == len(rows)
     assert all(r["true"] != r["predicted"] for r in rows)
     html = (out / "report.html").read_text()
-    assert html.count("<img src=\"data:image/png;base64,") == 1 and "Confusion pairs" in html
+    # one example: its five panels, each titled in text
+    assert html.count("<img src=\"data:image/png;base64,") == 5 and "Confusion pairs" in html
+    assert html.count("<figcaption>Guided Grad-CAM: ") == 2
+    assert html.count("<figcaption>Grad-CAM: ") == 2
     assert (out / "failures.csv").read_text().count("\n") == len(rows) + 1
 
     out = tmp_path / "b"

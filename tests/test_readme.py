@@ -186,7 +186,8 @@ def small(argv: list[str]) -> list[str]:
             out += ["--limit", "4"]
         out += ["--no-progress"]
     if out[:1] == ["segment"]:
-        for option, value in (("--n-train", "6"), ("--n-test", "4"), ("--steps", "2")):
+        for option, value in (("--train", "synthetic:seed=4200,n=6"),
+                              ("--test", "synthetic:seed=20251,n=4"), ("--steps", "2")):
             if option not in out:
                 out += [option, value]
     return out

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from camlens.cli import main as cli
+from camlens.plural import counted
 from test_web_browser import PHONE, images_loaded, new_page
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,16 +55,17 @@ def expected(name: str, root: Path) -> tuple[Path, str, list[str], int]:
         d = json.loads((root / "dissect" / "dissection.json").read_text())
         return (root / "dissect" / "index.html",
                 f"Network dissection: {d['model']} {d['layer']}",
-                [f"{d['named_units']} of {d['units_total']} units named",
-                 f"{d['images']} images",
+                [f"{d['named_units']} of {counted(d['units_total'], 'unit')} named",
+                 counted(d["images"], "image") + ".",
                  *(f"{u['unit']}\t{u['concept']} ({u['category']})" for u in d["units"]
                    if u["concept"])],
                 d["units_total"])
     doc = json.loads((root / name / f"{name}.json").read_text())
     s = doc["summary"]
     if name == "failures":
-        texts = [f"{s['images']} images; {s['top1_failures']} top-1 failures",
-                 f"{s['top5_failures']} top-5 failures",
+        texts = [f"{counted(s['images'], 'image')}; "
+                 f"{counted(s['top1_failures'], 'top-1 failure')} (",
+                 f"and {counted(s['top5_failures'], 'top-5 failure')} (",
                  pct(s["predicted_peak_resembling"]) + " of failures",
                  *(f"{p['true']}\t{p['predicted']}\t{p['count']}" for p in s["pairs"]),
                  f"the predicted class\t{s['predicted_peak']['class c']}",
@@ -73,14 +75,14 @@ def expected(name: str, root: Path) -> tuple[Path, str, list[str], int]:
     if name == "adversarial":
         r = s["successful"]
         assert s["success_rate"] == 1.0  # 13 steps reach p(target) > 0.9999 on this image
-        texts = [f"success on {pct(s['success_rate'])} of {s['images']} images",
-                 f"at most {s['attack']['max_steps']} steps",
+        texts = [f"success on {pct(s['success_rate'])} of {counted(s['images'], 'image')}.",
+                 f"at most {counted(s['attack']['max_steps'], 'step')},",
                  f"mean p(true class)\t{r['p_true_before_mean']:.3f}\t",
                  f"box IoU (true class)\t{r['iou_before']:.3f}\t{r['iou_after']:.3f}",
                  f"{pct(r['target_mass_on_objects'])} of its mass on objects"]
         return (root / name / "report.html", f"Adversarial noise and Grad-CAM: {s['model']}",
                 texts, 3)
-    texts = [f"{s['images']} images, top-1 accuracy {pct(s['accuracy'])}",
+    texts = [f"{counted(s['images'], 'image')}, top-1 accuracy {pct(s['accuracy'])}",
              *(f"{r['region']}\t{r['images']}\t{r['share']:.3f}" for r in s["ranking"]
                if r["share"] >= 1e-3)]
     return (root / name / "report.html", f"Where {s['model']} looks: evidence by region", texts,
@@ -116,6 +118,27 @@ def test_report_reads_well_in_a_browser(name: str, reports: Path, browser: Any,
                 assert page.evaluate("""(() => { const b = document.querySelector('table')
                     .parentElement; return getComputedStyle(b).overflowX === 'auto' &&
                     b.scrollWidth > b.clientWidth; })()""")
+            if name != "dissect":
+                panel_titles_are_legible(page, size["width"])
             assert page.errors == [] and failed == []
         finally:
             page.close()
+
+
+def panel_titles_are_legible(page: Any, width: int) -> None:
+    """Each example's panels are titled in text of at least 13 px, under a picture at least
+    100 px wide, inside the screen, within its own panel's width, no two titles overlapping."""
+    boxes = page.evaluate("""[...document.querySelectorAll('.panels > figure')].map(f => {
+        const c = f.querySelector('figcaption'), r = c.getBoundingClientRect();
+        return {text: c.innerText, size: parseFloat(getComputedStyle(c).fontSize),
+                fits: c.scrollWidth <= c.clientWidth + 1, picture: f.querySelector('img')
+                .getBoundingClientRect().width, left: r.left, right: r.right, top: r.top,
+                bottom: r.bottom}; })""")
+    assert len(boxes) >= 2 and all(b["text"] for b in boxes)
+    assert all(b["size"] >= 13 and b["fits"] and b["picture"] >= 100 for b in boxes), boxes
+    assert all(0 <= b["left"] and b["right"] <= width + 1 for b in boxes), boxes
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            apart = (a["right"] <= b["left"] or b["right"] <= a["left"]
+                     or a["bottom"] <= b["top"] or b["bottom"] <= a["top"])
+            assert apart, (a, b)

@@ -153,7 +153,8 @@ def test_claim_statistics():
 def test_segmentation_section(results):
     assert "Not run here" in "\n".join(segmentation_section(None))
     seg = results.segmentation
-    assert seg is not None and seg.n_train == QUICK.seg_train and seg.n_test == QUICK.seg_test
+    assert seg is not None and (seg.train.seed, seg.train.n) == (4200, QUICK.seg_train)
+    assert (seg.test.seed, seg.test.n) == (20251, QUICK.seg_test)
     assert [a.arm.name for a in seg.arms] == ["cam on vgg_gap", "gradcam on vgg",
                                               "gradcam on vgg_gap", "exact masks (reference)"]
     text = "\n".join(segmentation_section(seg))

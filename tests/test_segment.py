@@ -3,15 +3,20 @@ the ``camlens segment`` command."""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from camlens.segment import (
     GRID,
+    TEST,
+    TRAIN,
     TrainConfig,
     background_cues,
+    check_disjoint,
     class_maps,
     confusion,
     foreground_cues,
@@ -26,6 +31,7 @@ from camlens.segment import (
     vgg_features,
 )
 from camlens.segment.seeds import gradient_saliency, padded_targets
+from camlens.synthetic.v2.spec import SyntheticSpec
 
 
 def test_foreground_cues_threshold_at_20_percent_of_max() -> None:
@@ -128,7 +134,7 @@ def tiny() -> dict:
     from camlens.synthetic.v2 import DEFAULT_LAYERS, NUM_CLASSES, load_pretrained
 
     torch.set_num_threads(1)
-    data = make_data(12, seed=31)
+    data = make_data("synthetic:seed=31,n=12")
     vgg = load_pretrained("vgg")
     maps = class_maps(vgg, data.images, data.labels, "gradcam", DEFAULT_LAYERS["vgg"],
                       NUM_CLASSES)
@@ -166,23 +172,29 @@ def test_seeds_from_gradcam_are_better_than_chance(tiny: dict) -> None:
 def test_cli_segment_runs_one_arm(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     from camlens.cli import main
 
-    code = main(["segment", "--n-train", "6", "--n-test", "4", "--steps", "3",
+    code = main(["segment", "--train", "synthetic:seed=4200,n=6", "--test",
+                 "synthetic:seed=20251,n=4", "--steps", "3",
                  "--method", "gradcam", "--net", "vgg", "--json", str(tmp_path / "r.json"),
                  "--markdown", str(tmp_path / "r.md")])
     assert code == 0
     out = capsys.readouterr().out
     assert "gradcam on vgg" in out and "all background" in out
     assert "| Seeds |" in (tmp_path / "r.md").read_text()
-    assert '"mious"' in (tmp_path / "r.json").read_text()
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert len(record["arms"][0]["mious"]) == 1
+    assert record["train"] == {"seed": 4200, "n": 6, "kind": "multi", "start": 0,
+                               "objects": None, "cue_rate": None}
+    assert record["test"]["seed"] == 20251 and record["test"]["n"] == 4
+    assert ("6 training images (`synthetic:seed=4200,n=6,kind=multi`), 4 test images "
+            "(`synthetic:seed=20251,n=4,kind=multi`)") in out
 
 
 def test_cli_segment_compare_with_reference_and_repeats(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    import json
-
     from camlens.cli import main
 
-    code = main(["segment", "--compare", "--reference", "--repeats", "2", "--n-train", "6",
-                 "--n-test", "4", "--steps", "2", "--json", str(tmp_path / "r.json")])
+    code = main(["segment", "--compare", "--reference", "--repeats", "2", "--train",
+                 "synthetic:seed=4200,n=6", "--test", "synthetic:seed=20251,n=4", "--steps", "2",
+                 "--json", str(tmp_path / "r.json")])
     assert code == 0
     out = capsys.readouterr().out
     for row in ("cam on vgg_gap", "gradcam on vgg ", "gradcam on vgg_gap", "exact masks"):
@@ -201,7 +213,18 @@ def test_cli_segment_compare_with_reference_and_repeats(tmp_path, capsys) -> Non
 @pytest.mark.parametrize("args,message", [
     (["--net", "vgg19"], "unknown world v2 net 'vgg19'"),
     (["--method", "nope"], "unknown method 'nope'"),
-    (["--kind", "crowd"], "unknown scene kind 'crowd'"),
+    (["--train", "synthetic:seed=1,n=2,kind=crowd"], "kind must be one of single, multi"),
+    (["--test", "world:300"], "unknown data spec 'world:300'"),
+    (["--test", "synthetic:seed=1,n=2,start=1"],
+     "the test scenes synthetic:seed=1,n=2,kind=multi,start=1 share scenes with the training "
+     "scenes synthetic:seed=1,n=2,kind=multi; give the test scenes another seed"),
+    (["--n-train", "6"], "--n-train is gone: world v2 scenes are named by a data spec, here "
+                         "--train synthetic:seed=4200,n=6,kind=multi (docs/world.md)"),
+    (["--n-test", "4"], "--n-test is gone: world v2 scenes are named by a data spec, here "
+                        "--test synthetic:seed=20251,n=4,kind=multi (docs/world.md)"),
+    (["--kind", "pair"], "--kind is gone: world v2 scenes are named by a data spec, here "
+                         "--train synthetic:seed=4200,n=800,kind=pair --test "
+                         "synthetic:seed=20251,n=300,kind=pair (docs/world.md)"),
     (["--method", "cam", "--net", "vgg"], "CAM needs a global-average-pooling"),
     (["--compare", "--net", "vgg"], "--compare runs its own seeds"),
     (["--reference"], "use it with --compare"),
@@ -209,7 +232,49 @@ def test_cli_segment_compare_with_reference_and_repeats(tmp_path, capsys) -> Non
 def test_cli_segment_bad_input_is_one_line(args: list[str], message: str, capsys) -> None:  # type: ignore[no-untyped-def]
     from camlens.cli import main
 
-    code = main(["segment", "--n-train", "2", "--n-test", "2", "--steps", "1", *args])
+    base = {"--train": "synthetic:seed=1,n=2", "--test": "synthetic:seed=2,n=2"}
+    for flag in args:
+        base.pop(flag, None)
+    code = main(["segment", *(x for kv in base.items() for x in kv), "--steps", "1", *args])
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("train, test, shared", [
+    ((4200, 0, 800), (20251, 0, 300), False),     # the defaults: another seed
+    ((7, 0, 5), (7, 5, 3), False),                # test right after the training scenes
+    ((7, 5, 3), (7, 0, 5), False),                # test right before them
+    ((7, 0, 5), (7, 4, 3), True),                 # the last training scene
+    ((7, 4, 3), (7, 0, 5), True),                 # the first training scene
+    ((7, 4, 1), (7, 0, 9), True),                 # all inside
+])
+def test_check_disjoint_refuses_test_scenes_that_were_trained_on(
+        train: tuple[int, int, int], test: tuple[int, int, int], shared: bool) -> None:
+    a = SyntheticSpec(train[0], train[2], start=train[1])
+    b = SyntheticSpec(test[0], test[2], start=test[1])
+    if shared:
+        with pytest.raises(ValueError, match="share scenes with the training scenes"):
+            check_disjoint(a, b)
+    else:
+        check_disjoint(a, b)
+
+
+def test_reproduction_runs_sec_on_the_first_scenes_of_train_and_test() -> None:
+    """camlens.evaluate.reproduce's Sec. 4.2 section: compare_seeds on the first ``seg_train``
+    scenes of TRAIN (seed 4200) and ``seg_test`` of TEST (seed 20251), every arm and the
+    exact-mask reference, rendered in the report."""
+    from camlens.evaluate.reproduce import ReproduceConfig, _segment
+    from camlens.evaluate.segmentation_report import segmentation_section
+
+    cfg = ReproduceConfig.quick_run(seg_train=3, seg_test=2, seg_steps=1)
+    seg = _segment(cfg, progress=False)
+    assert seg is not None
+    assert seg.train == SyntheticSpec(4200, 3, kind="multi") == replace(TRAIN, n=3)
+    assert seg.test == SyntheticSpec(20251, 2, kind="multi") == replace(TEST, n=2)
+    assert [r.arm.name for r in seg.arms] == ["cam on vgg_gap", "gradcam on vgg",
+                                              "gradcam on vgg_gap", "exact masks (reference)"]
+    text = "\n".join(segmentation_section(seg))
+    assert ("3 training images (`synthetic:seed=4200,n=3,kind=multi`), 2 test images "
+            "(`synthetic:seed=20251,n=2,kind=multi`); 1 step of 16 images;") in text
+    assert _segment(replace(cfg, seg_train=0), progress=False) is None

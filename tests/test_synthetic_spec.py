@@ -222,9 +222,35 @@ def test_pin_dissect_scenes() -> None:
     part = old[1].concepts["part"]
     assert np.array_equal(data[1].labels["part"][0] > 0, part > 0)
     assert data.name == "world v2 (3 single scenes, seed 20252)" == WorldV2Concepts(3).name
+    assert WorldV2Concepts(1).name == "world v2 (1 single scene, seed 20252)"
     shipped = json.loads((Path(__file__).parents[1] / "src/camlens/dissect/shipped/vgg.json")
                          .read_text())
     assert shipped["data"] == WorldV2Concepts(f"synthetic:seed={DISSECT_SEED},n=500").name
+
+
+def test_pin_segment_scenes() -> None:
+    """``camlens segment --n-train N --n-test M --kind K`` is now ``--train
+    synthetic:seed=4200,n=N[,kind=K] --test synthetic:seed=20251,n=M[,kind=K]`` (kind default
+    multi): the defaults name the scenes it used (``make_dataset(800, 4200, kind="multi")``,
+    ``make_dataset(300, 20251, ...)``), with the same exact label maps."""
+    from camlens.cli import build_parser
+    from camlens.segment import TEST, TRAIN, make_data
+
+    args = build_parser().parse_args(["segment"])
+    assert parse_synthetic(args.train) == TRAIN == SyntheticSpec(4200, 800, kind="multi")
+    assert parse_synthetic(args.test) == TEST == SyntheticSpec(HELDOUT_SEED, 300, kind="multi")
+    for seed, kind in ((4200, "multi"), (HELDOUT_SEED, "multi"), (4200, "pair")):
+        old = [make_scene(rng(seed, i), kind=kind) for i in range(3)]
+        data = make_data(f"synthetic:seed={seed},n=3" + ("" if kind == "multi" else
+                                                          f",kind={kind}"))
+        assert np.array_equal((data.images * 255).round().byte().numpy(),
+                              np.stack([s.image for s in old]).transpose(0, 3, 1, 2))
+        assert data.labels == [s.labels for s in old]
+        for truth, s in zip(data.truth.numpy(), old):   # 0 background, c + 1 on object c
+            want = np.zeros(s.image.shape[:2], dtype=np.int64)
+            for k, o in enumerate(s.objects):
+                want[s.concepts["object"] == k + 1] = o.label + 1
+            assert np.array_equal(truth, want) and (truth > 0).any()
 
 
 # ---------------------------------------------------------------- each command end to end

@@ -15,6 +15,7 @@ from camlens.cli import say
 from camlens.cli.options import debug_options, model_options, positive_int, unit_float
 from camlens.errors import DataError
 from camlens.loading import CliError
+from camlens.plural import counted
 
 
 def add(sub: Any) -> None:
@@ -103,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--out {out}: cannot write the report ({exc.strerror or exc})") from exc
     if not args.quiet:
         named = d.named()
-        say(f"dissected {len(d)} units of {loaded.name} {layer} on {d.images} images in "
+        say(f"dissected {counted(len(d), 'unit')} of {loaded.name} {layer} on "
+            f"{counted(d.images, 'image')} in "
             f"{time.perf_counter() - start:.1f}s: {len(named)} named (IoU > {d.min_iou:g})")
         for u in sorted(named, key=lambda u: -u.iou)[:10]:
             say(f"  unit {u.unit:>4}  {u.label:<28} IoU {u.iou:.3f}")

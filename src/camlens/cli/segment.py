@@ -2,6 +2,7 @@
 
     camlens segment --method gradcam --net vgg          # one arm: seeds, training, test mIoU
     camlens segment --compare --markdown seg.md         # CAM vs Grad-CAM seeds, the paper's table
+    camlens segment --train synthetic:seed=4200,n=200 --test synthetic:seed=20251,n=100
 """
 
 from __future__ import annotations
@@ -9,12 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from camlens.cli.options import debug_options, positive_int
 from camlens.loading import CliError
+from camlens.segment.pipeline import TEST, TRAIN, check_disjoint
+from camlens.segment.train import SCENE_KIND, scene_spec
+
+#: Flags replaced by the data specs of --train and --test: how to write each one's value now.
+_GONE: dict[str, Callable[[str], str]] = {
+    "--n-train": lambda v: f"--train {replace(TRAIN, n=int(v)) if v.isdigit() else TRAIN}",
+    "--n-test": lambda v: f"--test {replace(TEST, n=int(v)) if v.isdigit() else TEST}",
+    "--kind": lambda v: f"--train {replace(TRAIN, kind=v)} --test {replace(TEST, kind=v)}",
+}
 
 
 def add(sub: Any) -> None:
@@ -38,10 +49,15 @@ def add(sub: Any) -> None:
     p.add_argument("--repeats", type=positive_int, default=1,
                    help="train each arm this many times (head seeds --seed, --seed+1, ...); the "
                         "table gives mean ± sd (default 1)")
-    p.add_argument("--n-train", type=positive_int, default=800, help="training scenes (800)")
-    p.add_argument("--n-test", type=positive_int, default=300, help="held-out test scenes (300)")
+    p.add_argument("--train", default=str(TRAIN), metavar="synthetic:seed=S,n=N[,...]",
+                   help=f"training scenes (docs/world.md; kind default {SCENE_KIND}; default "
+                        f"{TRAIN})")
+    p.add_argument("--test", default=str(TEST), metavar="synthetic:seed=S,n=N[,...]",
+                   help=f"test scenes, none of them a training scene (default {TEST}: held "
+                        "out)")
+    for old in _GONE:
+        p.add_argument(old, default=None, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=positive_int, default=400, help="training steps (400)")
-    p.add_argument("--kind", default="multi", help="world v2 scene kind (default multi)")
     p.add_argument("--seed", type=int, default=0, help="head init and minibatch order (0)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads for this run (default: torch's; 1 is fastest on a "
@@ -55,7 +71,18 @@ def add(sub: Any) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     from camlens.methods import METHODS
-    from camlens.synthetic.v2 import KINDS, NETS
+    from camlens.synthetic.v2 import NETS
+
+    for old, now in _GONE.items():
+        value = getattr(args, old[2:].replace("-", "_"))
+        if value is not None:
+            raise CliError(f"{old} is gone: world v2 scenes are named by a data spec, here "
+                           f"{now(value)} (docs/world.md)")
+    args.train, args.test = scene_spec(args.train), scene_spec(args.test)
+    try:
+        check_disjoint(args.train, args.test)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
     if args.compare:
         given = [f"--{k}" for k in ("method", "net", "layer") if getattr(args, k) is not None]
@@ -71,8 +98,6 @@ def _check(args: argparse.Namespace) -> None:
     if args.method not in METHODS:
         raise CliError(f"unknown method {args.method!r}; choose from "
                        f"{', '.join(sorted(METHODS))}")
-    if args.kind not in KINDS:
-        raise CliError(f"unknown scene kind {args.kind!r}; choose from {', '.join(KINDS)}")
 
 
 def _no_nan(value: Any) -> Any:
@@ -97,9 +122,8 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     arms = ARMS if args.compare else (Arm(args.net, args.method, args.layer),)
-    result = compare_seeds(args.n_train, args.n_test, args.steps, arms=arms, kind=args.kind,
-                           seed=args.seed, repeats=args.repeats,
-                           reference=args.reference,
+    result = compare_seeds(args.train, args.test, args.steps, arms=arms, seed=args.seed,
+                           repeats=args.repeats, reference=args.reference,
                            progress=lambda text: say(text, None))
     table = result.markdown()
     say(table)

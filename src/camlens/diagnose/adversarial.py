@@ -33,10 +33,11 @@ from PIL import Image
 from torch import nn
 
 from camlens.diagnose.data import Item, class_maps, model_inputs, predict
-from camlens.diagnose.html import Page, cam_panel, strip
+from camlens.diagnose.html import Page, cam_panel
 from camlens.evaluate.localization import bbox_from_map, iou
 from camlens.evaluate.pointing import pointing_hit
 from camlens.models.registry import ModelRecord
+from camlens.plural import counted
 from camlens.targets import logits_of
 from camlens.view import private_view
 
@@ -258,9 +259,8 @@ def _html(rec: ModelRecord, s: dict[str, Any], shown: list[Any], folder: Path) -
     page = Page(f"Adversarial noise and Grad-CAM: {rec.name}")
     a, r = s["attack"], s["successful"]
     page.text(f"Targeted L-inf PGD, eps {a['eps'] * 255:.3g}/255, step {a['step'] * 255:.3g}/255, "
-              "at most "
-              f"{a['max_steps']} steps, goal p(target) > {a['goal']}: success on "
-              f"{s['success_rate']:.1%} of {s['images']} images.")
+              f"at most {counted(a['max_steps'], 'step')}, goal p(target) > {a['goal']}: "
+              f"success on {s['success_rate']:.1%} of {counted(s['images'], 'image')}.")
 
     def f(v: Any) -> Any:
         return "n/a" if v is None else v
@@ -278,14 +278,15 @@ def _html(rec: ModelRecord, s: dict[str, Any], shown: list[Any], folder: Path) -
               f"{pct(r['object_area'])} of the image.")
     page.heading("Examples")
     for it, row, cams0, cams1, adv, img in shown:
-        panels = [("image", img), ("adversarial", Image.fromarray(adv))]
+        panels = [("image", img), ("adversarial image", Image.fromarray(adv))]
         for q, c in enumerate(row["classes"]):
-            panels.append((f"{c['class']} before", cam_panel(it.image, cams0[q])))
-            panels.append((f"{c['class']} after", cam_panel(adv, cams1[q])))
-        panels.append((f"{row['target']} after", cam_panel(adv, cams1[-1])))
+            panels.append((f"Grad-CAM: {c['class']}, before", cam_panel(it.image, cams0[q])))
+            panels.append((f"Grad-CAM: {c['class']}, after", cam_panel(adv, cams1[q])))
+        panels.append((f"Grad-CAM: {row['target']} (target), after",
+                       cam_panel(adv, cams1[-1])))
         probs = ", ".join(f"{c['class']} {c['p_before']:.3f} -> {c['p_after']:.2e}"
                           for c in row["classes"])
-        page.figure(strip(panels), f"{row['id']}: target {row['target']} p "
-                                   f"{row['target_p_after']:.5f} after {row['steps']} steps; "
-                                   f"{probs}")
+        page.panels(panels, f"{row['id']}: target {row['target']} p "
+                            f"{row['target_p_after']:.5f} after {counted(row['steps'], 'step')}; "
+                            f"{probs}")
     page.write(folder / "report.html")

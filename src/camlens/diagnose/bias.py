@@ -23,10 +23,11 @@ import numpy as np
 from PIL import Image
 
 from camlens.diagnose.data import Item, class_maps, model_inputs, predict
-from camlens.diagnose.html import Page, cam_panel, strip
+from camlens.diagnose.html import Page, cam_panel
 from camlens.diagnose.regions import scene_regions
 from camlens.evaluate.localization import box_to_mask
 from camlens.models.registry import ModelRecord
+from camlens.plural import counted
 
 __all__ = ["mass_shares", "rank_regions", "read_regions", "item_regions", "bias_study"]
 
@@ -223,9 +224,9 @@ def _html(rec: ModelRecord, s: dict[str, Any], rows: list[dict[str, Any]],
           items: dict[str, Item], cams: dict[str, np.ndarray], cue: str | None,
           examples: int, folder: Path) -> None:
     page = Page(f"Where {rec.name} looks: evidence by region")
-    page.text(f"{s['images']} images, top-1 accuracy {s['accuracy']:.1%}; Grad-CAM of the "
-              f"predicted class at {rec.default_layer}. Share: the part of the map's mass in "
-              "a region; enrichment: share / the region's share of the image (> 1: the region "
+    page.text(f"{counted(s['images'], 'image')}, top-1 accuracy {s['accuracy']:.1%}; Grad-CAM "
+              f"of the predicted class at {rec.default_layer}. Share: the part of the map's mass "
+              "in a region; enrichment: share / the region's share of the image (> 1: the region "
               "attracts evidence beyond its size).")
     page.heading("Regions ranked by the evidence they attract")
     page.table(["region", "images", "mean share", "mean area", "enrichment"],
@@ -253,10 +254,10 @@ def _html(rec: ModelRecord, s: dict[str, Any], rows: list[dict[str, Any]],
         rs.sort(key=lambda r: -(r["shares"].get(key, 0.0) if key else 0.0))
         for r in rs[:examples]:
             it = items[r["id"]]
-            img = strip([("image", Image.fromarray(it.image)),
-                         (f"CAM {_label(rec, r['predicted'])}", cam_panel(it.image,
-                                                                          cams[r["id"]]))])
+            panels = [("image", Image.fromarray(it.image)),
+                      (f"Grad-CAM: {_label(rec, r['predicted'])}", cam_panel(it.image,
+                                                                             cams[r["id"]]))]
             shares = ", ".join(f"{k} {v:.2f}" for k, v in r["shares"].items() if v >= 0.01)
-            page.figure(img, f"{r['id']}: true {_label(rec, r['true'])}, predicted "
+            page.panels(panels, f"{r['id']}: true {_label(rec, r['true'])}, predicted "
                              f"{_label(rec, r['predicted'])}; shares: {shares}")
     page.write(folder / "report.html")

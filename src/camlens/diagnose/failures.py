@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from camlens.diagnose.data import Item, class_maps, model_inputs, predict
-from camlens.diagnose.html import Page, cam_panel, guided_panel, strip
+from camlens.diagnose.html import Page, cam_panel, guided_panel
 from camlens.diagnose.regions import (
     CATEGORIES,
     RELATED,
@@ -34,6 +34,7 @@ from camlens.diagnose.regions import (
     point_category,
 )
 from camlens.models.registry import ModelRecord
+from camlens.plural import counted
 from camlens.synthetic.v2 import CLASS_SPECS
 
 __all__ = ["Prediction", "Failure", "ConfusionGroup", "find_failures", "group_failures",
@@ -230,8 +231,9 @@ def _fmt(p: float | None) -> str:
 def _html(rec: ModelRecord, by_id: dict[str, Item], groups: list[ConfusionGroup],
           summary: dict[str, Any], folder: Path, examples: int, max_pairs: int) -> None:
     page = Page(f"Failure modes of {rec.name}")
-    page.text(f"{summary['images']} images; {summary['top1_failures']} top-1 failures (a true "
-              f"class in the top-k, not first) and {summary['top5_failures']} top-5 failures "
+    page.text(f"{counted(summary['images'], 'image')}; "
+              f"{counted(summary['top1_failures'], 'top-1 failure')} (a true class in the top-k, "
+              f"not first) and {counted(summary['top5_failures'], 'top-5 failure')} "
               f"(none in the top-k). Layer {rec.default_layer}. Pairs ranked by frequency; "
               "each row: the image, Guided Grad-CAM and Grad-CAM for the true class, then for "
               "the predicted class.")
@@ -259,13 +261,14 @@ def _html(rec: ModelRecord, by_id: dict[str, Item], groups: list[ConfusionGroup]
             m = class_maps(rec, model_inputs(rec, [it]), torch.tensor([[f.true, f.predicted]]),
                            it.size, guided=True)
             assert m.guided is not None
-            img = strip([("image", _pil(it.image)),
-                         ("GGC true", guided_panel(m.guided[0, 0])),
-                         ("CAM true", cam_panel(it.image, m.gradcam[0, 0])),
-                         ("GGC pred", guided_panel(m.guided[0, 1])),
-                         ("CAM pred", cam_panel(it.image, m.gradcam[0, 1]))])
+            true, pred = _name(rec, f.true), _name(rec, f.predicted)
+            panels = [("image", _pil(it.image)),
+                      (f"Guided Grad-CAM: {true}", guided_panel(m.guided[0, 0])),
+                      (f"Grad-CAM: {true}", cam_panel(it.image, m.gradcam[0, 0])),
+                      (f"Guided Grad-CAM: {pred}", guided_panel(m.guided[0, 1])),
+                      (f"Grad-CAM: {pred}", cam_panel(it.image, m.gradcam[0, 1]))]
             where = f.measures.get("predicted_peak")
-            page.figure(img, f"{f.id}: true {_name(rec, f.true)} (p {_fmt(f.p_true)}), "
+            page.panels(panels, f"{f.id}: true {_name(rec, f.true)} (p {_fmt(f.p_true)}), "
                              f"predicted {_name(rec, f.predicted)} (p {_fmt(f.p_predicted)}), "
                              f"{f.kind} failure" + (f"; predicted map peaks on: {where}"
                                                     if where else ""))

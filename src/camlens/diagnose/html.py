@@ -1,4 +1,6 @@
-"""A self-contained HTML report: PNGs embedded as data URIs, plain tables, no scripts."""
+"""A self-contained HTML report: PNGs embedded as data URIs, plain tables, no scripts. A row of
+panels (:meth:`Page.panels`) is a grid of pictures, each titled in HTML text, that wraps to
+three columns at a phone's width (each at most twice its pixel size)."""
 
 from __future__ import annotations
 
@@ -10,19 +12,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from camlens.viz import overlay, pixel_space_image
 
-__all__ = ["Page", "png_uri", "strip"]
+__all__ = ["Page", "png_uri", "PANEL_SCALE"]
+
+#: Panels are shown at this many times their pixel size (nearest neighbour) where room allows.
+PANEL_SCALE = 2
 
 _STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #bbb;padding:3px 7px;
 text-align:right;white-space:nowrap}th{background:#eee}td.l,th.l{text-align:left;
-white-space:normal}figure{display:inline-block;
-margin:4px 10px 10px 0;vertical-align:top}figcaption{font-size:12px;max-width:600px}
+white-space:normal}figure{margin:6px 0 20px}figcaption{font-size:14px;max-width:600px}
 img{image-rendering:pixelated;max-width:100%;height:auto}.note{color:#555;font-size:14px}
-.scroll{overflow-x:auto;max-width:100%}@media(max-width:600px){body{margin:.6em}h1{font-size:1.5em}h2{font-size:1.2em}
+.scroll{overflow-x:auto;max-width:100%}
+.panels{display:grid;grid-template-columns:repeat(auto-fit,minmax(104px,1fr));gap:8px 6px;
+max-width:var(--row)}.panels figure{margin:0;display:block}.panels img{display:block;width:100%}
+.panels figcaption{line-height:1.25;margin-top:2px;overflow-wrap:anywhere}
+.panels+figcaption{margin-top:10px;color:#444}
+@media(max-width:600px){body{margin:.6em}h1{font-size:1.5em}h2{font-size:1.2em}
 td,th{padding:3px 4px}}"""
 
 
@@ -30,21 +39,6 @@ def png_uri(img: Image.Image) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def strip(panels: Sequence[tuple[str, Image.Image]], scale: int = 2) -> Image.Image:
-    """Panels side by side, each enlarged ``scale`` times, its title above it."""
-    h = max(p.height for _, p in panels) * scale
-    w = sum(p.width * scale + 6 for _, p in panels)
-    out = Image.new("RGB", (w, h + 16), "white")
-    draw = ImageDraw.Draw(out)
-    x = 0
-    for title, p in panels:
-        big = p.resize((p.width * scale, p.height * scale), Image.Resampling.NEAREST)
-        out.paste(big, (x, 16))
-        draw.text((x + 2, 2), title[: max(p.width * scale // 6, 4)], fill="black")
-        x += big.width + 6
-    return out
 
 
 def cam_panel(image: np.ndarray, cam: np.ndarray) -> Image.Image:
@@ -82,9 +76,16 @@ class Page:
         body = "".join("<tr>" + "".join(cell(v, "td") for v in r) + "</tr>" for r in rows)
         self.parts.append(f"<div class=scroll><table><tr>{head}</tr>{body}</table></div>")
 
-    def figure(self, img: Image.Image, caption: str) -> None:
-        self.parts.append(f'<figure><img src="{png_uri(img)}" alt="{html.escape(caption)}">'
-                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    def panels(self, panels: Sequence[tuple[str, Image.Image]], caption: str) -> None:
+        """Pictures side by side, each with its title under it as text (legible at any width),
+        at :data:`PANEL_SCALE` times their size, fewer a row on a narrow screen; ``caption``
+        under the row."""
+        row = len(panels) * (max(p.width for _, p in panels) * PANEL_SCALE + 6) - 6
+        cells = "".join(f'<figure><img src="{png_uri(img)}" alt="{html.escape(title)}">'
+                        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+                        for title, img in panels)
+        self.parts.append(f'<figure><div class=panels style="--row:{row}px">{cells}'
+                          f"</div><figcaption>{html.escape(caption)}</figcaption></figure>")
 
     def write(self, path: Path) -> Path:
         doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'>"

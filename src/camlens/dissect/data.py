@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from camlens.errors import DataError
+from camlens.plural import counted
 from camlens.synthetic.v2.spec import DEFAULT_OBJECTS, SyntheticSpec, parse_synthetic
 
 __all__ = ["Concept", "Sample", "ConceptData", "WorldV2Concepts", "BrodenConcepts",
@@ -128,7 +129,7 @@ class WorldV2Concepts:
             extra += f", objects {s.objects[0]}-{s.objects[1]}"
         if s.cue_rate is not None:
             extra += f", cue_rate {s.cue_rate:g}"
-        return f"world v2 ({self.n} {self.kind} scenes, seed {self.seed}{extra})"
+        return f"world v2 ({counted(self.n, f'{self.kind} scene')}, seed {self.seed}{extra})"
 
     def __len__(self) -> int:
         return self.n

@@ -15,6 +15,7 @@ from torch import nn
 
 from camlens.dissect.core import Dissection, activations, unit_mask
 from camlens.dissect.data import ConceptData
+from camlens.plural import counted
 
 __all__ = ["write_report", "CROP"]
 
@@ -97,7 +98,7 @@ def write_report(d: Dissection, model: nn.Module, data: ConceptData, out: Path) 
                     f"alt='unit {u.unit}'></td></tr>")
     by_cat = Counter(u.category for u in d.named())
     cats = ", ".join(f"{c}: {n}" for c, n in sorted(by_cat.items(), key=lambda t: -t[1]))
-    named = len(d.named())
+    named, images = len(d.named()), counted(d.images, "image")
     page = f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8>
 <meta name=viewport content='width=device-width, initial-scale=1'>
@@ -109,12 +110,12 @@ text-align:left;vertical-align:middle}}.cat{{color:#666}}.un{{color:#a00}}
 .small{{font-size:85%;color:#444;max-width:18em;min-width:11em}}.scroll{{overflow-x:auto;max-width:100%}}
 @media(max-width:600px){{body{{margin:.6em}}h1{{font-size:1.4em}}}}</style></head><body>
 <h1>Network dissection of {html.escape(d.model)}, layer {html.escape(d.layer)}</h1>
-<p>Data: {html.escape(d.data)}, {d.images} images. Each unit's threshold T<sub>k</sub> is its top
+<p>Data: {html.escape(d.data)}, {images}. Each unit's threshold T<sub>k</sub> is its top
 {d.quantile:g} quantile of activations over all positions; its mask is the bilinearly upsampled
 activation map above T<sub>k</sub>; IoU<sub>k,c</sub> = &Sigma;|M<sub>k</sub> &cap; L<sub>c</sub>|
 / &Sigma;|M<sub>k</sub> &cup; L<sub>c</sub>| over the data (Bau et al. 2017). A unit is named
 by its best concept when that IoU is above {d.min_iou:g} (the Grad-CAM paper's threshold).</p>
-<p><b>{named} of {len(d)} units named</b> ({cats or 'none'}).</p>
+<p><b>{named} of {counted(len(d), 'unit')} named</b> ({cats or 'none'}).</p>
 <p>Crops: the unit's most activating images, cropped to its mask (outlined in yellow; outside
 dimmed).</p>
 <div class=scroll><table><tr><th>unit</th><th>name</th><th>IoU</th><th>top concepts (IoU)</th>

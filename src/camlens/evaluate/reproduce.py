@@ -110,7 +110,8 @@ class ReproduceConfig:
     allow_random: bool = False
     csv_dir: str | None = None
     quick: bool = False
-    #: Sec. 4.2 (camlens.segment.compare_seeds): multi-object training / test scenes, SEC
+    #: Sec. 4.2 (camlens.segment.compare_seeds): multi-object training / test scenes (the
+    #: first N of camlens.segment.TRAIN's seed 4200 and TEST's held-out seed 20251), SEC
     #: training steps, trainings per arm; seg_train 0 skips the section.
     seg_train: int = 800
     seg_test: int = 300
@@ -387,14 +388,14 @@ def _segment(cfg: ReproduceConfig, progress: bool) -> SegmentComparison | None:
     exact-mask reference; None when ``seg_train`` is 0 or the run uses random nets."""
     if cfg.seg_train < 1 or cfg.allow_random:
         return None
-    from camlens.segment import compare_seeds
+    from camlens.segment import TEST, TRAIN, compare_seeds
 
     def say(msg: str) -> None:
         if progress:
             print(f"segmentation: {msg}", file=sys.stderr)
 
-    return compare_seeds(cfg.seg_train, cfg.seg_test, cfg.seg_steps, repeats=cfg.seg_repeats,
-                         reference=True, progress=say)
+    return compare_seeds(replace(TRAIN, n=cfg.seg_train), replace(TEST, n=cfg.seg_test),
+                         cfg.seg_steps, repeats=cfg.seg_repeats, reference=True, progress=say)
 
 
 # --------------------------------------------------------------------------------------------

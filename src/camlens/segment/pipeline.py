@@ -1,10 +1,13 @@
 """Sec. 4.2: SEC trained from Grad-CAM seeds vs CAM seeds on world v2, end to end.
 
 >>> from camlens.segment import compare_seeds
->>> result = compare_seeds(n_train=800, n_test=300, steps=400)
+>>> result = compare_seeds("synthetic:seed=4200,n=800", "synthetic:seed=20251,n=300", steps=400)
 >>> print(result.markdown())
 
-Every arm sees the same training and test scenes, the same background cues (the ``vgg`` net's
+Scenes are named by world v2's data spec (``synthetic:seed=S,n=N[,...]``, docs/world.md; kind
+default ``multi``); the defaults :data:`TRAIN` and :data:`TEST` are 800 scenes of seed 4200 and
+300 held-out scenes of seed 20251, and the two may not share a scene. Every arm sees the same
+training and test scenes, the same background cues (the ``vgg`` net's
 gradient saliency: only the foreground seeds change, as in the paper, which replaced CAM's maps
 and nothing else), the same head initialisation and minibatch order; only the foreground maps
 differ: CAM on ``vgg_gap`` (SEC's seeds), Grad-CAM on ``vgg`` (the paper's "standard VGG-16")
@@ -24,6 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from camlens.plural import counted
 from camlens.segment.crf import CRFParams
 from camlens.segment.net import GRID, vgg_features
 from camlens.segment.seeds import (
@@ -37,21 +41,28 @@ from camlens.segment.seeds import (
     seed_quality,
 )
 from camlens.segment.train import (
+    SCENE_KIND,
     SegData,
     TrainConfig,
     make_data,
     mean_iou,
     predict,
     present_mask,
+    scene_spec,
     train_head,
 )
+from camlens.synthetic.v2.spec import SyntheticSpec
 
 __all__ = ["PAPER", "ARMS", "EXACT", "Arm", "ArmResult", "SegmentComparison", "run_arm",
-           "compare_seeds", "TRAIN_SEED", "TEST_SEED", "prepare"]
+           "compare_seeds", "TRAIN_SEED", "TEST_SEED", "TRAIN", "TEST", "check_disjoint",
+           "prepare"]
 
 #: The paper's PASCAL VOC 2012 mean IoU with SEC: seeds from CAM and from Grad-CAM.
 PAPER = {"cam": 44.6, "gradcam": 49.6}
 TRAIN_SEED, TEST_SEED = 4200, 20251  # TEST_SEED is world v2's held-out seed
+#: The default training and test scenes.
+TRAIN = SyntheticSpec(TRAIN_SEED, 800, kind=SCENE_KIND)
+TEST = SyntheticSpec(TEST_SEED, 300, kind=SCENE_KIND)
 
 
 @dataclass(frozen=True)
@@ -108,16 +119,16 @@ def _mean_sd(values: tuple[float, ...]) -> str:
 
 @dataclass(frozen=True)
 class SegmentComparison:
-    """All arms, the trivial all-background baseline's mean IoU (%), the set-up."""
+    """All arms, the trivial all-background baseline's mean IoU (%), the set-up (training and
+    test scenes as data specs)."""
 
     arms: tuple[ArmResult, ...]
     background_miou: float
-    n_train: int
-    n_test: int
+    train: SyntheticSpec
+    test: SyntheticSpec
     config: TrainConfig
     repeats: int
     seconds: float
-    kind: str = "multi"
 
     def result(self, net: str, method: str) -> ArmResult:
         for r in self.arms:
@@ -144,9 +155,10 @@ class SegmentComparison:
         lines.append("")
         spread = (f"; mean ± sd over {self.repeats} trainings (head seeds {self.config.seed}.."
                   f"{self.config.seed + self.repeats - 1})" if self.repeats > 1 else "")
-        lines.append(f"World v2 `{self.kind}` scenes: {self.n_train} training images (seed "
-                     f"{TRAIN_SEED}), {self.n_test} held-out test images (seed {TEST_SEED}); "
-                     f"{self.config.steps} steps of {self.config.batch} images{spread}; "
+        lines.append(f"World v2 scenes: {counted(self.train.n, 'training image')} "
+                     f"(`{self.train}`), {counted(self.test.n, 'test image')} (`{self.test}`); "
+                     f"{counted(self.config.steps, 'step')} of "
+                     f"{counted(self.config.batch, 'image')}{spread}; "
                      f"{self.seconds:.0f} s in all. mIoU in %, 34 labels with background; seed "
                      "precision/recall in % of pixels against the exact masks.")
         return "\n".join(lines)
@@ -211,31 +223,45 @@ def run_arm(arm: Arm, train: SegData, test: SegData, feats: tuple[torch.Tensor, 
 _PIXEL = {"gradient", "guided-backprop", "deconvnet"}
 
 
-def prepare(n_train: int, n_test: int, kind: str = "multi",
+def check_disjoint(train: SyntheticSpec, test: SyntheticSpec) -> None:
+    """ValueError when the test scenes include a training scene (same seed, overlapping
+    indices): the test mean IoU would not be held out."""
+    if train.seed == test.seed and max(train.start, test.start) < min(
+            train.start + train.n, test.start + test.n):
+        raise ValueError(f"the test scenes {test} share scenes with the training scenes {train}; "
+                         f"give the test scenes another seed (the held-out one is {TEST_SEED}) "
+                         "or indices past the training ones (start=)")
+
+
+def prepare(train_data: str | SyntheticSpec, test_data: str | SyntheticSpec,
             nets: dict[str, nn.Module] | None = None
             ) -> tuple[SegData, SegData, tuple[torch.Tensor, ...], torch.Tensor]:
-    """Training and test scenes, frozen ``vgg`` features of both, background cues of the
-    training images (lowest 10% of the ``vgg`` net's gradient saliency)."""
+    """Training and test scenes (data specs, :func:`~camlens.segment.train.scene_spec`), frozen
+    ``vgg`` features of both, background cues of the training images (lowest 10% of the
+    ``vgg`` net's gradient saliency)."""
     nets = {} if nets is None else nets
-    train = make_data(n_train, TRAIN_SEED, kind)
-    test = make_data(n_test, TEST_SEED, kind)
+    train_spec, test_spec = scene_spec(train_data), scene_spec(test_data)
+    check_disjoint(train_spec, test_spec)
+    train, test = make_data(train_spec), make_data(test_spec)
     vgg = _net("vgg", nets)
     feats = (*vgg_features(vgg, train.images), *vgg_features(vgg, test.images))
     bg = background_cues(gradient_saliency(vgg, train.images, train.labels), GRID)
     return train, test, feats, bg
 
 
-def compare_seeds(n_train: int = 800, n_test: int = 300, steps: int = 400, *,
-                  arms: tuple[Arm, ...] = ARMS, kind: str = "multi", seed: int = 0,
+def compare_seeds(train_data: str | SyntheticSpec = TRAIN, test_data: str | SyntheticSpec = TEST,
+                  steps: int = 400, *, arms: tuple[Arm, ...] = ARMS, seed: int = 0,
                   repeats: int = 1, reference: bool = False,
                   progress: Callable[[str], None] | None = None) -> SegmentComparison:
     """Train SEC's head ``repeats`` times per arm (default: CAM on ``vgg_gap``, Grad-CAM on
     ``vgg`` and on ``vgg_gap``; ``reference`` adds :data:`EXACT`, seeds from the exact masks)
-    on the same world v2 scenes and return every arm's seed quality and test mIoU beside the
-    all-background baseline."""
+    on the scenes of ``train_data``, measure on those of ``test_data`` (data specs, kind
+    default ``multi``; ValueError when they share a scene) and return every arm's seed quality
+    and test mIoU beside the all-background baseline."""
     t0 = time.perf_counter()
     nets: dict[str, nn.Module] = {}
-    train, test, feats, bg = prepare(n_train, n_test, kind, nets)
+    train_spec, test_spec = scene_spec(train_data), scene_spec(test_data)
+    train, test, feats, bg = prepare(train_spec, test_spec, nets)
     config = TrainConfig(steps=steps, seed=seed)
     results = []
     for arm in arms + ((EXACT,) if reference else ()):
@@ -243,5 +269,5 @@ def compare_seeds(n_train: int = 800, n_test: int = 300, steps: int = 400, *,
             progress(f"training with {arm.name} seeds")
         results.append(run_arm(arm, train, test, feats, bg, config, nets, repeats=repeats))
     background, _ = mean_iou(torch.zeros_like(test.truth), test.truth)
-    return SegmentComparison(tuple(results), 100 * background, n_train, n_test, config, repeats,
-                             time.perf_counter() - t0, kind)
+    return SegmentComparison(tuple(results), 100 * background, train_spec, test_spec, config,
+                             repeats, time.perf_counter() - t0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -16,13 +16,16 @@ import torch.nn.functional as F
 from camlens.segment.crf import CRFParams, crf_probabilities, image_kernels
 from camlens.segment.losses import constrain_loss, expansion_loss, seeding_loss
 from camlens.segment.net import SegHead
+from camlens.synthetic.v2.spec import SyntheticSpec, parse_synthetic
 
-__all__ = ["NUM_LABELS", "SegData", "make_data", "present_mask", "TrainConfig", "train_head",
-           "predict", "confusion", "mean_iou"]
+__all__ = ["NUM_LABELS", "SCENE_KIND", "SegData", "scene_spec", "make_data", "present_mask",
+           "TrainConfig", "train_head", "predict", "confusion", "mean_iou"]
 
 #: Background + world v2's 33 classes.
 NUM_LABELS = 34
 LOSSES = ("seed", "expand", "constrain")
+#: The scenes' kind when a data spec names none: several objects of distinct classes.
+SCENE_KIND = "multi"
 
 
 @dataclass(frozen=True)
@@ -38,14 +41,17 @@ class SegData:
         return int(self.images.shape[0])
 
 
-def make_data(n: int, seed: int, kind: str = "multi") -> SegData:
-    """``n`` world v2 scenes of ``kind`` (default ``multi``: 2-4 objects of distinct classes,
-    PASCAL-style) from ``seed``, with their exact per-pixel label maps."""
-    from camlens.synthetic.v2 import make_dataset
+def scene_spec(data: str | SyntheticSpec) -> SyntheticSpec:
+    """``data`` (``synthetic:seed=S,n=N[,...]``, text or parsed; docs/world.md) with kind
+    :data:`SCENE_KIND` where it names none."""
+    spec = parse_synthetic(data) if isinstance(data, str) else data
+    return replace(spec, kind=spec.kind or SCENE_KIND)
 
-    if n < 1:
-        raise ValueError(f"need at least one image, got n={n}")
-    scenes = make_dataset(n, seed=seed, kind=kind)
+
+def make_data(data: str | SyntheticSpec) -> SegData:
+    """The world v2 scenes of ``data`` (:func:`scene_spec`: kind default ``multi``, 2-4
+    objects of distinct classes, PASCAL-style) with their exact per-pixel label maps."""
+    scenes = scene_spec(data).scenes()
     images = torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2)
     truth = []
     for s in scenes:
