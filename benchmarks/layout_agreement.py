@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""VGG-16, batch 16, HiResCAM and LayerCAM: camlens in its default layout (channels-last on
-CPU) and with ``channels_last=False`` against pytorch-grad-cam, as benchmarks/run.py compares
-maps (min-max scaled, at input size). Output: benchmarks/results/layout_agreement_vgg16_b16.txt
+"""VGG-16, batch 16, HiResCAM and LayerCAM: camlens with ``channels_last=True`` (a channels-last
+copy of the input) and with ``channels_last=False`` (the default: the caller's layout) against
+pytorch-grad-cam, as benchmarks/run.py compares maps (min-max scaled, at input size).
+Output: benchmarks/results/layout_agreement_vgg16_b16.txt. Why they differ:
+benchmarks/layout_cause.py.
 
-    PYTHONPATH=src /tmp/benchvenv/bin/python benchmarks/layout_agreement.py
+    cd benchmarks && PYTHONPATH=../src nice -n 19 /tmp/benchvenv/bin/python layout_agreement.py
 """
 
 import copy
@@ -19,7 +21,7 @@ t1, _ = run.targets_of(model, x)
 peer_model = copy.deepcopy(model)  # pytorch-grad-cam leaves hooks on its model
 for kind in ("hirescam", "layercam"):
     ref = run.canon("pytorch-grad-cam", kind, pgc_call(kind, peer_model, layer, x, t1)())
-    for layout in (None, False):
+    for layout in (True, False):
         out = run.canon("camlens", kind,
                         camlens_call(kind, model, layer, x, t1, channels_last=layout)())
         print(kind, "channels_last", layout, run.agreement(out, ref), flush=True)

@@ -4,7 +4,7 @@
 one process (the order flips every pair); prints the median of each and the median of the
 per-pair ratios False / True. Output: benchmarks/results/layout_speed.txt
 
-    PYTHONPATH=src nice -n 19 /tmp/benchvenv/bin/python benchmarks/layout_speed.py [pairs]
+    cd benchmarks && PYTHONPATH=../src nice -n 19 /tmp/benchvenv/bin/python layout_speed.py [pairs]
 """
 
 import gc

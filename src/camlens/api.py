@@ -69,11 +69,11 @@ def explain(
     elements (it is applied to the gradients too). ``channels_last``: False (default) runs the
     model on the image in the layout it comes in, so the maps are the gradients of the forward
     pass the caller runs; True on a channels-last copy of a 4-D image (oneDNN's native layout
-    on CPU, 15-30% faster at batch 16). Its convolutions round differently, so where two inputs
-    of a max-pool window tie to float rounding the gradient can go to the other one: maps that
-    weight each element by its own gradient (HiResCAM, LayerCAM, Grad-CAM++) then move that
-    element's value to its neighbour (VGG-16, batch 16: 2-3 pixels in 16 maps, up to 0.06 of
-    the map's range).
+    on CPU: about 15-30% faster at batch 16 for an image in the default layout). Its
+    convolutions round differently, so where two inputs of a max-pool window tie to float
+    rounding the gradient can go to the other one, and maps that weight each element by its
+    own gradient (HiResCAM, LayerCAM) move that element's value to its neighbour (VGG-16, batch
+    16: 4 of 401,408 windows, up to 0.06 of the map's range).
 
     Several methods share one forward pass and one backward per distinct (layer or input,
     rectifier rule): the CLI's Figure 1 set costs one forward and two backwards.
