@@ -12,7 +12,8 @@ process:
   ``camlens.pipeline.run`` with ``loaders=0``: one thread, nothing overlapped);
 - ``forward-threads``: the same with the CLI's two loader threads (what overlap alone buys);
 - ``forward-cl``: ``forward`` with the batch in channels-last layout, as ``camlens.explain``
-  hands it to the model on CPU (a second yardstick: a cheaper forward pass for this model);
+  hands it to the model with ``channels_last=True`` (a second yardstick: a cheaper forward
+  pass for this model; the CLI keeps the default layout);
 - ``maps``: ``camlens explain --method gradcam --top-k 1 --save maps``;
 - ``png``: ``camlens explain --method gradcam --top-k 1`` (all outputs: maps, PNGs, summary);
 - ``overlays``: the same with ``--save png`` (the overlay PNGs and explanation.json only);

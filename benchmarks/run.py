@@ -90,10 +90,10 @@ HAS: dict[str, tuple[str, ...]] = {
     "pytorch-grad-cam": ("gradcam", "top5", "guided") + tuple(k for k, f in FAMILY.items()
                                                               if f[2]),
     "torchcam": ("gradcam", "top5") + tuple(k for k, f in FAMILY.items() if f[3]),
-    # opt-in (--libs ...,camlens-nchw): camlens with channels_last=False, i.e. without the
-    # channels-last layout it picks by default for torch/torchvision/camlens models on CPU; adds
-    # a forward pass on a channels-last input ("forward-cl"), the fair baseline for the default
-    "camlens-nchw": ALL_KINDS,
+    # opt-in (--libs ...,camlens-cl): camlens with channels_last=True, i.e. on a channels-last
+    # copy of the input instead of the caller's layout; adds a forward pass on a channels-last
+    # input ("forward-cl"), its fair baseline
+    "camlens-cl": ALL_KINDS,
 }
 OCC_WINDOW, OCC_STRIDE, OCC_PER_EVAL = 32, 16, 64
 SIZE = 224
@@ -170,21 +170,19 @@ def make_job(lib: str, kind: str, model_for: Callable[[str], Any], layer: str, x
         return Job(lib, kind, forward)
 
     if kind in FAMILY:  # issue 14's methods: each library's extractor, see peers.py
-        if lib in ("camlens", "camlens-nchw"):
+        if lib in ("camlens", "camlens-cl"):
             return Job(lib, kind, camlens_call(kind, model_for(lib), layer, x, t1,
-                                               channels_last=False if lib == "camlens-nchw"
-                                               else None))
+                                               channels_last=lib == "camlens-cl"))
         call = {"pytorch-grad-cam": pgc_call, "torchcam": torchcam_call}[lib]
         return Job(lib, kind, call(kind, model_for(f"{lib}/{kind}"), layer, x, t1))
 
-    if lib in ("camlens", "camlens-nchw"):
+    if lib in ("camlens", "camlens-cl"):
         import functools
 
         import camlens
 
         m = model_for(lib)
-        layout = False if lib == "camlens-nchw" else None  # None: camlens decides
-        explain = functools.partial(camlens.explain, channels_last=layout)
+        explain = functools.partial(camlens.explain, channels_last=lib == "camlens-cl")
         if kind == "gradcam":
             return Job(lib, kind, lambda: explain(m, x, method="gradcam", layer=layer, target=t1))
         if kind == "top5":
@@ -280,7 +278,7 @@ def make_job(lib: str, kind: str, model_for: Callable[[str], Any], layer: str, x
 
 def jobs_for(batch: int, kinds: tuple[str, ...], libs: tuple[str, ...],
              occlusion_batches: tuple[int, ...]) -> list[tuple[str, str]]:
-    out = [("forward-cl", "forward")] if "camlens-nchw" in libs else []
+    out = [("forward-cl", "forward")] if "camlens-cl" in libs else []
     for kind in kinds:
         if kind in PERTURBATION and batch not in occlusion_batches:
             continue
@@ -314,7 +312,7 @@ def canon(lib: str, kind: str, out: Any) -> dict[str, Any]:
 
     if kind == "forward":  # forward-cl: a baseline, nothing to compare
         return {}
-    if lib in ("camlens", "camlens-nchw"):
+    if lib in ("camlens", "camlens-cl"):
         if kind == "guided":
             return {"pixel": t(out.raw)}  # maps are an affine rescaling of raw
         if kind == "occlusion":
@@ -772,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{','.join(KINDS)}; forward always runs)")
     p.add_argument("--libs", default=",".join(LIBS),
                    help=f"comma-separated libraries, from {', '.join(HAS)} (default: "
-                        f"{','.join(LIBS)}; camlens-nchw = camlens with channels_last=False)")
+                        f"{','.join(LIBS)}; camlens-cl = camlens with channels_last=True)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed rounds per model and batch (default 5; --quick: 3), fewer where "
                         "a round is slow (see --budget), never fewer than --min-repeats; "

@@ -485,39 +485,37 @@ def _layouts_seen(model: nn.Module, first: nn.Module, **kw: Any) -> tuple[list[b
 
 
 @pytest.mark.parametrize("method", ["gradcam", "guided-gradcam", "occlusion"])
-def test_channels_last_layout_where_it_is_safe(method: str) -> None:
-    """camlens's own (and torch's, torchvision's) modules get a channels-last image on CPU:
-    oneDNN's native layout, faster, equal up to float rounding. A user's own module class keeps
-    the default layout unless asked: its forward may call x.view(...)."""
+def test_the_model_runs_in_the_callers_layout_unless_asked(method: str) -> None:
+    """By default every forward pass (occlusion's occluded copies too) gets the image in the
+    layout the caller gave it, whatever the model's modules: the maps are the gradients of the
+    caller's own forward pass. ``channels_last=True`` hands a channels-last copy, and the model
+    is untouched either way."""
     from camlens.models import efficientnet_lite0
 
     torch.manual_seed(0)
     bundled = efficientnet_lite0(pretrained=False).eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x_cl = x.contiguous(memory_format=torch.channels_last)
     where: dict[str, Any] = ({"window": 16, "stride": 16} if method == "occlusion"
                              else {"layer": "_relu_head"})
-    kw = dict(inputs=x, method=method, target=3, **where)
+    kw = dict(method=method, target=3, **where)
+    calls = 1 + 2 if method == "occlusion" else 1  # the unoccluded forward, then the copies
     before = snapshot(bundled)
-    auto = camlens.explain(bundled, **kw)
-    assert_same(before, snapshot(bundled))  # only camlens's copy of the image changed layout
-    seen_auto, again = _layouts_seen(bundled, bundled._conv_stem, **kw)
-    assert torch.equal(again.raw, auto.raw)
-    seen_nchw, nchw = _layouts_seen(bundled, bundled._conv_stem, channels_last=False, **kw)
-    # occlusion: the unoccluded forward, then the occluded copies, all in the chosen layout
-    assert len(seen_auto) == (1 + 2 if method == "occlusion" else 1)
-    assert all(seen_auto) and not any(seen_nchw) and len(seen_nchw) == len(seen_auto)
-    assert auto.maps.is_contiguous() and auto.raw.is_contiguous()
-    scale = float(nchw.raw.abs().amax())
-    assert scale > 0 and float((auto.raw - nchw.raw).abs().amax()) < 1e-4 * scale
+    seen_default, default = _layouts_seen(bundled, bundled._conv_stem, inputs=x, **kw)
+    seen_given, given = _layouts_seen(bundled, bundled._conv_stem, inputs=x_cl, **kw)
+    seen_asked, asked = _layouts_seen(bundled, bundled._conv_stem, inputs=x,
+                                      channels_last=True, **kw)
+    assert_same(before, snapshot(bundled))
+    assert len(seen_default) == len(seen_given) == len(seen_asked) == calls
+    assert not any(seen_default) and all(seen_given) and all(seen_asked)
+    assert torch.equal(given.raw, asked.raw)  # same layout, same arithmetic
+    for ex in (default, asked):
+        assert ex.maps.is_contiguous() and ex.raw.is_contiguous()
+    scale = float(default.raw.abs().amax())
+    assert scale > 0 and float((asked.raw - default.raw).abs().amax()) < 1e-4 * scale
 
     own = Net().eval()
     where = {"window": 4, "stride": 4} if method == "occlusion" else {"layer": "features"}
     kw = dict(inputs=torch.randn(2, 3, 8, 8), method=method, target=1, **where)
     assert not any(_layouts_seen(own, own.features[0], **kw)[0])
     assert all(_layouts_seen(own, own.features[0], channels_last=True, **kw)[0])
-    # torch.nn layers only, but traced by FX: the generated forward is the user's code
-    traced = torch.fx.symbolic_trace(nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
-    traced.eval()
-    assert _layouts_seen(traced, traced.get_submodule("0"), inputs=torch.randn(1, 3, 8, 8),
-                         method="guided-backprop", target=0)[0] == [False]

@@ -134,7 +134,7 @@ def test_caller_tensors_untouched_in_every_layout(method: str, variant: str) -> 
         image.grad = torch.ones_like(image)
     given = input_snapshot((image, tokens))
     call(method, model, (image, tokens), target,
-         channels_last=True if variant == "channels-last" else None)
+         channels_last=variant == "channels-last")
     assert_untouched((image, tokens), given)
 
 

@@ -111,7 +111,7 @@ def run(method: str, options: dict[str, Any], form: str, ts: tuple[torch.Tensor,
         model, ts[0] if form == "single" else ts, method=method,
         layer=model.LAYER if camlens.METHODS[method].needs_layer else None,
         image_index=1 if form == "image-second" else 0,
-        channels_last=True if variant == "channels-last" else None, **kw, **options)
+        channels_last=variant == "channels-last", **kw, **options)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: see conftest.py

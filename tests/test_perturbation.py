@@ -377,10 +377,10 @@ def test_scorecam_of_constant_maps_only_scores_the_baseline() -> None:
     torch.testing.assert_close(plain.weights[:, 0], expected[:, None].expand(2, 3))
 
 
-@pytest.mark.parametrize("channels_last", [None, False])
-def test_scorecam_masks_keep_the_layout_explain_chose(channels_last: bool | None) -> None:
-    """A model of torch.nn modules gets a channels-last image on CPU; the masked copies keep
-    that layout (oneDNN's native one), and channels_last=False keeps the default."""
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_scorecam_masks_keep_the_layout_explain_chose(channels_last: bool) -> None:
+    """With channels_last=True the masked copies keep the channels-last layout of the image
+    (oneDNN's native one); by default they keep the caller's (here the default) layout."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3),
                           nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3))
@@ -392,7 +392,7 @@ def test_scorecam_masks_keep_the_layout_explain_chose(channels_last: bool | None
                         batch_size=2, channels_last=channels_last)
     finally:
         hook.remove()
-    assert len(seen) >= 3 and all(seen) if channels_last is None else not any(seen)
+    assert len(seen) >= 3 and (all(seen) if channels_last else not any(seen))
 
 
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
