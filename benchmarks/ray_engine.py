@@ -327,32 +327,90 @@ def child_warm(src: Path, out: Path, n: int, cpus: int) -> None:
 
 
 def ray_cli(*args: str) -> None:
-    subprocess.run(["ray", *args], env=env(), check=True, capture_output=True, text=True)
+    done = subprocess.run(["ray", *args], env=env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"ray {' '.join(args)} failed: {done.stderr[-2000:]}")
 
 
-def two_nodes(src: Path, n: int, work: Path, jobs: list[str]) -> dict[str, Any]:
-    """Start the two-node cluster, run ``spread`` and/or ``fault`` on it, ``ray stop``."""
+def node_ports(i: int) -> list[str]:
+    """Fixed ports of node ``i`` (0: the head) in a range of its own, so that the two nodes
+    and other Ray users of this machine (whose ports Ray picks at random) do not collide."""
+    base = PORT + 10 + 10 * i
+    return ["--node-manager-port", str(base), "--object-manager-port", str(base + 1),
+            "--dashboard-agent-listen-port", str(base + 2),
+            "--dashboard-agent-grpc-port", str(base + 3),
+            "--runtime-env-agent-port", str(base + 4), "--metrics-export-port", str(base + 5),
+            "--min-worker-port", str(21000 + 100 * i), "--max-worker-port",
+            str(21099 + 100 * i)]
+
+
+def own_processes(temp: Path) -> list[int]:
+    """The processes of the Ray nodes whose temp folder is ``temp`` (their command lines name
+    it; the workers' name their session folder inside it)."""
+    mine = []
+    key = str(temp).encode()
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                if key in Path(f"/proc/{d}/cmdline").read_bytes():
+                    mine.append(int(d))
+            except OSError:
+                pass
+    return mine
+
+
+def stop_nodes(temp: Path) -> int:
+    """End this benchmark's nodes only (not a bare ``ray stop``, which ends every Ray on
+    the machine): SIGTERM to their processes, SIGKILL to those left after 10 s."""
+    found = own_processes(temp)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in own_processes(temp):
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        for _ in range(100):
+            if not own_processes(temp):
+                return len(found)
+            time.sleep(0.1)
+    return len(found)
+
+
+def two_nodes(src: Path, n: int, pool_n: int, work: Path, jobs: list[str]) -> dict[str, Any]:
+    """Start the two-node cluster, run ``spread``/``fault`` (Ray Data) and
+    ``pool_spread``/``pool_fault`` (the CLI's actor pool) on it, then end its nodes."""
     results: dict[str, Any] = {}
+    temp = Path(tempfile.mkdtemp(prefix="r2n", dir="/tmp"))  # short: socket paths
+    os.environ["RAY_AUTH_MODE"] = "token"  # Ray 2.60 with ~/.ray/auth_token: every process
+    address = f"127.0.0.1:{PORT}"
     try:
         ray_cli("start", "--head", "--num-cpus", "1", "--port", str(PORT),
-                "--include-dashboard=false", "--disable-usage-stats")
-        ray_cli("start", "--address", f"127.0.0.1:{PORT}", "--num-cpus", "1",
-                "--disable-usage-stats")
-        import ray
+                "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp),
+                *node_ports(0))
+        ray_cli("start", "--address", address, "--num-cpus", "1", "--disable-usage-stats",
+                "--temp-dir", str(temp), *node_ports(1))
+        paths = sorted(src.iterdir())[:n]  # --cluster-photos of them, for Ray Data's jobs
+        if {"spread", "fault"} & set(jobs):
+            import ray
 
-        import camlens.ray as cr
+            import camlens.ray as cr
 
-        cr.connect(f"127.0.0.1:{PORT}")
-        nodes = [nd["NodeID"] for nd in ray.nodes() if nd["Alive"]]
-        results["nodes"] = len(nodes)
-        paths = sorted(src.iterdir())[:n]  # --cluster-photos of them
-        if "spread" in jobs:
-            results["spread"] = spread(cr, paths, work / "spread")
-        if "fault" in jobs:
-            results["fault"] = fault(cr, paths, work / "fault")
-        ray.shutdown()
+            cr.connect(address)
+            results["nodes"] = len([nd for nd in ray.nodes() if nd["Alive"]])
+            if "spread" in jobs:
+                results["spread"] = spread(cr, paths, work / "spread")
+            if "fault" in jobs:
+                results["fault"] = fault(cr, paths, work / "fault")
+            ray.shutdown()
+        if {"pool_spread", "pool_fault"} & set(jobs):
+            paths = sorted(src.iterdir())[:pool_n]  # --pool-photos of them
+            local = work / "pool_local"
+            run_cli(paths, local, [])
+            if "pool_spread" in jobs:
+                results["pool_spread"] = pool_job(paths, work, address, local, kill=False)
+            if "pool_fault" in jobs:
+                results["pool_fault"] = pool_job(paths, work, address, local, kill=True)
     finally:
-        subprocess.run(["ray", "stop"], env=env(), capture_output=True)
+        results["own_ray_processes_ended"] = stop_nodes(temp)
+        shutil.rmtree(temp, ignore_errors=True)
     return results
 
 
@@ -400,6 +458,86 @@ def fault(cr: Any, paths: list[Path], out: Path) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+POOL = ["--batch-size", "4", "-q"]
+
+
+def run_cli(paths: list[Path], out: Path, extra: list[str]) -> subprocess.Popen[str]:
+    """``camlens explain PATHS --out OUT`` (the benchmark's settings, batches of 4) started
+    in its own process; waited for here unless ``extra`` runs it on Ray."""
+    proc = subprocess.Popen([sys.executable, "-m", "camlens", "explain", *map(str, paths),
+                             "--out", str(out), *CLI, *POOL, *extra], env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not extra:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"camlens explain (local) failed: {err[-2000:]}")
+    return proc
+
+
+def log_lines(log: Path) -> list[dict[str, Any]]:
+    """The finished lines of a ``--ray-log`` file so far."""
+    if not log.exists():
+        return []
+    text = log.read_text()
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
+
+
+def pool_job(paths: list[Path], work: Path, address: str, local: Path,
+             kill: bool) -> dict[str, Any]:
+    """``camlens explain --engine ray --ray-address ADDRESS --ray-actors 2 --ray-log LOG``
+    on the two-node cluster: the images per node (from LOG); with ``kill``, the process of the
+    actor that sent back the first actor-made row is SIGKILLed then (it holds more batches).
+    Counted: LOG's lines, distinct images, images twice, folders, folders that equal the local
+    engine's (maps to float16 rounding, records but for timings), files byte-identical."""
+    name = "pool_fault" if kill else "pool_spread"
+    out, log = work / name, work / f"{name}.jsonl"
+    start = time.perf_counter()
+    proc = run_cli(paths, out, ["--engine", "ray", "--ray-address", address, "--ray-actors",
+                                "2", "--ray-log", str(log)])
+    killed: list[int] = []
+    before = 0  # rows back when the actor was killed
+    while kill and not killed and proc.poll() is None:
+        seen = log_lines(log)
+        actors = [r for r in seen if r["by"] == "actor"]
+        if actors:
+            victim = int(actors[0]["pid"])
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+            before = len(seen)
+            print(f"{name}: killed actor process {victim} after {before} rows", flush=True)
+        time.sleep(0.02)
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{name}: camlens explain --engine ray failed: {err[-2000:]}")
+    rows = log_lines(log)
+    images = [r["image"] for r in rows]
+    per_node: dict[str, int] = {}
+    for r in rows:
+        who = "driver" if r["by"] == "driver" else r["node"][:8]
+        per_node[who] = per_node.get(who, 0) + 1
+    old = {int(r["pid"]) for r in rows[:before]}
+    identical = {"maps.npz": 0, "explanation.json but timings": 0}
+    for folder in local.iterdir():
+        there = out / folder.name
+        identical["maps.npz"] += (folder / "maps.npz").read_bytes() == \
+            (there / "maps.npz").read_bytes()
+        a, b = (json.loads((f / "explanation.json").read_text()) for f in (folder, there))
+        identical["explanation.json but timings"] += a.pop("timings") is not None and a == \
+            {k: v for k, v in b.items() if k != "timings"}
+    return {"images": len(paths), "log_lines": len(rows), "distinct": len(set(images)),
+            "twice": len(images) - len(set(images)), "done": sum(r["done"] for r in rows),
+            "by_node": per_node, "actor_pids": sorted({r["pid"] for r in rows
+                                                       if r["by"] == "actor"}),
+            "folders": len(list(out.iterdir())),
+            "folders_equal_local": same_outputs(local, out), "byte_identical": identical,
+            "killed_pid": killed, "rows_before_kill": before if killed else None,
+            "rows_after_kill_by_new_pids": (sum(1 for r in rows[before:]
+                                                if int(r["pid"]) not in old)
+                                            if killed else None),
+            "stderr": err.strip()[-300:], "seconds": round(seconds, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=256)
@@ -407,7 +545,10 @@ def main() -> int:
     parser.add_argument("--cpus", type=int, default=2, help="actors of the throughput run")
     parser.add_argument("--cluster-photos", type=int, default=64,
                         help="photos of the spread and fault runs")
-    parser.add_argument("--jobs", default="throughput,startup,warm,spread,fault")
+    parser.add_argument("--pool-photos", type=int, default=256,
+                        help="photos of the pool_spread and pool_fault runs (at most --photos)")
+    parser.add_argument("--jobs", default="throughput,startup,warm,spread,fault,pool_spread,"
+                                          "pool_fault")
     parser.add_argument("--out", default=None, help="JSON results here")
     parser.add_argument("--child-startup", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--child-warm", nargs=4, help=argparse.SUPPRESS)
@@ -436,9 +577,9 @@ def main() -> int:
                 results[name] = job(src, args.photos, args.cpus, work)
                 results[f"load_after_{name}"] = os.getloadavg()
                 print(json.dumps({name: results[name]}), flush=True)
-        if {"spread", "fault"} & set(jobs):
+        if {"spread", "fault", "pool_spread", "pool_fault"} & set(jobs):
             os.environ.update(env())
-            results.update(two_nodes(src, args.cluster_photos, work, jobs))
+            results.update(two_nodes(src, args.cluster_photos, args.pool_photos, work, jobs))
     results["load_after"] = os.getloadavg()
     text = json.dumps(results, indent=1)
     print(text)

@@ -139,6 +139,9 @@ def test_usage_errors_are_one_line_with_exit_code_2(
     assert explain(folder, "x", "--ray-actors", "2") == 2
     assert capsys.readouterr().err == ("camlens: error: --ray-actors apply to --engine ray "
                                        "only; add --engine ray\n")
+    assert explain(folder, "x", "--ray-log", str(folder / "x.jsonl")) == 2
+    assert capsys.readouterr().err == ("camlens: error: --ray-log applies to --engine ray only; "
+                                       "add --engine ray\n")
     assert main(["evaluate", "localization", "--data", DATA, "--ray-gpus-per-actor", "1"]) == 2
     assert "--ray-gpus-per-actor apply to --engine ray only" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
@@ -189,6 +192,37 @@ def test_explain_on_ray_writes_what_the_local_engine_writes_and_resumes(
     assert "p3.png -> " in again and "explained 1 image(s)" in again
     assert (folder / "ray" / "p0" / output.JSON).stat().st_mtime_ns == kept
     same_folders(folder / "local", folder / "ray")
+
+
+@pytest.mark.usefixtures("cluster")
+def test_ray_log_names_the_node_and_process_of_each_image(
+        folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--ray-log: one line per image in the order of the images (the unreadable one too),
+    naming a node of the cluster and the process that explained its batch (batches of 2:
+    pairs share it): this one while the actors start, else an actor."""
+    log = folder / "ray.jsonl"
+    assert explain(folder, "logged", "--engine", "ray", "--ray-actors", "2", "--ray-log",
+                   str(log), "-q") == 1
+    capsys.readouterr()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["folder"], r["done"]) for r in lines] == \
+        [("bad", False)] + [(f"p{i}", True) for i in range(6)]
+    assert [Path(r["image"]).name for r in lines] == ["bad.png"] + [f"p{i}.png" for i in range(6)]
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    driver = (ray.get_runtime_context().get_node_id(), os.getpid())
+    for r in lines:
+        assert r["node"] in nodes
+        assert r["by"] == ("driver" if (r["node"], r["pid"]) == driver else "actor")
+    made = [(r["node"], r["pid"]) for r in lines]
+    assert all(made[i] == made[i + 1] for i in range(0, len(made) - 1, 2))
+    assert explain(folder, "logged_local", "-q") == 1
+    capsys.readouterr()
+    assert same_folders(folder / "logged_local", folder / "logged") == [f"p{i}" for i in range(6)]
+    bad = folder / "no" / "such" / "folder" / "x.jsonl"
+    assert explain(folder, "logged2", "--engine", "ray", "--ray-log", str(bad), "-q") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("camlens: error: --ray-log ") and "cannot write the file" in err
+    assert len(err.splitlines()) == 1 and not (folder / "logged2").exists()
 
 
 @pytest.mark.usefixtures("cluster")
