@@ -31,10 +31,26 @@ shares the work, and what a killed worker costs.
   are back; Ray restarts it and retries its batches. Counted: rows back, distinct images,
   images back twice, folders written, folders that read back (``camlens.output.load``).
 
-``ray stop`` ends the two-node cluster at the end (also after an error).
+- ``pool_spread``: on the same cluster, ``camlens explain --engine ray --ray-address ...
+  --ray-actors 2 --ray-log LOG`` (the CLI's warm actor pool, not Ray Data) on
+  ``--pool-photos`` photos: the images each node's actor explained, and the driver (which
+  explains while the actors start), from LOG; every folder compared with a local run's.
+- ``pool_fault``: the same command; the process of the actor that sent back the first
+  actor-made row is SIGKILLed (it holds more batches); Ray restarts it and retries them.
+  Counted: LOG's lines, distinct images, images twice, folders, folders equal to the local
+  run's, files byte-identical, rows per process.
+- ``cpu``: CPU seconds (user + system, from /proc) of every process of the same command as
+  ``throughput`` on each engine: local, Ray with a new local cluster, Ray on a running cluster
+  (its processes counted during the command); by part: the command (driver), the actors,
+  GCS server and raylet, Ray's Python daemons, idle Ray workers. CPU seconds depend far less
+  on the machine's load than wall time does.
 
-    python benchmarks/ray_engine.py --jobs throughput,startup,warm --photos 256 --rounds 3
-    python benchmarks/ray_engine.py --jobs spread,fault --photos 64
+The two-node cluster runs on its own ports and temp folder; at the end (also after an error)
+its processes, found by that folder, are ended (no bare ``ray stop``, which would end every Ray
+on the machine).
+
+    python benchmarks/ray_engine.py --jobs throughput,cluster,warm,cpu --photos 256 --rounds 3
+    python benchmarks/ray_engine.py --jobs spread,fault,pool_spread,pool_fault --photos 256
 """
 
 from __future__ import annotations
@@ -199,6 +215,139 @@ def throughput(src: Path, n: int, rounds: int, cpus: int, work: Path,
         "ratio_run_paired_median": round(statistics.median(ratios), 3),
         "ratios_run": [round(x, 3) for x in ratios],
     }
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def processes() -> dict[int, tuple[int, float, str]]:
+    """Every process: pid -> (parent pid, its CPU seconds so far, its command line)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace").strip()
+        except OSError:
+            continue
+        f = stat[stat.rfind(")") + 2:].split()
+        out[int(d)] = (int(f[1]), (int(f[11]) + int(f[12])) / TICK, cmd)
+    return out
+
+
+def tree(table: dict[int, tuple[int, float, str]], root: int) -> set[int]:
+    """``root``'s descendants in ``table`` (not ``root``)."""
+    kids: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        kids.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    todo = list(kids.get(root, []))
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(kids.get(pid, []))
+    return found
+
+
+def kind(cmd: str) -> str:
+    """The part a process plays in a Ray run, from its command line."""
+    if cmd.startswith("ray::Member"):
+        return "actors"
+    if "gcs_server" in cmd or "/raylet" in cmd:
+        return "GCS server, raylet"
+    if cmd.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent")) or "ray/dashboard" in cmd \
+            or "ray/autoscaler" in cmd or "log_monitor" in cmd:
+        return "Ray's Python daemons"
+    if cmd.startswith("ray::") or "default_worker.py" in cmd:
+        return "idle Ray workers"
+    return "other"
+
+
+def cpu_seconds(argv: list[str], cluster: bool) -> dict[str, Any]:
+    """Run ``argv`` and count the CPU seconds (user + system, all threads) of each process it
+    starts, and with ``cluster`` of the running cluster's processes (this script's other
+    children) during it: read from /proc every 50 ms (a process that ends loses at most its
+    last 50 ms). This process is made a child subreaper, so that a new cluster's processes,
+    ending after the command, stay below it to be read and reaped."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    me = os.getpid()
+    first = processes()
+    running = tree(first, me)
+    base = {p: first[p][1] for p in running}
+    seen: dict[int, tuple[float, str]] = {}
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+    def look() -> set[int]:
+        table = processes()
+        mine = tree(table, me) - (set() if cluster else running)
+        for pid in mine:
+            seen[pid] = (table[pid][1], table[pid][2] or seen.get(pid, (0.0, ""))[1])
+        return mine - running
+
+    while proc.poll() is None:
+        look()
+        time.sleep(0.05)
+    wall = time.perf_counter() - start
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:6])} ... failed: {err[-2000:]}")
+    for _ in range(100):  # a new cluster's processes end after the command: read, reap
+        left = look() - {proc.pid}
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        if not left:
+            break
+        time.sleep(0.1)
+    by: dict[str, float] = {}
+    each: list[tuple[float, str]] = []
+    for pid, (used, cmd) in seen.items():
+        used -= base.get(pid, 0.0)
+        part = "command (driver)" if pid == proc.pid else kind(cmd)
+        by[part] = by.get(part, 0.0) + used
+        if used >= 0.1:
+            each.append((round(used, 2), f"{part}: {cmd[:60]}"))
+    return {"wall_s": round(wall, 2), "cpu_s": round(sum(by.values()), 2),
+            "cpu_s_by_part": {k: round(v, 2) for k, v in sorted(by.items())},
+            "processes": sorted(each, reverse=True)[:12],
+            "load_1min_after": round(os.getloadavg()[0], 2)}
+
+
+def cpu(src: Path, n: int, rounds: int, cpus: int, work: Path) -> dict[str, Any]:
+    """CPU seconds per process of the same ``camlens explain`` run on each engine: local,
+    Ray with a new local cluster, Ray on a running cluster (started before, not counted but
+    for what its processes do during the command)."""
+    ray_args = ["--engine", "ray", "--ray-actors", str(cpus), "--ray-cpus-per-actor", "1"]
+    runs: dict[str, list[dict[str, Any]]] = {"local": [], "ray_new_cluster": [],
+                                             "ray_running_cluster": []}
+    with running_cluster(cpus) as address:
+        for r in range(rounds):
+            for name, extra in (("local", []), ("ray_new_cluster", ray_args),
+                                ("ray_running_cluster", [*ray_args, "--ray-address", address])):
+                out = work / f"cpu_{name}{r}"
+                got = cpu_seconds([sys.executable, "-m", "camlens", "explain", str(src),
+                                   "--out", str(out), *CLI, *extra],
+                                  cluster=name == "ray_running_cluster")
+                assert sum(1 for _ in out.iterdir()) == n, name
+                shutil.rmtree(out)
+                runs[name].append(got)
+                print(f"round {r + 1} {name}: {got['cpu_s']} CPU s, {got['wall_s']} s, "
+                      f"load {got['load_1min_after']}", flush=True)
+    local = statistics.median(g["cpu_s"] for g in runs["local"])
+    return {"photos": n, "rounds": rounds, "actors": cpus, "runs": runs,
+            "cpu_s_median": {k: statistics.median(g["cpu_s"] for g in v)
+                             for k, v in runs.items()},
+            "wall_s_median": {k: statistics.median(g["wall_s"] for g in v)
+                              for k, v in runs.items()},
+            "cpu_ratio_local_over": {k: round(local / statistics.median(
+                g["cpu_s"] for g in v), 3) for k, v in runs.items()}}
 
 
 def _child(job: str, src: Path, n: int, cpus: int, work: Path) -> dict[str, Any]:
@@ -516,7 +665,6 @@ def pool_job(paths: list[Path], work: Path, address: str, local: Path,
     for r in rows:
         who = "driver" if r["by"] == "driver" else r["node"][:8]
         per_node[who] = per_node.get(who, 0) + 1
-    old = {int(r["pid"]) for r in rows[:before]}
     identical = {"maps.npz": 0, "explanation.json but timings": 0}
     for folder in local.iterdir():
         there = out / folder.name
@@ -532,9 +680,9 @@ def pool_job(paths: list[Path], work: Path, address: str, local: Path,
             "folders": len(list(out.iterdir())),
             "folders_equal_local": same_outputs(local, out), "byte_identical": identical,
             "killed_pid": killed, "rows_before_kill": before if killed else None,
-            "rows_after_kill_by_new_pids": (sum(1 for r in rows[before:]
-                                                if int(r["pid"]) not in old)
-                                            if killed else None),
+            "rows_before_kill_by_killed": sum(int(r["pid"]) in killed for r in rows[:before]),
+            "rows_by_pid": {str(p): sum(int(r["pid"]) == p for r in rows)
+                            for p in sorted({int(r["pid"]) for r in rows})},
             "stderr": err.strip()[-300:], "seconds": round(seconds, 1)}
 
 
@@ -547,8 +695,8 @@ def main() -> int:
                         help="photos of the spread and fault runs")
     parser.add_argument("--pool-photos", type=int, default=256,
                         help="photos of the pool_spread and pool_fault runs (at most --photos)")
-    parser.add_argument("--jobs", default="throughput,startup,warm,spread,fault,pool_spread,"
-                                          "pool_fault")
+    parser.add_argument("--jobs", default="throughput,cluster,startup,warm,cpu,spread,fault,"
+                                          "pool_spread,pool_fault")
     parser.add_argument("--out", default=None, help="JSON results here")
     parser.add_argument("--child-startup", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--child-warm", nargs=4, help=argparse.SUPPRESS)
@@ -567,6 +715,9 @@ def main() -> int:
         if "throughput" in jobs:
             results["throughput"] = throughput(src, args.photos, args.rounds, args.cpus, work)
             print(json.dumps(results), flush=True)
+        if "cpu" in jobs:
+            results["cpu"] = cpu(src, args.photos, args.rounds, args.cpus, work)
+            print(json.dumps({"cpu": results["cpu"]["cpu_s_median"]}), flush=True)
         if "cluster" in jobs:
             with running_cluster(args.cpus) as address:
                 results["cluster"] = throughput(src, args.photos, args.rounds, args.cpus, work,
