@@ -356,7 +356,8 @@ def _cpus_back(total: float = 2.0) -> bool:
 def test_the_driver_explains_while_the_actors_start_each_batch_once_in_order(
         tmp_path: Path) -> None:
     """The actors cannot start until the driver has done three batches (a file they wait
-    for; then the driver slows down): the driver did the first k >= 3 batches, the actors the
+    for; then the driver slows down to 1 s a batch, so 40 batches leave the actors up to 37 s
+    to start on a loaded machine): the driver did the first k >= 3 batches, the actors the
     rest; every batch once, in order."""
     import time
 
@@ -374,11 +375,11 @@ def test_the_driver_explains_while_the_actors_start_each_batch_once_in_order(
         return "driver", batch * 10
 
     with ActorPool(functools.partial(_slow_start, str(gate)), RayOptions(actors=2)) as pool:
-        got = list(pool.map(_tagged, list(range(12)), here))
+        got = list(pool.map(_tagged, list(range(40)), here))
     k = len(local)
-    assert 3 <= k < 12 and local == list(range(k))
+    assert 3 <= k < 40 and local == list(range(k))
     assert [out for out, _, _ in got] == [("driver", b * 10) for b in range(k)] + \
-        [("actor", b * 10) for b in range(k, 12)]
+        [("actor", b * 10) for b in range(k, 40)]
     assert {pid for _, _, pid in got[:k]} == {os.getpid()}
     assert os.getpid() not in {pid for _, _, pid in got[k:]}
     assert _cpus_back()
