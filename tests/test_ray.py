@@ -155,6 +155,41 @@ def test_usage_errors_are_one_line_with_exit_code_2(
     assert not (folder / "x").exists()
 
 
+def test_a_command_shuts_down_only_the_ray_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """camlens.pipeline.distributed.session (around every --engine ray command): Ray
+    initialised inside the block is shut down at its end, also after an error; Ray that was
+    up before, or never, is left alone (a stand-in `ray` module counts the calls)."""
+    from types import SimpleNamespace
+
+    from camlens.pipeline.distributed import session
+
+    state = {"up": False, "shutdowns": 0}
+
+    def shutdown() -> None:
+        state.update(up=False, shutdowns=state["shutdowns"] + 1)
+
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(is_initialized=lambda: state["up"],
+                                                           shutdown=shutdown))
+    with session():
+        state["up"] = True
+    assert state == {"up": False, "shutdowns": 1}
+    state["up"] = True
+    with session():
+        pass
+    assert state == {"up": True, "shutdowns": 1}
+    state["up"] = False
+    with pytest.raises(ValueError), session():
+        state["up"] = True
+        raise ValueError("the command failed")
+    assert state == {"up": False, "shutdowns": 2}
+    with session():
+        pass
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
+    with session():
+        pass
+    assert state == {"up": False, "shutdowns": 2}
+
+
 # ------------------------------------------------------------- explain
 
 
@@ -204,6 +239,7 @@ def test_ray_log_names_the_node_and_process_of_each_image(
     assert explain(folder, "logged", "--engine", "ray", "--ray-actors", "2", "--ray-log",
                    str(log), "-q") == 1
     capsys.readouterr()
+    assert ray.is_initialized()  # the caller's cluster: the command leaves it running
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["folder"], r["done"]) for r in lines] == \
         [("bad", False)] + [(f"p{i}", True) for i in range(6)]

@@ -230,18 +230,21 @@ def run(args: argparse.Namespace) -> int:
     paths = cio.resolve_inputs(_outside(args.inputs, out), exclude=out)
     if args.ray_log and args.engine != "ray":
         raise CliError("--ray-log applies to --engine ray only; add --engine ray")
-    ray = ray_options(args, data=False)  # a missing Ray or an unreachable cluster stops here
     model = functools.partial(load_model, args.model, weights=args.weights, labels=args.labels,
                               input_size=args.input_size, mean=args.mean, std=args.std,
                               device=args.device, max_input_side=args.max_input_side)
-    if ray is None:
+    if args.engine != "ray":
+        ray_options(args)  # refuses the --ray-* options without --engine ray
         return _run(args, out, paths, model, None)
+    from camlens.pipeline.distributed import session
     from camlens.pipeline.pool import ActorPool
 
-    # the actors start now (a process each, importing torch, loading the model on --device),
-    # while this process checks the request and lists the images
-    with _log(args.ray_log) as log, ActorPool(model, ray) as pool:
-        return _run(args, out, paths, model, pool, log)
+    with session():  # the Ray this command starts ends with it
+        ray = ray_options(args, data=False)  # a missing Ray or an unreachable cluster: here
+        # the actors start now (a process each, importing torch, loading the model on
+        # --device), while this process checks the request and lists the images
+        with _log(args.ray_log) as log, ActorPool(model, ray) as pool:
+            return _run(args, out, paths, model, pool, log)
 
 
 @contextlib.contextmanager
