@@ -42,7 +42,8 @@ shares the work, and what a killed worker costs.
 - ``cpu``: CPU seconds (user + system, from /proc) of every process of the same command as
   ``throughput`` on each engine: local, Ray with a new local cluster, Ray on a running cluster
   (its processes counted during the command); by part: the command (driver), the actors,
-  GCS server and raylet, Ray's Python daemons, idle Ray workers. CPU seconds depend far less
+  GCS server and raylet, Ray's Python daemons, other Ray workers (idle, or still
+  starting an actor: a short run can end before its actors are up). CPU seconds depend far less
   on the machine's load than wall time does.
 
 The two-node cluster runs on its own ports and temp folder; at the end (also after an error)
@@ -222,19 +223,20 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def processes() -> dict[int, tuple[int, float, str]]:
     """Every process: pid -> (parent pid, its CPU seconds so far, its command line)."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace").strip()
-        except OSError:
-            continue
-        f = stat[stat.rfind(")") + 2:].split()
-        out[int(d)] = (int(f[1]), (int(f[11]) + int(f[12])) / TICK, cmd)
-    return out
+    return {int(d): got for d in os.listdir("/proc") if d.isdigit()
+            and (got := one(int(d))) is not None}
+
+
+def one(pid: int) -> tuple[int, float, str] | None:
+    """(parent pid, CPU seconds, command line) of one process; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace").strip()
+    except OSError:
+        return None
+    f = stat[stat.rfind(")") + 2:].split()
+    return int(f[1]), (int(f[11]) + int(f[12])) / TICK, cmd
 
 
 def tree(table: dict[int, tuple[int, float, str]], root: int) -> set[int]:
@@ -262,7 +264,7 @@ def kind(cmd: str) -> str:
             or "ray/autoscaler" in cmd or "log_monitor" in cmd:
         return "Ray's Python daemons"
     if cmd.startswith("ray::") or "default_worker.py" in cmd:
-        return "idle Ray workers"
+        return "Ray workers: idle, or still starting an actor"
     return "other"
 
 
@@ -270,8 +272,9 @@ def cpu_seconds(argv: list[str], cluster: bool) -> dict[str, Any]:
     """Run ``argv`` and count the CPU seconds (user + system, all threads) of each process it
     starts, and with ``cluster`` of the running cluster's processes (this script's other
     children) during it: read from /proc every 50 ms (a process that ends loses at most its
-    last 50 ms). This process is made a child subreaper, so that a new cluster's processes,
-    ending after the command, stay below it to be read and reaped."""
+    last 50 ms; new processes are looked for every 0.5 s). This process is made a child
+    subreaper, so that a new cluster's processes, ending after the command, stay below it to
+    be read and reaped."""
     import ctypes
 
     ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
@@ -284,15 +287,25 @@ def cpu_seconds(argv: list[str], cluster: bool) -> dict[str, Any]:
     proc = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
-    def look() -> set[int]:
-        table = processes()
-        mine = tree(table, me) - (set() if cluster else running)
-        for pid in mine:
+    mine: set[int] = set()
+
+    def look(full: bool = True) -> set[int]:
+        """Read the processes counted (``full``: find them all first, from every process's
+        parent; else only those found before, which is cheap)."""
+        nonlocal mine
+        if full:
+            table = processes()
+            mine = tree(table, me) - (set() if cluster else running)
+        else:
+            table = {p: got for p in mine if (got := one(p)) is not None}
+        for pid in mine & table.keys():
             seen[pid] = (table[pid][1], table[pid][2] or seen.get(pid, (0.0, ""))[1])
         return mine - running
 
+    polls = 0
     while proc.poll() is None:
-        look()
+        look(full=polls % 10 == 0)  # every 0.5 s a full scan (3-5 ms), else 50 ms reads
+        polls += 1
         time.sleep(0.05)
     wall = time.perf_counter() - start
     out, err = proc.communicate()
