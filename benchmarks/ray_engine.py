@@ -31,10 +31,27 @@ shares the work, and what a killed worker costs.
   are back; Ray restarts it and retries its batches. Counted: rows back, distinct images,
   images back twice, folders written, folders that read back (``camlens.output.load``).
 
-``ray stop`` ends the two-node cluster at the end (also after an error).
+- ``pool_spread``: on the same cluster, ``camlens explain --engine ray --ray-address ...
+  --ray-actors 2 --ray-log LOG`` (the CLI's warm actor pool, not Ray Data) on
+  ``--pool-photos`` photos: the images each node's actor explained, and the driver (which
+  explains while the actors start), from LOG; every folder compared with a local run's.
+- ``pool_fault``: the same command; the process of the actor that sent back the first
+  actor-made row is SIGKILLed (it holds more batches); Ray restarts it and retries them.
+  Counted: LOG's lines, distinct images, images twice, folders, folders equal to the local
+  run's, files byte-identical, rows per process.
+- ``cpu``: CPU seconds (user + system, from /proc) of every process of the same command as
+  ``throughput`` on each engine: local, Ray with a new local cluster, Ray on a running cluster
+  (its processes counted during the command); by part: the command (driver), the actors,
+  GCS server and raylet, Ray's Python daemons, other Ray workers (idle, or still
+  starting an actor: a short run can end before its actors are up). CPU seconds depend far less
+  on the machine's load than wall time does.
 
-    python benchmarks/ray_engine.py --jobs throughput,startup,warm --photos 256 --rounds 3
-    python benchmarks/ray_engine.py --jobs spread,fault --photos 64
+The two-node cluster runs on its own ports and temp folder; at the end (also after an error)
+its processes, found by that folder, are ended (no bare ``ray stop``, which would end every Ray
+on the machine).
+
+    python benchmarks/ray_engine.py --jobs throughput,cluster,warm,cpu --photos 256 --rounds 3
+    python benchmarks/ray_engine.py --jobs spread,fault,pool_spread,pool_fault --photos 256
 """
 
 from __future__ import annotations
@@ -201,6 +218,151 @@ def throughput(src: Path, n: int, rounds: int, cpus: int, work: Path,
     }
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def processes() -> dict[int, tuple[int, float, str]]:
+    """Every process: pid -> (parent pid, its CPU seconds so far, its command line)."""
+    return {int(d): got for d in os.listdir("/proc") if d.isdigit()
+            and (got := one(int(d))) is not None}
+
+
+def one(pid: int) -> tuple[int, float, str] | None:
+    """(parent pid, CPU seconds, command line) of one process; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace").strip()
+    except OSError:
+        return None
+    f = stat[stat.rfind(")") + 2:].split()
+    return int(f[1]), (int(f[11]) + int(f[12])) / TICK, cmd
+
+
+def tree(table: dict[int, tuple[int, float, str]], root: int) -> set[int]:
+    """``root``'s descendants in ``table`` (not ``root``)."""
+    kids: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        kids.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    todo = list(kids.get(root, []))
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(kids.get(pid, []))
+    return found
+
+
+def kind(cmd: str) -> str:
+    """The part a process plays in a Ray run, from its command line."""
+    if cmd.startswith("ray::Member"):
+        return "actors"
+    if "gcs_server" in cmd or "/raylet" in cmd:
+        return "GCS server, raylet"
+    if cmd.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent")) or "ray/dashboard" in cmd \
+            or "ray/autoscaler" in cmd or "log_monitor" in cmd:
+        return "Ray's Python daemons"
+    if cmd.startswith("ray::") or "default_worker.py" in cmd:
+        return "Ray workers: idle, or still starting an actor"
+    return "other"
+
+
+def cpu_seconds(argv: list[str], cluster: bool) -> dict[str, Any]:
+    """Run ``argv`` and count the CPU seconds (user + system, all threads) of each process it
+    starts, and with ``cluster`` of the running cluster's processes (this script's other
+    children) during it: read from /proc every 50 ms (a process that ends loses at most its
+    last 50 ms; new processes are looked for every 0.5 s). This process is made a child
+    subreaper, so that a new cluster's processes, ending after the command, stay below it to
+    be read and reaped."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    me = os.getpid()
+    first = processes()
+    running = tree(first, me)
+    base = {p: first[p][1] for p in running}
+    seen: dict[int, tuple[float, str]] = {}
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+    mine: set[int] = set()
+
+    def look(full: bool = True) -> set[int]:
+        """Read the processes counted (``full``: find them all first, from every process's
+        parent; else only those found before, which is cheap)."""
+        nonlocal mine
+        if full:
+            table = processes()
+            mine = tree(table, me) - (set() if cluster else running)
+        else:
+            table = {p: got for p in mine if (got := one(p)) is not None}
+        for pid in mine & table.keys():
+            seen[pid] = (table[pid][1], table[pid][2] or seen.get(pid, (0.0, ""))[1])
+        return mine - running
+
+    polls = 0
+    while proc.poll() is None:
+        look(full=polls % 10 == 0)  # every 0.5 s a full scan (3-5 ms), else 50 ms reads
+        polls += 1
+        time.sleep(0.05)
+    wall = time.perf_counter() - start
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:6])} ... failed: {err[-2000:]}")
+    for _ in range(100):  # a new cluster's processes end after the command: read, reap
+        left = look() - {proc.pid}
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        if not left:
+            break
+        time.sleep(0.1)
+    by: dict[str, float] = {}
+    each: list[tuple[float, str]] = []
+    for pid, (used, cmd) in seen.items():
+        used -= base.get(pid, 0.0)
+        part = "command (driver)" if pid == proc.pid else kind(cmd)
+        by[part] = by.get(part, 0.0) + used
+        if used >= 0.1:
+            each.append((round(used, 2), f"{part}: {cmd[:60]}"))
+    return {"wall_s": round(wall, 2), "cpu_s": round(sum(by.values()), 2),
+            "cpu_s_by_part": {k: round(v, 2) for k, v in sorted(by.items())},
+            "processes": sorted(each, reverse=True)[:12],
+            "load_1min_after": round(os.getloadavg()[0], 2)}
+
+
+def cpu(src: Path, n: int, rounds: int, cpus: int, work: Path) -> dict[str, Any]:
+    """CPU seconds per process of the same ``camlens explain`` run on each engine: local,
+    Ray with a new local cluster, Ray on a running cluster (started before, not counted but
+    for what its processes do during the command)."""
+    ray_args = ["--engine", "ray", "--ray-actors", str(cpus), "--ray-cpus-per-actor", "1"]
+    runs: dict[str, list[dict[str, Any]]] = {"local": [], "ray_new_cluster": [],
+                                             "ray_running_cluster": []}
+    with running_cluster(cpus) as address:
+        for r in range(rounds):
+            for name, extra in (("local", []), ("ray_new_cluster", ray_args),
+                                ("ray_running_cluster", [*ray_args, "--ray-address", address])):
+                out = work / f"cpu_{name}{r}"
+                got = cpu_seconds([sys.executable, "-m", "camlens", "explain", str(src),
+                                   "--out", str(out), *CLI, *extra],
+                                  cluster=name == "ray_running_cluster")
+                assert sum(1 for _ in out.iterdir()) == n, name
+                shutil.rmtree(out)
+                runs[name].append(got)
+                print(f"round {r + 1} {name}: {got['cpu_s']} CPU s, {got['wall_s']} s, "
+                      f"load {got['load_1min_after']}", flush=True)
+    local = statistics.median(g["cpu_s"] for g in runs["local"])
+    return {"photos": n, "rounds": rounds, "actors": cpus, "runs": runs,
+            "cpu_s_median": {k: statistics.median(g["cpu_s"] for g in v)
+                             for k, v in runs.items()},
+            "wall_s_median": {k: statistics.median(g["wall_s"] for g in v)
+                              for k, v in runs.items()},
+            "cpu_ratio_local_over": {k: round(local / statistics.median(
+                g["cpu_s"] for g in v), 3) for k, v in runs.items()}}
+
+
 def _child(job: str, src: Path, n: int, cpus: int, work: Path) -> dict[str, Any]:
     """Run ``--child-JOB`` of this script in a fresh process; its last stdout line (JSON)."""
     done = subprocess.run([sys.executable, str(HERE / "ray_engine.py"), f"--child-{job}",
@@ -327,32 +489,90 @@ def child_warm(src: Path, out: Path, n: int, cpus: int) -> None:
 
 
 def ray_cli(*args: str) -> None:
-    subprocess.run(["ray", *args], env=env(), check=True, capture_output=True, text=True)
+    done = subprocess.run(["ray", *args], env=env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"ray {' '.join(args)} failed: {done.stderr[-2000:]}")
 
 
-def two_nodes(src: Path, n: int, work: Path, jobs: list[str]) -> dict[str, Any]:
-    """Start the two-node cluster, run ``spread`` and/or ``fault`` on it, ``ray stop``."""
+def node_ports(i: int) -> list[str]:
+    """Fixed ports of node ``i`` (0: the head) in a range of its own, so that the two nodes
+    and other Ray users of this machine (whose ports Ray picks at random) do not collide."""
+    base = PORT + 10 + 10 * i
+    return ["--node-manager-port", str(base), "--object-manager-port", str(base + 1),
+            "--dashboard-agent-listen-port", str(base + 2),
+            "--dashboard-agent-grpc-port", str(base + 3),
+            "--runtime-env-agent-port", str(base + 4), "--metrics-export-port", str(base + 5),
+            "--min-worker-port", str(21000 + 100 * i), "--max-worker-port",
+            str(21099 + 100 * i)]
+
+
+def own_processes(temp: Path) -> list[int]:
+    """The processes of the Ray nodes whose temp folder is ``temp`` (their command lines name
+    it; the workers' name their session folder inside it)."""
+    mine = []
+    key = str(temp).encode()
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                if key in Path(f"/proc/{d}/cmdline").read_bytes():
+                    mine.append(int(d))
+            except OSError:
+                pass
+    return mine
+
+
+def stop_nodes(temp: Path) -> int:
+    """End this benchmark's nodes only (not a bare ``ray stop``, which ends every Ray on
+    the machine): SIGTERM to their processes, SIGKILL to those left after 10 s."""
+    found = own_processes(temp)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in own_processes(temp):
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        for _ in range(100):
+            if not own_processes(temp):
+                return len(found)
+            time.sleep(0.1)
+    return len(found)
+
+
+def two_nodes(src: Path, n: int, pool_n: int, work: Path, jobs: list[str]) -> dict[str, Any]:
+    """Start the two-node cluster, run ``spread``/``fault`` (Ray Data) and
+    ``pool_spread``/``pool_fault`` (the CLI's actor pool) on it, then end its nodes."""
     results: dict[str, Any] = {}
+    temp = Path(tempfile.mkdtemp(prefix="r2n", dir="/tmp"))  # short: socket paths
+    os.environ["RAY_AUTH_MODE"] = "token"  # Ray 2.60 with ~/.ray/auth_token: every process
+    address = f"127.0.0.1:{PORT}"
     try:
         ray_cli("start", "--head", "--num-cpus", "1", "--port", str(PORT),
-                "--include-dashboard=false", "--disable-usage-stats")
-        ray_cli("start", "--address", f"127.0.0.1:{PORT}", "--num-cpus", "1",
-                "--disable-usage-stats")
-        import ray
+                "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp),
+                *node_ports(0))
+        ray_cli("start", "--address", address, "--num-cpus", "1", "--disable-usage-stats",
+                "--temp-dir", str(temp), *node_ports(1))
+        paths = sorted(src.iterdir())[:n]  # --cluster-photos of them, for Ray Data's jobs
+        if {"spread", "fault"} & set(jobs):
+            import ray
 
-        import camlens.ray as cr
+            import camlens.ray as cr
 
-        cr.connect(f"127.0.0.1:{PORT}")
-        nodes = [nd["NodeID"] for nd in ray.nodes() if nd["Alive"]]
-        results["nodes"] = len(nodes)
-        paths = sorted(src.iterdir())[:n]  # --cluster-photos of them
-        if "spread" in jobs:
-            results["spread"] = spread(cr, paths, work / "spread")
-        if "fault" in jobs:
-            results["fault"] = fault(cr, paths, work / "fault")
-        ray.shutdown()
+            cr.connect(address)
+            results["nodes"] = len([nd for nd in ray.nodes() if nd["Alive"]])
+            if "spread" in jobs:
+                results["spread"] = spread(cr, paths, work / "spread")
+            if "fault" in jobs:
+                results["fault"] = fault(cr, paths, work / "fault")
+            ray.shutdown()
+        if {"pool_spread", "pool_fault"} & set(jobs):
+            paths = sorted(src.iterdir())[:pool_n]  # --pool-photos of them
+            local = work / "pool_local"
+            run_cli(paths, local, [])
+            if "pool_spread" in jobs:
+                results["pool_spread"] = pool_job(paths, work, address, local, kill=False)
+            if "pool_fault" in jobs:
+                results["pool_fault"] = pool_job(paths, work, address, local, kill=True)
     finally:
-        subprocess.run(["ray", "stop"], env=env(), capture_output=True)
+        results["own_ray_processes_ended"] = stop_nodes(temp)
+        shutil.rmtree(temp, ignore_errors=True)
     return results
 
 
@@ -400,6 +620,85 @@ def fault(cr: Any, paths: list[Path], out: Path) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - start, 1)}
 
 
+POOL = ["--batch-size", "4", "-q"]
+
+
+def run_cli(paths: list[Path], out: Path, extra: list[str]) -> subprocess.Popen[str]:
+    """``camlens explain PATHS --out OUT`` (the benchmark's settings, batches of 4) started
+    in its own process; waited for here unless ``extra`` runs it on Ray."""
+    proc = subprocess.Popen([sys.executable, "-m", "camlens", "explain", *map(str, paths),
+                             "--out", str(out), *CLI, *POOL, *extra], env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not extra:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"camlens explain (local) failed: {err[-2000:]}")
+    return proc
+
+
+def log_lines(log: Path) -> list[dict[str, Any]]:
+    """The finished lines of a ``--ray-log`` file so far."""
+    if not log.exists():
+        return []
+    text = log.read_text()
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines()]
+
+
+def pool_job(paths: list[Path], work: Path, address: str, local: Path,
+             kill: bool) -> dict[str, Any]:
+    """``camlens explain --engine ray --ray-address ADDRESS --ray-actors 2 --ray-log LOG``
+    on the two-node cluster: the images per node (from LOG); with ``kill``, the process of the
+    actor that sent back the first actor-made row is SIGKILLed then (it holds more batches).
+    Counted: LOG's lines, distinct images, images twice, folders, folders that equal the local
+    engine's (maps to float16 rounding, records but for timings), files byte-identical."""
+    name = "pool_fault" if kill else "pool_spread"
+    out, log = work / name, work / f"{name}.jsonl"
+    start = time.perf_counter()
+    proc = run_cli(paths, out, ["--engine", "ray", "--ray-address", address, "--ray-actors",
+                                "2", "--ray-log", str(log)])
+    killed: list[int] = []
+    before = 0  # rows back when the actor was killed
+    while kill and not killed and proc.poll() is None:
+        seen = log_lines(log)
+        actors = [r for r in seen if r["by"] == "actor"]
+        if actors:
+            victim = int(actors[0]["pid"])
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+            before = len(seen)
+            print(f"{name}: killed actor process {victim} after {before} rows", flush=True)
+        time.sleep(0.02)
+    _, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{name}: camlens explain --engine ray failed: {err[-2000:]}")
+    rows = log_lines(log)
+    images = [r["image"] for r in rows]
+    per_node: dict[str, int] = {}
+    for r in rows:
+        who = "driver" if r["by"] == "driver" else r["node"][:8]
+        per_node[who] = per_node.get(who, 0) + 1
+    identical = {"maps.npz": 0, "explanation.json but timings": 0}
+    for folder in local.iterdir():
+        there = out / folder.name
+        identical["maps.npz"] += (folder / "maps.npz").read_bytes() == \
+            (there / "maps.npz").read_bytes()
+        a, b = (json.loads((f / "explanation.json").read_text()) for f in (folder, there))
+        identical["explanation.json but timings"] += a.pop("timings") is not None and a == \
+            {k: v for k, v in b.items() if k != "timings"}
+    return {"images": len(paths), "log_lines": len(rows), "distinct": len(set(images)),
+            "twice": len(images) - len(set(images)), "done": sum(r["done"] for r in rows),
+            "by_node": per_node, "actor_pids": sorted({r["pid"] for r in rows
+                                                       if r["by"] == "actor"}),
+            "folders": len(list(out.iterdir())),
+            "folders_equal_local": same_outputs(local, out), "byte_identical": identical,
+            "killed_pid": killed, "rows_before_kill": before if killed else None,
+            "rows_before_kill_by_killed": sum(int(r["pid"]) in killed for r in rows[:before]),
+            "rows_by_pid": {str(p): sum(int(r["pid"]) == p for r in rows)
+                            for p in sorted({int(r["pid"]) for r in rows})},
+            "stderr": err.strip()[-300:], "seconds": round(seconds, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=256)
@@ -407,7 +706,10 @@ def main() -> int:
     parser.add_argument("--cpus", type=int, default=2, help="actors of the throughput run")
     parser.add_argument("--cluster-photos", type=int, default=64,
                         help="photos of the spread and fault runs")
-    parser.add_argument("--jobs", default="throughput,startup,warm,spread,fault")
+    parser.add_argument("--pool-photos", type=int, default=256,
+                        help="photos of the pool_spread and pool_fault runs (at most --photos)")
+    parser.add_argument("--jobs", default="throughput,cluster,startup,warm,cpu,spread,fault,"
+                                          "pool_spread,pool_fault")
     parser.add_argument("--out", default=None, help="JSON results here")
     parser.add_argument("--child-startup", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--child-warm", nargs=4, help=argparse.SUPPRESS)
@@ -426,6 +728,9 @@ def main() -> int:
         if "throughput" in jobs:
             results["throughput"] = throughput(src, args.photos, args.rounds, args.cpus, work)
             print(json.dumps(results), flush=True)
+        if "cpu" in jobs:
+            results["cpu"] = cpu(src, args.photos, args.rounds, args.cpus, work)
+            print(json.dumps({"cpu": results["cpu"]["cpu_s_median"]}), flush=True)
         if "cluster" in jobs:
             with running_cluster(args.cpus) as address:
                 results["cluster"] = throughput(src, args.photos, args.rounds, args.cpus, work,
@@ -436,9 +741,9 @@ def main() -> int:
                 results[name] = job(src, args.photos, args.cpus, work)
                 results[f"load_after_{name}"] = os.getloadavg()
                 print(json.dumps({name: results[name]}), flush=True)
-        if {"spread", "fault"} & set(jobs):
+        if {"spread", "fault", "pool_spread", "pool_fault"} & set(jobs):
             os.environ.update(env())
-            results.update(two_nodes(src, args.cluster_photos, work, jobs))
+            results.update(two_nodes(src, args.cluster_photos, args.pool_photos, work, jobs))
     results["load_after"] = os.getloadavg()
     text = json.dumps(results, indent=1)
     print(text)

@@ -139,6 +139,9 @@ def test_usage_errors_are_one_line_with_exit_code_2(
     assert explain(folder, "x", "--ray-actors", "2") == 2
     assert capsys.readouterr().err == ("camlens: error: --ray-actors apply to --engine ray "
                                        "only; add --engine ray\n")
+    assert explain(folder, "x", "--ray-log", str(folder / "x.jsonl")) == 2
+    assert capsys.readouterr().err == ("camlens: error: --ray-log applies to --engine ray only; "
+                                       "add --engine ray\n")
     assert main(["evaluate", "localization", "--data", DATA, "--ray-gpus-per-actor", "1"]) == 2
     assert "--ray-gpus-per-actor apply to --engine ray only" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
@@ -150,6 +153,41 @@ def test_usage_errors_are_one_line_with_exit_code_2(
                               "installed") and "pip install 'camlens[ray]'" in err
         assert len(err.splitlines()) == 1
     assert not (folder / "x").exists()
+
+
+def test_a_command_shuts_down_only_the_ray_it_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """camlens.pipeline.distributed.session (around every --engine ray command): Ray
+    initialised inside the block is shut down at its end, also after an error; Ray that was
+    up before, or never, is left alone (a stand-in `ray` module counts the calls)."""
+    from types import SimpleNamespace
+
+    from camlens.pipeline.distributed import session
+
+    state = {"up": False, "shutdowns": 0}
+
+    def shutdown() -> None:
+        state.update(up=False, shutdowns=state["shutdowns"] + 1)
+
+    monkeypatch.setitem(sys.modules, "ray", SimpleNamespace(is_initialized=lambda: state["up"],
+                                                           shutdown=shutdown))
+    with session():
+        state["up"] = True
+    assert state == {"up": False, "shutdowns": 1}
+    state["up"] = True
+    with session():
+        pass
+    assert state == {"up": True, "shutdowns": 1}
+    state["up"] = False
+    with pytest.raises(ValueError), session():
+        state["up"] = True
+        raise ValueError("the command failed")
+    assert state == {"up": False, "shutdowns": 2}
+    with session():
+        pass
+    monkeypatch.setitem(sys.modules, "ray", None)  # Ray not installed
+    with session():
+        pass
+    assert state == {"up": False, "shutdowns": 2}
 
 
 # ------------------------------------------------------------- explain
@@ -189,6 +227,38 @@ def test_explain_on_ray_writes_what_the_local_engine_writes_and_resumes(
     assert "p3.png -> " in again and "explained 1 image(s)" in again
     assert (folder / "ray" / "p0" / output.JSON).stat().st_mtime_ns == kept
     same_folders(folder / "local", folder / "ray")
+
+
+@pytest.mark.usefixtures("cluster")
+def test_ray_log_names_the_node_and_process_of_each_image(
+        folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--ray-log: one line per image in the order of the images (the unreadable one too),
+    naming a node of the cluster and the process that explained its batch (batches of 2:
+    pairs share it): this one while the actors start, else an actor."""
+    log = folder / "ray.jsonl"
+    assert explain(folder, "logged", "--engine", "ray", "--ray-actors", "2", "--ray-log",
+                   str(log), "-q") == 1
+    capsys.readouterr()
+    assert ray.is_initialized()  # the caller's cluster: the command leaves it running
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["folder"], r["done"]) for r in lines] == \
+        [("bad", False)] + [(f"p{i}", True) for i in range(6)]
+    assert [Path(r["image"]).name for r in lines] == ["bad.png"] + [f"p{i}.png" for i in range(6)]
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    driver = (ray.get_runtime_context().get_node_id(), os.getpid())
+    for r in lines:
+        assert r["node"] in nodes
+        assert r["by"] == ("driver" if (r["node"], r["pid"]) == driver else "actor")
+    made = [(r["node"], r["pid"]) for r in lines]
+    assert all(made[i] == made[i + 1] for i in range(0, len(made) - 1, 2))
+    assert explain(folder, "logged_local", "-q") == 1
+    capsys.readouterr()
+    assert same_folders(folder / "logged_local", folder / "logged") == [f"p{i}" for i in range(6)]
+    bad = folder / "no" / "such" / "folder" / "x.jsonl"
+    assert explain(folder, "logged2", "--engine", "ray", "--ray-log", str(bad), "-q") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("camlens: error: --ray-log ") and "cannot write the file" in err
+    assert len(err.splitlines()) == 1 and not (folder / "logged2").exists()
 
 
 @pytest.mark.usefixtures("cluster")
@@ -322,8 +392,10 @@ def _cpus_back(total: float = 2.0) -> bool:
 def test_the_driver_explains_while_the_actors_start_each_batch_once_in_order(
         tmp_path: Path) -> None:
     """The actors cannot start until the driver has done three batches (a file they wait
-    for; then the driver slows down): the driver did the first k >= 3 batches, the actors the
-    rest; every batch once, in order."""
+    for; then the driver slows down to 1 s a batch, so 40 batches leave the actors up to 37 s
+    to start on a loaded machine): the driver did the first three batches (and maybe more
+    while an actor was still starting: one can be up a moment before the other, and then
+    both take batches), the actors the rest; every batch once, in order."""
     import time
 
     from camlens.pipeline.pool import ActorPool
@@ -340,13 +412,12 @@ def test_the_driver_explains_while_the_actors_start_each_batch_once_in_order(
         return "driver", batch * 10
 
     with ActorPool(functools.partial(_slow_start, str(gate)), RayOptions(actors=2)) as pool:
-        got = list(pool.map(_tagged, list(range(12)), here))
-    k = len(local)
-    assert 3 <= k < 12 and local == list(range(k))
-    assert [out for out, _, _ in got] == [("driver", b * 10) for b in range(k)] + \
-        [("actor", b * 10) for b in range(k, 12)]
-    assert {pid for _, _, pid in got[:k]} == {os.getpid()}
-    assert os.getpid() not in {pid for _, _, pid in got[k:]}
+        got = list(pool.map(_tagged, list(range(40)), here))
+    assert 3 <= len(local) < 40 and local[:3] == [0, 1, 2] and local == sorted(set(local))
+    assert [out for out, _, _ in got] == [("driver" if b in local else "actor", b * 10)
+                                          for b in range(40)]
+    assert {pid for out, _, pid in got if out[0] == "driver"} == {os.getpid()}
+    assert os.getpid() not in {pid for out, _, pid in got if out[0] == "actor"}
     assert _cpus_back()
 
 

@@ -28,9 +28,11 @@ def run(args: argparse.Namespace) -> int:
     """The library's dataset errors (a bad spec, a missing folder, an unreadable annotation, an
     unknown net) are the user's input, so they become one-line errors with exit code 2."""
     from camlens.evaluate.cli import run_cli
+    from camlens.pipeline.distributed import session
 
     try:
-        return run_cli(args)
+        with session():  # the Ray an --engine ray run starts ends with it
+            return run_cli(args)
     except (ValueError, LookupError, OSError) as exc:
         if isinstance(exc, ExplainError):
             raise

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from camlens import io as cio
 from camlens import output, viz
@@ -95,6 +96,10 @@ def add(sub: Any) -> None:
     t.add_argument("--dissection", metavar="FILE",
                    help="dissection.json written by `camlens dissect` for the Grad-CAM layer "
                         "(implies --text)")
+    ex.add_argument("--ray-log", metavar="FILE",
+                    help="with --engine ray: write FILE, one JSON line per image as it comes "
+                         "back (image, folder, done, the Ray node id and process id that "
+                         "explained it, and whether that was an actor or this process)")
     ex.add_argument("--resume", action="store_true",
                     help="skip the images whose folder in --out is already finished (holds "
                          "explanation.json, written last), e.g. after an interrupted run")
@@ -223,22 +228,44 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     out = Path(args.out).expanduser()
     paths = cio.resolve_inputs(_outside(args.inputs, out), exclude=out)
-    ray = ray_options(args, data=False)  # a missing Ray or an unreachable cluster stops here
+    if args.ray_log and args.engine != "ray":
+        raise CliError("--ray-log applies to --engine ray only; add --engine ray")
     model = functools.partial(load_model, args.model, weights=args.weights, labels=args.labels,
                               input_size=args.input_size, mean=args.mean, std=args.std,
                               device=args.device, max_input_side=args.max_input_side)
-    if ray is None:
+    if args.engine != "ray":
+        ray_options(args)  # refuses the --ray-* options without --engine ray
         return _run(args, out, paths, model, None)
+    from camlens.pipeline.distributed import session
     from camlens.pipeline.pool import ActorPool
 
-    # the actors start now (a process each, importing torch, loading the model on --device),
-    # while this process checks the request and lists the images
-    with ActorPool(model, ray) as pool:
-        return _run(args, out, paths, model, pool)
+    with session():  # the Ray this command starts ends with it
+        ray = ray_options(args, data=False)  # a missing Ray or an unreachable cluster: here
+        # the actors start now (a process each, importing torch, loading the model on
+        # --device), while this process checks the request and lists the images
+        with _log(args.ray_log) as log, ActorPool(model, ray) as pool:
+            return _run(args, out, paths, model, pool, log)
+
+
+@contextlib.contextmanager
+def _log(path: str | None) -> Iterator[TextIO | None]:
+    """--ray-log FILE opened for writing (None without it); a one-line error if it cannot
+    be."""
+    if path is None:
+        yield None
+        return
+    try:
+        fh = open(os.path.expanduser(path), "w", encoding="utf-8")  # noqa: SIM115 - yielded
+    except OSError as exc:
+        raise CliError(f"--ray-log {cio.display_path(path)}: cannot write the file "
+                       f"({exc.strerror or exc})") from exc
+    with fh:
+        yield fh
 
 
 def _run(args: argparse.Namespace, out: Path, paths: list[Path],
-         model: Callable[..., ModelRecord], pool: ActorPool[ModelRecord] | None) -> int:
+         model: Callable[..., ModelRecord], pool: ActorPool[ModelRecord] | None,
+         log: TextIO | None = None) -> int:
     # with Ray the actors load the model on --device; here it checks the request and, on the
     # CPU, explains batches itself while actors are still starting
     loaded = model() if pool is None else model(device="cpu")
@@ -290,7 +317,7 @@ def _run(args: argparse.Namespace, out: Path, paths: list[Path],
 
             setup = ExplainSetup.of(plan, model, args.batch_size, args.max_pixels)
             tally = explain_on_ray(sources, setup, console, pool,
-                                   loaded if args.device == "cpu" else None)
+                                   loaded if args.device == "cpu" else None, log)
     finally:
         console.close()
     if not args.quiet and tally.done:

@@ -19,9 +19,11 @@ output rows reach the driver once, when the batch is done; the outputs an actor 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ import numpy as np
 from camlens.errors import ExplainError
 
 __all__ = ["BatchFn", "RayError", "RayOptions", "check_fits", "connect", "default_actors",
-           "map_rows", "objects", "require_ray", "stream"]
+           "map_rows", "objects", "require_ray", "session", "stream"]
 
 BatchFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 """A batch of rows (column -> array of n values) -> n output rows (column -> array)."""
@@ -137,6 +139,27 @@ def connect(address: str | None = None, num_cpus: int | None = None, *,
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def session() -> Iterator[None]:
+    """A command's use of Ray: if Ray is initialised inside the block (by :func:`connect`)
+    and was not before, ``ray.shutdown()`` at its end (a local cluster it started stops, a
+    remote one is left running); Ray initialised before the block is left alone. Ray's exit
+    hook would shut down too, but first sleeps 0.5 s for log lines to print, which the CLI's
+    quiet connection does not send."""
+    before = _initialised()
+    try:
+        yield
+    finally:
+        if not before and _initialised():
+            sys.modules["ray"].shutdown()
+
+
+def _initialised() -> bool:
+    """Whether Ray is imported and initialised in this process (without importing it)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(getattr(ray, "is_initialized", lambda: False)())
 
 
 _QUIET = False

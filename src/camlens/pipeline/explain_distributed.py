@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -146,13 +146,24 @@ def explain_on_pool(pool: ActorPool[ModelRecord], sources: Sequence[Source],
 
 
 def explain_on_ray(sources: Sequence[Source], setup: ExplainSetup, reporter: Reporter,
-                   pool: ActorPool[ModelRecord], local: ModelRecord | None = None) -> Tally:
+                   pool: ActorPool[ModelRecord], local: ModelRecord | None = None,
+                   log: TextIO | None = None) -> Tally:
     """Explain ``sources`` on ``pool`` (:func:`explain_on_pool`) and tell ``reporter`` of each
     image as its row comes back, in order (errors and warnings first, then the image if it was
-    explained); returns the tally."""
+    explained); returns the tally. ``log``: one JSON line per image, written as its row comes
+    back (``image``, ``folder``: its stem, ``done``, ``node``: the Ray node id, ``pid``: the
+    process, ``by``: ``actor`` or ``driver``)."""
     tally = Tally()
     out = setup.plan["out"]
+    driver = (require_ray(data=False).get_runtime_context().get_node_id(), os.getpid())
     for row in explain_on_pool(pool, sources, setup, local):
+        if log is not None:
+            made = (str(row["node"]), int(row["pid"]))
+            log.write(json.dumps({
+                "image": cio.display_path(os.fsdecode(bytes(row["path"]))),
+                "folder": str(row["stem"]), "done": bool(row["done"]), "node": made[0],
+                "pid": made[1], "by": "driver" if made == driver else "actor"}) + "\n")
+            log.flush()
         for kind, text in json.loads(row["messages"]):
             (reporter.failed if kind == "error" else reporter.warn)(text)
         if not row["done"]:

@@ -9,8 +9,10 @@ between calls pays it once. While the actors start, the driver can explain batch
 wait idle for the actors.
 
 One call (:meth:`ActorPool.map`) hands the batches out from one queue, in order: each ready
-actor has up to ``in_flight`` batches queued; the driver takes the next batch itself only while
-some actor is still starting. Every batch is computed once (an index is taken from the queue
+actor has up to ``in_flight`` batches queued (so it never waits for the driver between two),
+but only one once no more batches are left than actors (so that at the end no actor holds two
+while another has none); the driver takes the next batch itself only while some actor is still
+starting. Every batch is computed once (an index is taken from the queue
 once) and the results come back in the order of the batches. Ray restarts an actor whose
 process dies and retries the calls it held (``max_restarts=-1``, ``max_task_retries=-1``, as
 Ray Data's actor pools do); an actor whose constructor raised ends the call with a
@@ -129,8 +131,9 @@ class ActorPool(Generic[S]):
                                  timeout=0)
                 for ref in up:
                     self._started(ref)
-            for i in self.ready:
-                while load[i] < self.in_flight and todo:
+            for i in self.ready:  # a second batch queued only while all have one to come
+                while todo and (load[i] == 0 or (load[i] < self.in_flight
+                                                 and len(todo) > len(self.ready))):
                     b = todo.popleft()
                     running[self.actors[i].run.remote(fn, batches[b])] = (i, b)
                     load[i] += 1
