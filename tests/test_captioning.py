@@ -169,6 +169,10 @@ def test_bleu4_by_hand() -> None:
     # one wrong last word: n-gram precisions 7/8, 6/7, 5/6, 4/5, no brevity penalty
     assert bleu4([ref], ["a b c d e f g x".split()]) == pytest.approx(0.5 ** 0.25)
     assert bleu4([ref, ref], [[], []]) == 0.0  # an untrained decoder's empty captions
+    with pytest.raises(ValueError, match="at least one"):
+        bleu4([], [])  # no scenes of a kind: no BLEU, not a ZeroDivisionError
+    with pytest.raises(ValueError, match="one hypothesis per reference"):
+        bleu4([ref], [])
 
 
 def test_explain_caption_leaves_the_model_untouched() -> None:

@@ -90,10 +90,11 @@ def attribute_scores(graphs: Sequence[SceneGraph],
 
 
 def bleu4(references: Sequence[Sequence[str]], hypotheses: Sequence[Sequence[str]]) -> float:
-    """Corpus BLEU-4 (nltk's ``corpus_bleu``, one reference per caption); 0 when every
-    hypothesis is empty (no n-gram matches; nltk would divide 0 by 0)."""
-    if not any(hypotheses):
-        return 0.0
+    """Corpus BLEU-4 (nltk's ``corpus_bleu``, one reference per caption) of a non-empty
+    corpus (an empty one has no BLEU: nltk would divide 0 by 0)."""
+    if not references or len(references) != len(hypotheses):
+        raise ValueError(f"BLEU needs one hypothesis per reference and at least one of each, "
+                         f"got {len(references)} references and {len(hypotheses)} hypotheses")
     try:
         from nltk.translate.bleu_score import corpus_bleu
     except ImportError as err:  # pragma: no cover - the extra is missing

@@ -118,7 +118,7 @@ def quality(model: Captioner, vocab: Vocabulary, n: int, beam: int) -> dict[str,
     for how, hy in hyps.items():
         res = _scores(graphs, refs, hy)
         res["per_kind"] = {k: _scores(graphs[j::4], refs[j::4], hy[j::4])
-                           for j, k in enumerate(KIND_CYCLE)}
+                           for j, k in enumerate(KIND_CYCLE) if j < n}
         out[how] = res
     out["examples"] = [{"reference": " ".join(refs[i]), "greedy": " ".join(hyps["greedy"][i]),
                         "beam": " ".join(hyps["beam"][i])} for i in range(min(8, n))]
