@@ -17,6 +17,9 @@ shares the work, and what a killed worker costs.
 - ``cluster``: ``throughput`` with ``--ray-address`` of a cluster that is already running
   (started once by a child process before the rounds, as ``ray start --head`` would leave
   one): each command still starts its own actors, but not the cluster.
+- ``kept``: ``cluster`` with ``--ray-keep 120`` and one round more: the first Ray command
+  starts the actors and leaves them; each later one finds them started, holding the model
+  (``ratio_command_after_first_median``: the rounds after the first).
 - ``startup``: where a Ray run's fixed cost goes, in one process as the CLI does it: import,
   ``ray.init`` (a new local cluster), the pool's actors ready (each: a process, torch, the
   model), the rows, which process made them (the driver shares batches while actors start),
@@ -50,7 +53,7 @@ The two-node cluster runs on its own ports and temp folder; at the end (also aft
 its processes, found by that folder, are ended (no bare ``ray stop``, which would end every Ray
 on the machine).
 
-    python benchmarks/ray_engine.py --jobs throughput,cluster,warm,cpu --photos 256 --rounds 3
+    python benchmarks/ray_engine.py --jobs throughput,cluster,kept,warm,cpu --photos 256 --rounds 3
     python benchmarks/ray_engine.py --jobs spread,fault,pool_spread,pool_fault --photos 256
 """
 
@@ -176,10 +179,12 @@ def running_cluster(cpus: int) -> Iterator[str]:
 
 
 def throughput(src: Path, n: int, rounds: int, cpus: int, work: Path,
-               address: str | None = None) -> dict[str, Any]:
+               address: str | None = None, keep: float = 0.0) -> dict[str, Any]:
     ray_args = ["--engine", "ray", "--ray-actors", str(cpus), "--ray-cpus-per-actor", "1"]
     if address is not None:  # a cluster that is already running: its start-up not counted
         ray_args += ["--ray-address", address]
+    if keep:  # the actors outlive each command: the first starts them, the next reuse them
+        ray_args += ["--ray-keep", f"{keep:g}"]
     runs: dict[str, list[tuple[float, float]]] = {"local": [], "ray": []}
     ratios, ratios_wall = [], []
     compared = 0
@@ -215,6 +220,9 @@ def throughput(src: Path, n: int, rounds: int, cpus: int, work: Path,
         "ratios_command": [round(x, 3) for x in ratios_wall],
         "ratio_run_paired_median": round(statistics.median(ratios), 3),
         "ratios_run": [round(x, 3) for x in ratios],
+        **({"ray_keep_s": keep,
+            "ratio_command_after_first_median": round(statistics.median(ratios_wall[1:]), 3)}
+           if keep and rounds > 1 else {}),
     }
 
 
@@ -708,7 +716,7 @@ def main() -> int:
                         help="photos of the spread and fault runs")
     parser.add_argument("--pool-photos", type=int, default=256,
                         help="photos of the pool_spread and pool_fault runs (at most --photos)")
-    parser.add_argument("--jobs", default="throughput,cluster,startup,warm,cpu,spread,fault,"
+    parser.add_argument("--jobs", default="throughput,cluster,kept,startup,warm,cpu,spread,fault,"
                                           "pool_spread,pool_fault")
     parser.add_argument("--out", default=None, help="JSON results here")
     parser.add_argument("--child-startup", nargs=4, help=argparse.SUPPRESS)
@@ -736,6 +744,11 @@ def main() -> int:
                 results["cluster"] = throughput(src, args.photos, args.rounds, args.cpus, work,
                                                 address)
             print(json.dumps({"cluster": results["cluster"]}), flush=True)
+        if "kept" in jobs:
+            with running_cluster(args.cpus) as address:
+                results["kept"] = throughput(src, args.photos, args.rounds + 1, args.cpus, work,
+                                             address, keep=120)
+            print(json.dumps({"kept": results["kept"]}), flush=True)
         for name, job in (("startup", startup), ("warm", warm)):
             if name in jobs:
                 results[name] = job(src, args.photos, args.cpus, work)

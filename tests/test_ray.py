@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,6 +140,15 @@ def test_usage_errors_are_one_line_with_exit_code_2(
     assert explain(folder, "x", "--ray-actors", "2") == 2
     assert capsys.readouterr().err == ("camlens: error: --ray-actors apply to --engine ray "
                                        "only; add --engine ray\n")
+    assert explain(folder, "x", "--ray-keep", "60") == 2
+    assert capsys.readouterr().err == ("camlens: error: --ray-keep apply to --engine ray only; "
+                                       "add --engine ray\n")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert explain(folder, "x", "--engine", "ray", "--ray-keep", "60") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("camlens: error: --ray-keep 60: this command would start its own Ray "
+                          "cluster") and "--ray-address or RAY_ADDRESS" in err
+    assert len(err.splitlines()) == 1 and not ray.is_initialized()  # no cluster started
     assert explain(folder, "x", "--ray-log", str(folder / "x.jsonl")) == 2
     assert capsys.readouterr().err == ("camlens: error: --ray-log applies to --engine ray only; "
                                        "add --engine ray\n")
@@ -377,11 +387,12 @@ def by_value() -> Iterator[None]:
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
-def _cpus_back(total: float = 2.0) -> bool:
-    """Whether the cluster's CPUs are all free again (actors ended), within 30 s."""
+def _cpus_back(total: float = 2.0, seconds: float = 30.0) -> bool:
+    """Whether ``total`` of the cluster's CPUs are free again (actors ended), within
+    ``seconds``."""
     import time
 
-    for _ in range(300):
+    for _ in range(int(seconds * 10)):
         if ray.available_resources().get("CPU", 0.0) >= total:
             return True
         time.sleep(0.1)
@@ -491,3 +502,125 @@ def test_explain_pool_kept_across_two_calls_equals_local_and_ends_its_actors(
                      "--model", net, "--layer", LAYER, "--method", "gradcam", "--method",
                      "gradcampp", "-q"]) == (1 if out == "pool1" else 0)
         same_folders(folder / f"{out}_cli", folder / out)
+
+
+# ------------------------------------------------------------- kept actors
+
+
+def _named() -> list[str]:
+    from camlens.pipeline.pool import NAMESPACE
+
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["namespace"] == NAMESPACE)
+
+
+def test_the_key_of_kept_actors_changes_with_what_they_would_hold(tmp_path: Path) -> None:
+    """pool_key: the same loader and resources give the same key; another model argument,
+    a rewritten weights file (same name), other resources or a changed camlens file each
+    give another."""
+    import camlens.pipeline.pool as pool_module
+    from camlens.models import load_model
+    from camlens.pipeline.pool import pool_key
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"1")
+    make = functools.partial(load_model, "efficientnet_lite0", weights=str(weights))
+    key = pool_key(make, RayOptions(actors=2))
+    assert key == pool_key(functools.partial(load_model, "efficientnet_lite0",
+                                             weights=str(weights)), RayOptions(actors=1))
+    assert len(key) == 16 and int(key, 16) >= 0
+    assert pool_key(functools.partial(load_model, "other", weights=str(weights)),
+                    RayOptions()) != key
+    assert pool_key(make, RayOptions(cpus_per_actor=2)) != key
+    assert pool_key(make, RayOptions(gpus_per_actor=0.5)) != key
+    weights.write_bytes(b"22")  # the same file name, other weights
+    assert pool_key(make, RayOptions()) != key
+    key = pool_key(make, RayOptions())
+    source = Path(pool_module.__file__)
+    stat = source.stat()
+    try:
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        assert pool_key(make, RayOptions()) != key  # camlens itself changed
+    finally:
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert pool_key(make, RayOptions()) == key
+
+
+@pytest.mark.usefixtures("cluster", "by_value")
+def test_kept_actors_serve_the_next_pool_and_end_themselves_when_idle() -> None:
+    """RayOptions(keep=...): closing the pool leaves its two actors (named, detached) holding
+    the cluster's CPUs; a second pool with the same loader uses the same two processes, with
+    no start-up; an actor ending itself while a pool arrives (the closes and starts timed
+    around ``keep``) is started again, never an error; idle ``keep`` s, all end and the CPUs
+    return; one ended for good during a call is started again and its batches done once. A
+    pool with keep=0 names no actors."""
+    from camlens.pipeline.pool import ActorPool, end_kept
+
+    assert not _named()
+    make = functools.partial(_ready, None)
+    try:
+        with ActorPool(make, RayOptions(actors=2, keep=30)) as first:
+            pids = {pid for _, pid in first.wait().values()}
+            assert [out for out, _, _ in first.map(_tagged, [1, 2, 3])] == [("up", 10), ("up", 20),
+                                                                       ("up", 30)]
+        assert len(_named()) == 2 and not _cpus_back(total=1.0, seconds=1.0)
+        with ActorPool(make, RayOptions(actors=2, keep=30)) as second:
+            got = list(second.map(_tagged, list(range(8))))
+            assert [out for out, _, _ in got] == [("up", b * 10) for b in range(8)]
+            assert {pid for _, _, pid in got} <= pids
+            assert {pid for _, pid in second.wait().values()} == pids  # the same processes
+        assert end_kept() == 2 and _cpus_back() and not _named()
+        for delay in (0.8, 0.95, 1.0, 1.05, 1.2):
+            with ActorPool(make, RayOptions(actors=2, keep=1.0)) as pool:
+                assert [out for out, _, _ in pool.map(_tagged, [4, 5])] == [("up", 40), ("up", 50)]
+            time.sleep(delay)
+        assert _cpus_back() and not _named()  # idle 1 s: ended themselves
+        with ActorPool(functools.partial(_ready, None), RayOptions(actors=2, keep=30)) as pool:
+            got = []
+            for out, _, _ in pool.map(_slowly, list(range(10))):
+                if not got:  # ended for good (as end_kept() from elsewhere would)
+                    ray.kill(pool.actors[0], no_restart=True)
+                got.append(out)
+        assert got == [b * 10 for b in range(10)] and len(_named()) == 2
+        assert end_kept() == 2 and _cpus_back()
+        with ActorPool(make, RayOptions(actors=2)) as plain:
+            plain.wait()
+            assert not _named()
+    finally:
+        end_kept()
+    assert _cpus_back()
+
+
+@pytest.mark.usefixtures("cluster")
+def test_explain_with_ray_keep_reuses_the_actors_of_the_previous_command(
+        folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two `camlens explain --engine ray --ray-keep 60` commands on a running cluster (here
+    the test's, which the commands leave running): the second one's images are made by the
+    first one's actor processes (or this process), the folders are a local run's, and the
+    actors stay until ended."""
+    from camlens.pipeline.pool import NAMESPACE, end_kept
+
+    logs = [folder / "keep1.jsonl", folder / "keep2.jsonl"]
+    kept = []
+    try:
+        for i, log in enumerate(logs):
+            assert explain(folder, f"keep{i}", "--engine", "ray", "--ray-actors", "2",
+                           "--ray-keep", "60", "--ray-log", str(log), *(["-q"] if i else [])) == 1
+            said = capsys.readouterr().out
+            assert said.endswith("2 Ray actors kept until idle for 60 s (--ray-keep), for the "
+                                 "next command with this model\n") != bool(i)
+            assert len(_named()) == 2
+            kept.append({ray.get(ray.get_actor(n, namespace=NAMESPACE).where.remote())[1]
+                         for n in _named()})
+        assert kept[0] == kept[1]  # the same two processes
+        made = {r["pid"] for r in map(json.loads, logs[1].read_text().splitlines())
+                if r["by"] == "actor"}
+        assert made and made <= kept[0]
+        assert explain(folder, "keep_local", "-q") == 1
+        capsys.readouterr()
+        for i in range(2):
+            assert same_folders(folder / "keep_local", folder / f"keep{i}") == \
+                [f"p{j}" for j in range(6)]
+    finally:
+        assert end_kept() == 2
+    assert _cpus_back() and not _named()

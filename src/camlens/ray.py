@@ -58,9 +58,9 @@ from camlens.pipeline.distributed import RayError, RayOptions, connect
 from camlens.pipeline.explain_distributed import ExplainSetup, explain_on_pool, explain_rows
 from camlens.pipeline.explain_distributed import images_dataset as _images_dataset
 from camlens.pipeline.images import Plan, sources_of
-from camlens.pipeline.pool import ActorPool
+from camlens.pipeline.pool import ActorPool, end_kept
 
-__all__ = ["ExplainPool", "RayError", "RayOptions", "connect", "evaluate_dataset",
+__all__ = ["ExplainPool", "RayError", "RayOptions", "connect", "end_kept", "evaluate_dataset",
            "explain_dataset", "images_dataset", "samples_dataset", "summarize"]
 
 
@@ -123,7 +123,9 @@ class ExplainPool:
     spec), and are kept until :meth:`close` or the end of the ``with`` block, so a second call
     pays no start-up. ``share``: on the CPU, this process explains batches too while actors
     are still starting (the same batch function on the same model; the outputs are the
-    same).
+    same). ``keep`` > 0 (seconds): :meth:`close` leaves the actors running until idle for
+    that long, and a later pool with the same model and resources, in any process connected
+    to the cluster, uses them (:mod:`camlens.pipeline.pool`); ``end_kept()`` ends them now.
 
     >>> with cr.ExplainPool("efficientnet_lite0", actors=2) as pool:
     ...     rows = pool.explain(paths, out="shared/out", methods=["gradcam"])
@@ -132,11 +134,11 @@ class ExplainPool:
 
     def __init__(self, model: str = "efficientnet_lite0", *, weights: str | None = None,
                  device: str = "cpu", actors: int = 1, cpus_per_actor: float = 1.0,
-                 gpus_per_actor: float = 0.0, share: bool = True) -> None:
+                 gpus_per_actor: float = 0.0, share: bool = True, keep: float = 0.0) -> None:
         connect()
         self.loader = functools.partial(load_model, model, weights=weights, device=device)
         self.pool: ActorPool[ModelRecord] = ActorPool(
-            self.loader, RayOptions(None, actors, cpus_per_actor, gpus_per_actor))
+            self.loader, RayOptions(None, actors, cpus_per_actor, gpus_per_actor, keep))
         try:
             self.loaded = self.loader(device="cpu")  # the spec checked while the actors start
         except BaseException:
@@ -153,7 +155,8 @@ class ExplainPool:
         self.close()
 
     def close(self) -> None:
-        """End the actors (their CPUs and GPUs return to the cluster)."""
+        """End the actors (their CPUs and GPUs return to the cluster); with ``keep``, leave
+        them to end after ``keep`` idle seconds."""
         self.pool.close()
 
     def wait(self) -> list[tuple[str, int]]:

@@ -23,6 +23,7 @@ from camlens.cli.options import (
     input_options,
     method_options,
     model_options,
+    non_negative_float,
     output_options,
     positive_int,
     progress_options,
@@ -36,6 +37,7 @@ from camlens.methods import FIGURE1, METHODS
 from camlens.models import load_model
 from camlens.pipeline.images import Plan, Source, done_before, run_sources, sources_of
 from camlens.pipeline.progress import is_terminal, progress_bar
+from camlens.plural import counted
 from camlens.targets import class_index
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,6 +102,11 @@ def add(sub: Any) -> None:
                     help="with --engine ray: write FILE, one JSON line per image as it comes "
                          "back (image, folder, done, the Ray node id and process id that "
                          "explained it, and whether that was an actor or this process)")
+    ex.add_argument("--ray-keep", type=non_negative_float, default=0.0, metavar="SECONDS",
+                    help="with --engine ray on a running cluster: keep the actors (each holding "
+                         "the model) alive until idle for SECONDS, so the next command with "
+                         "the same model and actor resources starts at once (default 0: they "
+                         "end with this command)")
     ex.add_argument("--resume", action="store_true",
                     help="skip the images whose folder in --out is already finished (holds "
                          "explanation.json, written last), e.g. after an interrupted run")
@@ -244,7 +251,11 @@ def run(args: argparse.Namespace) -> int:
         # the actors start now (a process each, importing torch, loading the model on
         # --device), while this process checks the request and lists the images
         with _log(args.ray_log) as log, ActorPool(model, ray) as pool:
-            return _run(args, out, paths, model, pool, log)
+            code = _run(args, out, paths, model, pool, log)
+        if ray.keep and not args.quiet:
+            say(f"{counted(ray.actors, 'Ray actor')} kept until idle for {ray.keep:g} s "
+                "(--ray-keep), for the next command with this model")
+        return code
 
 
 @contextlib.contextmanager

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -185,14 +187,21 @@ def ray_options(args: argparse.Namespace, *, data: bool = True) -> Any:
         given = [f"--ray-{n}" for n in ("address", "actors") if getattr(args, f"ray_{n}", None)]
         given += [f"--ray-{n}s-per-actor" for n, d in (("cpu", 1.0), ("gpu", 0.0))
                   if getattr(args, f"ray_{n}s_per_actor", d) != d]
+        given += ["--ray-keep"] if getattr(args, "ray_keep", 0.0) else []
         if given:
             raise CliError(f"{', '.join(given)} apply to --engine ray only; add --engine ray")
         return None
     require_ray(data=data)
+    keep = getattr(args, "ray_keep", 0.0)
+    if keep and not (args.ray_address or os.environ.get("RAY_ADDRESS")
+                     or sys.modules["ray"].is_initialized()):
+        raise CliError(f"--ray-keep {keep:g}: this command would start its own Ray cluster, "
+                       "which ends with it, and its actors with it; start one with `ray start "
+                       "--head` and give its address (--ray-address or RAY_ADDRESS)")
     connect(args.ray_address, quiet=True)
     actors = args.ray_actors or default_actors(args.ray_cpus_per_actor, args.ray_gpus_per_actor)
     options = RayOptions(args.ray_address, actors, args.ray_cpus_per_actor,
-                         args.ray_gpus_per_actor)
+                         args.ray_gpus_per_actor, keep)
     check_fits(options)
     return options
 

@@ -51,12 +51,15 @@ class RayError(ExplainError):
 class RayOptions:
     """Where and how wide to run: ``address`` of a running cluster (``None``: the
     ``RAY_ADDRESS`` environment variable, else a new local cluster), ``actors`` in the pool,
-    the CPUs and GPUs each actor reserves (fractions allowed)."""
+    the CPUs and GPUs each actor reserves (fractions allowed), and ``keep``: seconds an
+    :class:`~camlens.pipeline.pool.ActorPool`'s actors stay alive once idle, for the next
+    pool with the same model and resources to reuse (0: they end with their pool)."""
 
     address: str | None = None
     actors: int = 1
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    keep: float = 0.0
 
     def __post_init__(self) -> None:
         if self.actors < 1:
@@ -64,6 +67,8 @@ class RayOptions:
         if self.cpus_per_actor < 0 or self.gpus_per_actor < 0:
             raise RayError("--ray-cpus-per-actor and --ray-gpus-per-actor must be >= 0, got "
                            f"{self.cpus_per_actor} and {self.gpus_per_actor}")
+        if not self.keep >= 0:
+            raise RayError(f"--ray-keep must be a number of seconds >= 0, got {self.keep}")
 
 
 def require_ray(*, data: bool = True) -> ModuleType:
