@@ -122,7 +122,7 @@ def pool_key(make: Callable[[], Any], options: RayOptions) -> str:
     for arg in args:
         if isinstance(arg, (str, os.PathLike)):
             path = os.fspath(arg).rpartition(":")[0] or os.fspath(arg)  # file.py:FACTORY
-            for name in {os.fspath(arg), path}:
+            for name in sorted({os.fspath(arg), path}):  # one order in every process
                 if os.path.isfile(name):
                     st = os.stat(name)
                     parts.append((os.path.abspath(name), st.st_size, st.st_mtime_ns))
