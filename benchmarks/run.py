@@ -700,7 +700,7 @@ def verdicts(result: dict[str, Any]) -> str:
                        f"{theirs.get('paired_ratio', 0):.1f}) -> "
                        f"{ok(r <= 1.0)}{' (within the ~10% noise)' if 1.0 < r <= 1.1 else ''}")
             break
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" if len(out) > 3 else ""  # nothing of the bar measured
 
 
 def speedups(result: dict[str, Any]) -> str:
